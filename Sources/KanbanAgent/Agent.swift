@@ -1,0 +1,37 @@
+public import KanbanModel
+public import KanbanStore
+import Synchronization
+
+/// The local agent's core: the replica store, the local event hub and the sync status.
+/// The HTTP routes, the event stream and the sync client all act through it.
+public final class Agent: Sendable {
+    public let store: ReplicaStore
+    public let hub: EventHub
+    public let configuration: AgentConfiguration
+    private let status: Mutex<SyncStatus>
+
+    public init(store: ReplicaStore, configuration: AgentConfiguration = .init()) {
+        self.store = store
+        self.configuration = configuration
+        self.hub = EventHub(bufferSize: configuration.maxQueuedEvents)
+        self.status = Mutex(SyncStatus(state: .disabled))
+        store.addChangeListener { [hub] changes in hub.publish(changes) }
+    }
+
+    public var syncStatus: SyncStatus {
+        var current = status.withLock { $0 }
+        current.queuedOperations = (try? store.outboxCount()) ?? current.queuedOperations
+        return current
+    }
+
+    /// Updates the link status and tells every local subscriber.
+    public func updateSyncStatus(_ update: (inout SyncStatus) -> Void) {
+        let new = status.withLock { status in
+            update(&status)
+            return status
+        }
+        var withQueue = new
+        withQueue.queuedOperations = (try? store.outboxCount()) ?? new.queuedOperations
+        hub.publish(withQueue)
+    }
+}

@@ -1,0 +1,101 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import KanbanModel
+import KanbanStore
+
+/// The JSON API described in `Protocol/agent-api.openapi.json`.
+struct AgentRoutes {
+    let agent: Agent
+
+    func register(on router: Router<BasicRequestContext>) {
+        let limit = agent.configuration.maxBodyBytes
+        let api = router.group("api")
+
+        api.get("boards") { _, _ in try json(try agent.store.boards()) }
+        api.post("boards") { request, _ in
+            let body = try await JSONBody.read(request, limit: limit, allowed: ["title"])
+            return try json(try agent.createBoard(title: try body.string("title")), status: .created)
+        }
+        api.get("boards/:id") { _, context in try json(try agent.document(try id(context, "id"))) }
+        api.patch("boards/:id") { request, context in
+            let body = try await JSONBody.read(request, limit: limit, allowed: ["title"])
+            return try json(try agent.renameBoard(try id(context, "id"), title: try body.string("title")))
+        }
+        api.post("boards/:id/columns") { request, context in
+            let body = try await JSONBody.read(request, limit: limit, allowed: ["title", "after"])
+            let column = try agent.createColumn(board: try id(context, "id"), title: try body.string("title"),
+                                                after: try body.optionalID("after") ?? nil)
+            return try json(column, status: .created)
+        }
+        api.get("boards/:id/conflicts") { _, context in try json(try agent.conflicts(try id(context, "id"))) }
+        api.post("boards/:id/conflicts/:op/restore") { _, context in
+            guard let op = OperationID(context.parameters.get("op") ?? "") else {
+                throw AgentError.badRequest("the path must end in an operation ID like replica:42")
+            }
+            return try json(try agent.restoreConflict(board: try id(context, "id"), loser: op))
+        }
+
+        api.patch("columns/:id") { request, context in
+            let body = try await JSONBody.read(request, limit: limit, allowed: ["title", "after"])
+            return try json(try agent.updateColumn(try id(context, "id"), title: try body.optionalString("title"),
+                                                   after: try body.optionalID("after")))
+        }
+        api.delete("columns/:id") { _, context in try json(try agent.deleteColumn(try id(context, "id"))) }
+        api.post("columns/:id/restore") { _, context in try json(try agent.restoreColumn(try id(context, "id"))) }
+        api.post("columns/:id/tasks") { request, context in
+            let body = try await JSONBody.read(request, limit: limit, allowed: ["title", "description", "after"])
+            let task = try agent.createTask(column: try id(context, "id"), title: try body.string("title"),
+                                            description: try body.optionalString("description"),
+                                            after: try body.optionalID("after") ?? nil)
+            return try json(task, status: .created)
+        }
+
+        api.patch("tasks/:id") { request, context in
+            let body = try await JSONBody.read(request, limit: limit, allowed: ["title", "description"])
+            return try json(try agent.updateTask(try id(context, "id"), title: try body.optionalString("title"),
+                                                 description: try body.optionalString("description")))
+        }
+        api.post("tasks/:id/move") { request, context in
+            let body = try await JSONBody.read(request, limit: limit, allowed: ["columnId", "after"])
+            return try json(try agent.moveTask(try id(context, "id"), to: try body.id("columnId"),
+                                               after: try body.optionalID("after") ?? nil))
+        }
+        api.delete("tasks/:id") { _, context in try json(try agent.deleteTask(try id(context, "id"))) }
+        api.post("tasks/:id/restore") { _, context in try json(try agent.restoreTask(try id(context, "id"))) }
+
+        router.get("health") { _, _ in
+            try json(Health(status: "ok", replicaId: agent.store.replicaID.rawValue, version: agent.store.version))
+        }
+        router.get("health/websocket") { _, _ in try json(agent.syncStatus) }
+    }
+
+    struct Health: Encodable {
+        let status: String
+        let replicaId: String
+        let version: Int64
+    }
+}
+
+/// Reads an entity ID path parameter, refusing anything that is not a UUID.
+func id(_ context: BasicRequestContext, _ name: String) throws -> EntityID {
+    let text = context.parameters.get(name) ?? ""
+    guard let id = EntityID(text) else {
+        throw AgentError.badRequest("'\(text.prefix(60))' in the path is not an entity ID (UUID)",
+                                    hint: "Use an ID from GET /api/boards or GET /api/boards/{id}.")
+    }
+    return id
+}
+
+let apiEncoder: JSONEncoder = {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    encoder.dateEncodingStrategy = .iso8601
+    return encoder
+}()
+
+func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+    let data = try apiEncoder.encode(value)
+    return Response(status: status, headers: [.contentType: "application/json; charset=utf-8"],
+                    body: .init(byteBuffer: ByteBuffer(bytes: data)))
+}

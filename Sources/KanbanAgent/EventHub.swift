@@ -1,0 +1,64 @@
+public import KanbanModel
+public import KanbanStore
+import Synchronization
+
+/// Fans committed changes out to local subscribers (event-stream WebSockets, `kanban watch`).
+///
+/// Publishing never blocks the database writer: each subscriber has a bounded buffer, and a
+/// subscriber that falls that far behind is ended with `overflowed` so it can reconnect and
+/// start again from a fresh snapshot instead of silently missing events.
+public final class EventHub: Sendable {
+    public enum Message: Sendable {
+        case changes([AppliedChange])
+        case status(SyncStatus)
+    }
+
+    struct Subscriber {
+        let board: EntityID?
+        let continuation: AsyncStream<Message>.Continuation
+    }
+
+    private let subscribers = Mutex<[Int: Subscriber]>([:])
+    private let nextID = Atomic<Int>(0)
+    private let overflowed = Mutex<Set<Int>>([])
+    let bufferSize: Int
+
+    public init(bufferSize: Int = 10_000) { self.bufferSize = bufferSize }
+
+    /// A stream of messages for one board (or all boards with nil). Subscribe before reading the
+    /// snapshot, then skip changes whose version the snapshot already includes.
+    public func subscribe(board: EntityID?) -> (id: Int, stream: AsyncStream<Message>) {
+        let id = nextID.wrappingAdd(1, ordering: .relaxed).newValue
+        let (stream, continuation) = AsyncStream<Message>.makeStream(bufferingPolicy: .bufferingOldest(bufferSize))
+        continuation.onTermination = { [weak self] _ in
+            _ = self?.subscribers.withLock { $0.removeValue(forKey: id) }
+        }
+        subscribers.withLock { $0[id] = Subscriber(board: board, continuation: continuation) }
+        return (id, stream)
+    }
+
+    /// Whether a subscriber was ended because it fell behind.
+    public func didOverflow(_ id: Int) -> Bool { overflowed.withLock { $0.remove(id) != nil } }
+
+    public var subscriberCount: Int { subscribers.withLock { $0.count } }
+
+    func publish(_ changes: [AppliedChange]) {
+        let visible = changes.filter(\.changed)
+        guard !visible.isEmpty else { return }
+        let targets = subscribers.withLock { Array($0) }
+        for (id, subscriber) in targets {
+            let mine = subscriber.board.map { board in visible.filter { $0.operation.board == board } } ?? visible
+            guard !mine.isEmpty else { continue }
+            if case .dropped = subscriber.continuation.yield(.changes(mine)) {
+                overflowed.withLock { _ = $0.insert(id) }
+                subscriber.continuation.finish()
+            }
+        }
+    }
+
+    func publish(_ status: SyncStatus) {
+        for (_, subscriber) in subscribers.withLock({ Array($0) }) {
+            subscriber.continuation.yield(.status(status))
+        }
+    }
+}

@@ -1,0 +1,79 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdWebSocket
+import KanbanModel
+import KanbanStore
+import Logging
+import NIOWebSocket
+
+/// `GET /api/events?board=ID`: a WebSocket that sends the board document, then every change.
+struct EventStream {
+    let agent: Agent
+    let policy: LocalhostPolicy
+
+    /// Close code sent to a client that fell too far behind; it should reconnect.
+    static let closeTooSlow: UInt16 = 4008
+
+    func register(on router: Router<BasicWebSocketRequestContext>) {
+        router.ws("api/events") { request, _ in
+            // Refused upgrades fall through to the HTTP router, which answers with the reason.
+            guard policy.hostRefusal(request) == nil, policy.originRefusal(request.headers[.origin]) == nil,
+                  let text = request.uri.queryParameters.get("board"), let board = EntityID(text),
+                  (try? agent.store.document(board)) ?? nil != nil
+            else { return .dontUpgrade }
+            return .upgrade([:])
+        } onUpgrade: { inbound, outbound, context in
+            let board = EntityID(context.request.uri.queryParameters.get("board") ?? "")!
+            try await stream(board: board, inbound: inbound, outbound: outbound, logger: context.logger)
+        }
+    }
+
+    func stream(board: EntityID, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, logger: Logger) async throws {
+        // Subscribe first, then read the snapshot: nothing committed in between can be missed.
+        let (subscription, messages) = agent.hub.subscribe(board: board)
+        guard let doc = try agent.store.document(board) else { return }
+        try await send(Snapshot(type: "snapshot", version: doc.version, board: doc, sync: agent.syncStatus), to: outbound)
+        let since = doc.version
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                // Drain client messages (ignored for now) so close frames are processed.
+                for try await _ in inbound.messages(maxSize: 64 * 1024) {}
+            }
+            group.addTask {
+                for await message in messages {
+                    switch message {
+                    case .changes(let changes):
+                        for change in changes where change.seq > since {
+                            try await send(LocalEvent(change), to: outbound)
+                        }
+                    case .status(let status):
+                        try await send(StatusEvent(type: "sync:status", sync: status), to: outbound)
+                    }
+                }
+                if agent.hub.didOverflow(subscription) {
+                    try await outbound.close(.unknown(Self.closeTooSlow), reason: "too slow; reconnect for a fresh snapshot")
+                }
+            }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    struct Snapshot: Encodable {
+        let type: String
+        let version: Int64
+        let board: BoardDocument
+        let sync: SyncStatus
+    }
+
+    struct StatusEvent: Encodable {
+        let type: String
+        let sync: SyncStatus
+    }
+
+    func send(_ value: some Encodable, to outbound: WebSocketOutboundWriter) async throws {
+        let data = try apiEncoder.encode(value)
+        try await outbound.write(.text(String(decoding: data, as: UTF8.self)))
+    }
+}

@@ -1,0 +1,67 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import KanbanAgent
+import KanbanStore
+import Logging
+
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "Run your local agent: the board at a localhost URL, the API, and sync.",
+        discussion: """
+            The agent keeps your boards in DIR/replica.sqlite and works fully offline.
+            It listens on 127.0.0.1 only. Stop it with Ctrl-C (SIGINT) or SIGTERM.
+            """
+    )
+
+    @Option(help: "Port to listen on (0 picks a free one and prints it).")
+    var port: Int = AgentConfiguration.defaultPort
+
+    @OptionGroup var data: DataDirectory
+
+    @Option(name: .customLong("allow-origin"), parsing: .singleValue,
+            help: ArgumentHelp("An extra origin allowed to use the API, e.g. http://localhost:5173 (repeatable).", valueName: "URL"))
+    var allowOrigins: [String] = []
+
+    @Option(name: .customLong("allow-host"), parsing: .singleValue,
+            help: ArgumentHelp("An extra Host header value to accept, e.g. kanban.local:7420 (repeatable).", valueName: "HOST"))
+    var allowHosts: [String] = []
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.")
+    var logLevel: String = "info"
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be 0-65535 (got \(port))") }
+        for origin in allowOrigins {
+            guard let url = URL(string: origin), let scheme = url.scheme, ["http", "https"].contains(scheme), url.host != nil,
+                  url.path.isEmpty || url.path == "/"
+            else {
+                throw ValidationError("--allow-origin '\(origin)' is not an origin; use scheme://host[:port], e.g. http://localhost:5173")
+            }
+        }
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error")
+        }
+    }
+
+    func run() async throws {
+        var logger = Logger(label: "kanban.agent")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        let path = try data.replicaPath()
+        let store: ReplicaStore
+        do {
+            store = try ReplicaStore(path: path)
+        } catch {
+            throw ValidationError("cannot open \(path): \(error). Is another agent using this data directory?")
+        }
+        let configuration = AgentConfiguration(port: port, allowedOrigins: allowOrigins, allowedHosts: allowHosts)
+        let agent = Agent(store: store, configuration: configuration)
+        let app = buildAgentApplication(agent: agent, logger: logger) { port in
+            print("Kanban agent \(store.replicaID) serving \(path)")
+            print("Board: http://127.0.0.1:\(port)/")
+            fflush(nil)
+        }
+        try await app.runService()
+    }
+}

@@ -1,0 +1,14 @@
+import ArgumentParser
+
+@main
+struct Kanban: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kanban",
+        abstract: "An offline-first Kanban board with live sync.",
+        discussion: """
+            Run `kanban agent` to start your local agent and open the board URL it prints.
+            The other commands talk to that agent.
+            """,
+        subcommands: [AgentCommand.self, BoardCommand.self, DebugCommand.self]
+    )
+}

@@ -1,0 +1,215 @@
+public import Foundation
+
+/// JSON form (one flat object):
+/// `{"id":"r1:7","hlc":"...","board":"<uuid>","kind":"task.create","task":"<uuid>",
+///   "column":"<uuid>","position":"V","title":"...","description":"...","base":{"title":"<hlc>"},
+///   "restores":"r2:3"}`; fields not used by a kind must be absent.
+extension BoardOperation: Codable {
+    enum Key: String, CodingKey, CaseIterable {
+        case id, hlc, board, kind, task, column, position, title, description, base, restores
+    }
+
+    struct AnyKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let unknown = try decoder.container(keyedBy: AnyKey.self).allKeys.map(\.stringValue)
+            .filter { Key(rawValue: $0) == nil }
+        if let first = unknown.sorted().first {
+            throw OperationError(.unknownField, field: first, "is not a field of an operation")
+        }
+        let c = try decoder.container(keyedBy: Key.self)
+        let kindText = try Self.required(String.self, .kind, in: c)
+        guard let kind = Action.Kind(rawValue: kindText) else {
+            throw OperationError(.unknownKind, field: "kind",
+                                 "'\(kindText.prefix(40))' is not one of \(Action.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        id = try Self.required(OperationID.self, .id, in: c)
+        stamp = try Self.required(HLCStamp.self, .hlc, in: c)
+        board = try Self.required(EntityID.self, .board, in: c)
+        if stamp.replica != id.replica {
+            throw OperationError(.invalidField, field: "hlc", "replica \(stamp.replica) differs from the operation ID's \(id.replica)")
+        }
+        let used: Set<Key>
+        switch kind {
+        case .boardCreate, .boardRename:
+            let title = try Self.title(c)
+            action = kind == .boardCreate ? .createBoard(title: title) : .renameBoard(title: title)
+            used = [.title]
+        case .columnCreate:
+            action = .createColumn(column: try Self.required(EntityID.self, .column, in: c), title: try Self.title(c),
+                                   position: try Self.required(PositionKey.self, .position, in: c))
+            used = [.column, .title, .position]
+        case .columnRename:
+            action = .renameColumn(column: try Self.required(EntityID.self, .column, in: c), title: try Self.title(c))
+            used = [.column, .title]
+        case .columnMove:
+            action = .moveColumn(column: try Self.required(EntityID.self, .column, in: c),
+                                 position: try Self.required(PositionKey.self, .position, in: c))
+            used = [.column, .position]
+        case .columnDelete, .columnRestore:
+            let column = try Self.required(EntityID.self, .column, in: c)
+            action = kind == .columnDelete ? .deleteColumn(column: column) : .restoreColumn(column: column)
+            used = [.column]
+        case .taskCreate:
+            let description = try Self.optional(String.self, .description, in: c) ?? ""
+            try OperationLimits.checkDescription(description)
+            action = .createTask(task: try Self.required(EntityID.self, .task, in: c),
+                                 column: try Self.required(EntityID.self, .column, in: c),
+                                 position: try Self.required(PositionKey.self, .position, in: c),
+                                 title: try Self.title(c), description: description)
+            used = [.task, .column, .position, .title, .description]
+        case .taskUpdate:
+            let title = try Self.optional(String.self, .title, in: c)
+            if let title { try OperationLimits.checkTitle(title) }
+            let description = try Self.optional(String.self, .description, in: c)
+            if let description { try OperationLimits.checkDescription(description) }
+            if title == nil && description == nil {
+                throw OperationError(.missingField, field: "title", "task.update needs title or description")
+            }
+            action = .updateTask(task: try Self.required(EntityID.self, .task, in: c), title: title, description: description)
+            used = [.task, .title, .description]
+        case .taskMove:
+            action = .moveTask(task: try Self.required(EntityID.self, .task, in: c),
+                               column: try Self.required(EntityID.self, .column, in: c),
+                               position: try Self.required(PositionKey.self, .position, in: c))
+            used = [.task, .column, .position]
+        case .taskDelete, .taskRestore:
+            let task = try Self.required(EntityID.self, .task, in: c)
+            action = kind == .taskDelete ? .deleteTask(task: task) : .restoreTask(task: task)
+            used = [.task]
+        }
+        let common: Set<Key> = [.id, .hlc, .board, .kind, .base, .restores]
+        if let extra = c.allKeys.filter({ !used.contains($0) && !common.contains($0) }).map(\.rawValue).sorted().first {
+            throw OperationError(.unknownField, field: extra, "is not a field of \(kind.rawValue)")
+        }
+        let rawBase = try Self.optional([String: HLCStamp].self, .base, in: c) ?? [:]
+        var base: [Field: HLCStamp] = [:]
+        for (name, value) in rawBase {
+            guard let field = Field(rawValue: name), action.fields.contains(field) else {
+                throw OperationError(.invalidField, field: "base.\(name.prefix(40))", "\(kind.rawValue) does not write this register")
+            }
+            base[field] = value
+        }
+        self.base = base
+        restores = try Self.optional(OperationID.self, .restores, in: c)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: Key.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(stamp, forKey: .hlc)
+        try c.encode(board, forKey: .board)
+        try c.encode(action.kind.rawValue, forKey: .kind)
+        switch action {
+        case .createBoard(let title), .renameBoard(let title):
+            try c.encode(title, forKey: .title)
+        case .createColumn(let column, let title, let position):
+            try c.encode(column, forKey: .column)
+            try c.encode(title, forKey: .title)
+            try c.encode(position, forKey: .position)
+        case .renameColumn(let column, let title):
+            try c.encode(column, forKey: .column)
+            try c.encode(title, forKey: .title)
+        case .moveColumn(let column, let position):
+            try c.encode(column, forKey: .column)
+            try c.encode(position, forKey: .position)
+        case .deleteColumn(let column), .restoreColumn(let column):
+            try c.encode(column, forKey: .column)
+        case .createTask(let task, let column, let position, let title, let description):
+            try c.encode(task, forKey: .task)
+            try c.encode(column, forKey: .column)
+            try c.encode(position, forKey: .position)
+            try c.encode(title, forKey: .title)
+            try c.encode(description, forKey: .description)
+        case .updateTask(let task, let title, let description):
+            try c.encode(task, forKey: .task)
+            try c.encodeIfPresent(title, forKey: .title)
+            try c.encodeIfPresent(description, forKey: .description)
+        case .moveTask(let task, let column, let position):
+            try c.encode(task, forKey: .task)
+            try c.encode(column, forKey: .column)
+            try c.encode(position, forKey: .position)
+        case .deleteTask(let task), .restoreTask(let task):
+            try c.encode(task, forKey: .task)
+        }
+        if !base.isEmpty {
+            try c.encode(Dictionary(uniqueKeysWithValues: base.map { ($0.key.rawValue, $0.value) }), forKey: .base)
+        }
+        try c.encodeIfPresent(restores, forKey: .restores)
+    }
+
+    private static func title(_ c: KeyedDecodingContainer<Key>) throws -> String {
+        let title = try required(String.self, .title, in: c)
+        try OperationLimits.checkTitle(title)
+        return title
+    }
+
+    private static func required<T: Decodable>(_ type: T.Type, _ key: Key, in c: KeyedDecodingContainer<Key>) throws -> T {
+        guard c.contains(key) else { throw OperationError(.missingField, field: key.rawValue, "is required") }
+        return try field(key) { try c.decode(T.self, forKey: key) }
+    }
+
+    private static func optional<T: Decodable>(_ type: T.Type, _ key: Key, in c: KeyedDecodingContainer<Key>) throws -> T? {
+        try field(key) { try c.decodeIfPresent(T.self, forKey: key) }
+    }
+
+    /// Turns a decoding failure inside one field into an error that names the field.
+    private static func field<T>(_ key: Key, _ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as OperationError {
+            throw error
+        } catch let DecodingError.dataCorrupted(context) {
+            throw OperationError(.invalidField, field: key.rawValue, context.debugDescription)
+        } catch DecodingError.typeMismatch(let type, _) {
+            throw OperationError(.invalidField, field: key.rawValue, "has the wrong type (expected \(describe(type)))")
+        } catch DecodingError.valueNotFound(let type, _) {
+            throw OperationError(.invalidField, field: key.rawValue, "is null (expected \(describe(type)))")
+        } catch {
+            throw OperationError(.invalidField, field: key.rawValue, "could not be read")
+        }
+    }
+
+    private static func describe(_ type: Any.Type) -> String {
+        switch type {
+        case is String.Type: "a string"
+        case is [String: Any].Type, is [String: String].Type: "an object"
+        default: "\(type)"
+        }
+    }
+}
+
+extension BoardOperation {
+    /// Decodes one operation from JSON; every failure is an `OperationError` naming the field.
+    public static func decode(json data: Data) throws(OperationError) -> BoardOperation {
+        if data.count > OperationLimits.maxEncodedBytes {
+            throw OperationError(.tooLarge, "an operation is at most \(OperationLimits.maxEncodedBytes) bytes of JSON (got \(data.count))")
+        }
+        do {
+            return try JSONDecoder().decode(BoardOperation.self, from: data)
+        } catch let error as OperationError {
+            throw error
+        } catch DecodingError.typeMismatch(_, _) {
+            throw OperationError(.malformed, "an operation must be a JSON object")
+        } catch {
+            throw OperationError(.malformed, "not valid JSON")
+        }
+    }
+
+    /// Encodes to compact JSON with sorted keys (stable bytes for logs and golden files).
+    public func jsonData() -> Data {
+        // Encoding plain strings and dictionaries of strings cannot fail.
+        try! BoardOperation.encoder.encode(self)
+    }
+
+    static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }()
+}

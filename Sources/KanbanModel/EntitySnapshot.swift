@@ -1,0 +1,70 @@
+/// The full current value of one entity, as events carry it.
+public enum EntitySnapshot: Hashable, Sendable, Codable {
+    case board(BoardView)
+    case column(ColumnSnapshot)
+    case task(TaskSnapshot)
+
+    public struct BoardView: Hashable, Sendable, Codable {
+        public var id: EntityID
+        public var title: String
+    }
+
+    public struct ColumnSnapshot: Hashable, Sendable, Codable {
+        public var id: EntityID
+        public var boardId: EntityID
+        public var title: String
+        public var position: PositionKey
+        public var deleted: Bool
+        /// False while only later edits of the column have arrived, not its creation.
+        public var created: Bool
+    }
+
+    public struct TaskSnapshot: Hashable, Sendable, Codable {
+        public var id: EntityID
+        public var boardId: EntityID
+        public var columnId: EntityID?
+        public var position: PositionKey?
+        public var title: String
+        public var description: String
+        public var deleted: Bool
+        public var created: Bool
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        switch self {
+        case .board(let v): try v.encode(to: encoder)
+        case .column(let v): try v.encode(to: encoder)
+        case .task(let v): try v.encode(to: encoder)
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        // Snapshots are only produced, never parsed, by this project; decoding picks by shape.
+        if let task = try? TaskSnapshot(from: decoder) {
+            self = .task(task)
+        } else if let column = try? ColumnSnapshot(from: decoder) {
+            self = .column(column)
+        } else {
+            self = .board(try BoardView(from: decoder))
+        }
+    }
+}
+
+extension BoardState {
+    public func snapshot(of entity: EntityRef) -> EntitySnapshot {
+        switch entity {
+        case .board:
+            return .board(.init(id: board.id, title: board.title?.value ?? ""))
+        case .column(let id):
+            let c = columns[id] ?? ColumnEntity(id: id)
+            return .column(.init(id: id, boardId: board.id, title: c.title?.value ?? "",
+                                 position: c.position?.value ?? .initial, deleted: c.deleted?.value ?? false,
+                                 created: c.created))
+        case .task(let id):
+            let t = tasks[id] ?? TaskEntity(id: id)
+            return .task(.init(id: id, boardId: board.id, columnId: t.place?.value.column,
+                               position: t.place?.value.position, title: t.title?.value ?? "",
+                               description: t.description?.value ?? "", deleted: t.isDeleted, created: t.created))
+        }
+    }
+}

@@ -1,0 +1,114 @@
+public import KanbanModel
+import GRDB
+import Synchronization
+
+extension ReplicaStore {
+    /// Authors one local operation: `build` sees the board's current state and returns the action
+    /// (or throws to refuse); the operation is stamped, logged, applied and queued in the outbox
+    /// in one transaction. Returns only after the commit.
+    public func author(
+        board: EntityID, restores: OperationID? = nil,
+        _ build: (BoardState) throws -> BoardOperation.Action
+    ) throws -> AppliedChange {
+        try write { db in
+            try self.ensureLoaded(board, in: db)
+            let op: BoardOperation = try self.cache.withLock { cache in
+                let state = cache.boards[board]!
+                let action = try build(state)
+                return cache.author.make(action, board: board, base: state.base(for: action), restores: restores,
+                                         nowMillis: self.clock.nowMillis())
+            }
+            try db.cachedStatement(sql: "UPDATE meta SET value = ? WHERE key = 'counter'")
+                .execute(arguments: [String(op.id.counter)])
+            let change = try self.insert(op, local: true, in: db)!
+            self.announceAfterCommit([change], in: db)
+            return change
+        }
+    }
+
+    /// Applies operations from elsewhere (relay, tests, benchmarks) in one transaction.
+    /// Operations already in the log are skipped; `cursors` advance the per-board relay cursors
+    /// (never backwards) in the same transaction.
+    @discardableResult
+    public func apply(_ ops: [BoardOperation], local: Bool = false, cursors: [EntityID: Int64] = [:]) throws -> [AppliedChange] {
+        try write { db in
+            var changes: [AppliedChange] = []
+            changes.reserveCapacity(ops.count)
+            for op in ops {
+                try self.ensureLoaded(op.board, in: db)
+                if let change = try self.insert(op, local: local, in: db) { changes.append(change) }
+            }
+            let now = self.clock.nowMillis()
+            if let newest = ops.map(\.stamp).max() {
+                self.cache.withLock { $0.author.observe(newest, nowMillis: now) }
+            }
+            for (board, seq) in cursors {
+                try db.cachedStatement(sql: """
+                    INSERT INTO cursor (board_id, seq) VALUES (?, ?)
+                    ON CONFLICT (board_id) DO UPDATE SET seq = max(seq, excluded.seq)
+                    """).execute(arguments: [board.rawValue, seq])
+            }
+            self.announceAfterCommit(changes, in: db)
+            return changes
+        }
+    }
+
+    /// Calls the change listeners once the transaction has committed, in commit order
+    /// (GRDB runs commit hooks on the serialized writer).
+    func announceAfterCommit(_ changes: [AppliedChange], in db: Database) {
+        guard !changes.isEmpty else { return }
+        let listeners = self.listeners.withLock { $0 }
+        guard !listeners.isEmpty else { return }
+        db.afterNextTransaction(onCommit: { _ in
+            for listener in listeners { listener(changes) }
+        })
+    }
+
+    /// Logs and applies one operation inside an open transaction; nil if it was already logged.
+    func insert(_ op: BoardOperation, local: Bool, in db: Database) throws -> AppliedChange? {
+        let body = String(decoding: op.jsonData(), as: UTF8.self)
+        try db.cachedStatement(sql: """
+            INSERT INTO op (id, board_id, hlc, kind, body, local) VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT (id) DO NOTHING
+            """).execute(arguments: [op.id.description, op.board.rawValue, op.stamp.description,
+                                     op.action.kind.rawValue, body, local])
+        guard db.changesCount > 0 else { return nil }
+        let seq = db.lastInsertedRowID
+        if local {
+            try db.cachedStatement(sql: "INSERT INTO outbox (seq, op_id) VALUES (?, ?)")
+                .execute(arguments: [seq, op.id.description])
+        }
+        let (outcome, snapshot, state) = cache.withLock { cache in
+            cache.lastSeq = seq
+            let outcome = cache.boards[op.board]!.apply(op)
+            let state = cache.boards[op.board]!
+            return (outcome, state.snapshot(of: outcome.target), outcome.changed ? state : nil)
+        }
+        if let state { try Self.save(outcome.target, of: state, in: db) }
+        return AppliedChange(operation: op, seq: seq, changed: outcome.changed, local: local, entity: snapshot)
+    }
+
+    /// Runs a write transaction; if it rolls back, the cached boards and author are reloaded.
+    func write<T>(_ body: (Database) throws -> T) throws -> T {
+        try writer.write { db in
+            db.afterNextTransaction(onCommit: { _ in }, onRollback: { db in
+                let counter = (try? String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'counter'")).flatMap { $0.flatMap { UInt64($0) } } ?? 0
+                let seq = (try? Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM op")).flatMap { $0 } ?? 0
+                self.cache.withLock { cache in
+                    let last = cache.author.clock.last
+                    cache.boards = [:]
+                    cache.author = Author(replica: cache.author.replica, counter: counter, lastStamp: last)
+                    cache.lastSeq = seq
+                }
+            })
+            return try body(db)
+        }
+    }
+
+    /// Loads a board's rows into the cache if it is not there yet. Call inside a write.
+    func ensureLoaded(_ board: EntityID, in db: Database) throws {
+        if cache.withLock({ $0.boards[board] != nil }) { return }
+        let state = try Self.loadState(board, in: db)
+        cache.withLock { $0.boards[board] = state }
+    }
+}

@@ -1,0 +1,112 @@
+public import KanbanModel
+import GRDB
+import Synchronization
+import Foundation
+
+extension ReplicaStore {
+    /// Boards that exist here (their `board.create` is known), by title then ID.
+    public func boards() throws -> [BoardSummary] {
+        try writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT id, title FROM boards WHERE created = 1 ORDER BY title, id").compactMap { row in
+                guard let id = EntityID(row["id"] as String) else { return nil }
+                return BoardSummary(id: id, title: row["title"] ?? "")
+            }
+        }
+    }
+
+    /// Runs `body` on the current merged state of a board (loaded from disk on first use).
+    public func withState<T>(_ board: EntityID, _ body: (BoardState, Int64) throws -> T) throws -> T {
+        if let result = try cache.withLock({ cache -> T? in
+            guard let state = cache.boards[board] else { return nil }
+            return try body(state, cache.lastSeq)
+        }) {
+            return result
+        }
+        try write { db in try self.ensureLoaded(board, in: db) }
+        return try cache.withLock { cache in try body(cache.boards[board]!, cache.lastSeq) }
+    }
+
+    /// The board as a front-end shows it; nil if the board does not exist here.
+    public func document(_ board: EntityID) throws -> BoardDocument? {
+        try withState(board) { state, version in state.exists ? state.document(version: version) : nil }
+    }
+
+    /// Digest of the board's materialized state.
+    public func digest(_ board: EntityID) throws -> String {
+        try withState(board) { state, _ in state.digest }
+    }
+
+    /// The board's state read straight from its rows, bypassing the in-memory mirror.
+    public func stateFromDisk(_ board: EntityID) throws -> BoardState {
+        try writer.read { db in try Self.loadState(board, in: db) }
+    }
+
+    /// The board's state rebuilt from nothing but the operation log.
+    public func stateFromLog(_ board: EntityID) throws -> BoardState {
+        var state = BoardState(id: board)
+        for op in try operations(board) { state.apply(op) }
+        return state
+    }
+
+    /// Every logged operation of a board, in local arrival order.
+    public func operations(_ board: EntityID) throws -> [BoardOperation] {
+        try writer.read { db in
+            try String.fetchAll(db, sql: "SELECT body FROM op WHERE board_id = ? ORDER BY seq", arguments: [board.rawValue])
+                .map { try Self.decodeLogged($0) }
+        }
+    }
+
+    /// Whether the log holds an operation.
+    public func contains(_ id: OperationID) throws -> Bool {
+        try writer.read { db in
+            try Bool.fetchOne(db, sql: "SELECT 1 FROM op WHERE id = ?", arguments: [id.description]) ?? false
+        }
+    }
+
+    /// The number of operations in the log.
+    public func operationCount() throws -> Int {
+        try writer.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM op") ?? 0 }
+    }
+
+    /// The board holding a created task, if any.
+    public func boardOfTask(_ task: EntityID) throws -> EntityID? {
+        try writer.read { db in
+            try String.fetchOne(db, sql: "SELECT board_id FROM tasks WHERE id = ? AND created = 1 LIMIT 1",
+                                arguments: [task.rawValue]).flatMap { EntityID($0) }
+        }
+    }
+
+    /// The board holding a created column, if any.
+    public func boardOfColumn(_ column: EntityID) throws -> EntityID? {
+        try writer.read { db in
+            try String.fetchOne(db, sql: "SELECT board_id FROM board_columns WHERE id = ? AND created = 1 LIMIT 1",
+                                arguments: [column.rawValue]).flatMap { EntityID($0) }
+        }
+    }
+
+    /// Writes that lost to concurrent writes on this board.
+    public func conflicts(_ board: EntityID) throws -> [Conflict] {
+        ConflictFinder.conflicts(in: try operations(board))
+    }
+
+    /// Looks up one logged operation.
+    public func operation(_ id: OperationID) throws -> BoardOperation? {
+        try writer.read { db in
+            try String.fetchOne(db, sql: "SELECT body FROM op WHERE id = ?", arguments: [id.description])
+                .map { try Self.decodeLogged($0) }
+        }
+    }
+
+    /// `PRAGMA integrity_check`: "ok" when the file is sound.
+    public func integrityCheck() throws -> String {
+        try writer.read { db in try String.fetchAll(db, sql: "PRAGMA integrity_check").joined(separator: "; ") }
+    }
+
+    static func decodeLogged(_ body: String) throws -> BoardOperation {
+        do {
+            return try BoardOperation.decode(json: Data(body.utf8))
+        } catch {
+            throw StoreError.corrupt("logged operation: \(error)")
+        }
+    }
+}

@@ -1,0 +1,75 @@
+import GRDB
+
+extension ReplicaStore {
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) STRICT;
+
+                -- The operation log: every operation this replica knows, in local arrival order.
+                CREATE TABLE op (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    id TEXT NOT NULL UNIQUE,
+                    board_id TEXT NOT NULL,
+                    hlc TEXT NOT NULL,
+                    kind TEXT NOT NULL,
+                    body TEXT NOT NULL CHECK (json_valid(body)),
+                    local INTEGER NOT NULL CHECK (local IN (0, 1))
+                ) STRICT;
+                CREATE INDEX op_by_board ON op (board_id, seq);
+                CREATE INDEX op_by_hlc ON op (hlc);
+
+                CREATE TABLE boards (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    created INTEGER NOT NULL CHECK (created IN (0, 1)),
+                    title TEXT, title_hlc TEXT, title_op TEXT,
+                    CHECK ((title_hlc IS NULL) = (title_op IS NULL))
+                ) STRICT;
+
+                CREATE TABLE board_columns (
+                    board_id TEXT NOT NULL,
+                    id TEXT NOT NULL,
+                    created INTEGER NOT NULL CHECK (created IN (0, 1)),
+                    title TEXT, title_hlc TEXT, title_op TEXT,
+                    position TEXT, position_hlc TEXT, position_op TEXT,
+                    deleted INTEGER, deleted_hlc TEXT, deleted_op TEXT,
+                    PRIMARY KEY (board_id, id),
+                    CHECK ((title_hlc IS NULL) = (title_op IS NULL)),
+                    CHECK ((position_hlc IS NULL) = (position_op IS NULL)),
+                    CHECK ((deleted_hlc IS NULL) = (deleted_op IS NULL))
+                ) STRICT;
+                CREATE INDEX board_columns_by_id ON board_columns (id);
+
+                CREATE TABLE tasks (
+                    board_id TEXT NOT NULL,
+                    id TEXT NOT NULL,
+                    created INTEGER NOT NULL CHECK (created IN (0, 1)),
+                    title TEXT, title_hlc TEXT, title_op TEXT,
+                    description TEXT, description_hlc TEXT, description_op TEXT,
+                    column_id TEXT, position TEXT, place_hlc TEXT, place_op TEXT,
+                    deleted INTEGER, deleted_hlc TEXT, deleted_op TEXT,
+                    PRIMARY KEY (board_id, id),
+                    CHECK ((title_hlc IS NULL) = (title_op IS NULL)),
+                    CHECK ((description_hlc IS NULL) = (description_op IS NULL)),
+                    CHECK ((place_hlc IS NULL) = (place_op IS NULL) AND (place_hlc IS NULL) = (column_id IS NULL)),
+                    CHECK ((deleted_hlc IS NULL) = (deleted_op IS NULL))
+                ) STRICT;
+                CREATE INDEX tasks_by_id ON tasks (id);
+
+                -- Local operations not yet acknowledged by a relay, in authoring order.
+                CREATE TABLE outbox (
+                    seq INTEGER PRIMARY KEY REFERENCES op (seq),
+                    op_id TEXT NOT NULL UNIQUE REFERENCES op (id)
+                ) STRICT;
+
+                -- Per board: the highest relay sequence applied here.
+                CREATE TABLE cursor (
+                    board_id TEXT PRIMARY KEY NOT NULL,
+                    seq INTEGER NOT NULL CHECK (seq >= 0)
+                ) STRICT;
+                """)
+        }
+        return migrator
+    }
+}

@@ -1,0 +1,54 @@
+public import KanbanModel
+import GRDB
+
+/// The agent's side of relay sync: the outbox of unacknowledged local operations and the
+/// per-board cursors of relay sequences already applied.
+extension ReplicaStore {
+    /// The oldest unacknowledged local operations, in authoring order.
+    public func outbox(limit: Int = 1_000) throws -> [BoardOperation] {
+        try writer.read { db in
+            try String.fetchAll(db, sql: """
+                SELECT op.body FROM outbox JOIN op ON op.seq = outbox.seq ORDER BY outbox.seq LIMIT ?
+                """, arguments: [limit]).map { try Self.decodeLogged($0) }
+        }
+    }
+
+    public func outboxCount() throws -> Int {
+        try writer.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM outbox") ?? 0 }
+    }
+
+    /// Drops acknowledged operations from the outbox, advancing cursors in the same transaction.
+    public func acknowledge(_ ids: [OperationID], cursors: [EntityID: Int64] = [:]) throws {
+        try write { db in
+            for id in ids {
+                try db.cachedStatement(sql: "DELETE FROM outbox WHERE op_id = ?").execute(arguments: [id.description])
+            }
+            for (board, seq) in cursors {
+                try db.cachedStatement(sql: """
+                    INSERT INTO cursor (board_id, seq) VALUES (?, ?)
+                    ON CONFLICT (board_id) DO UPDATE SET seq = max(seq, excluded.seq)
+                    """).execute(arguments: [board.rawValue, seq])
+            }
+        }
+    }
+
+    /// Relay cursors per board.
+    public func cursors() throws -> [EntityID: Int64] {
+        try writer.read { db in
+            var out: [EntityID: Int64] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT board_id, seq FROM cursor") {
+                if let id = EntityID(row["board_id"] as String) { out[id] = row["seq"] }
+            }
+            return out
+        }
+    }
+
+    /// Sets a board's cursor exactly (used after a snapshot replaces the board's history).
+    public func setCursor(_ board: EntityID, to seq: Int64) throws {
+        try write { db in
+            try db.execute(sql: """
+                INSERT INTO cursor (board_id, seq) VALUES (?, ?) ON CONFLICT (board_id) DO UPDATE SET seq = excluded.seq
+                """, arguments: [board.rawValue, seq])
+        }
+    }
+}

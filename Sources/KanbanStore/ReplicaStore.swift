@@ -1,0 +1,99 @@
+public import Foundation
+public import GRDB
+public import KanbanModel
+import Synchronization
+
+/// One replica on disk: the operation log (the source of truth), the boards, columns and tasks
+/// materialized from it, the outbox of local operations a relay has not acknowledged, and the
+/// per-board relay cursors. Every operation is appended to the log and applied to the tables in
+/// one SQLite transaction, so a crash leaves either both or neither.
+///
+/// ```swift
+/// let store = try ReplicaStore(path: "/tmp/kanban/replica.sqlite")
+/// let change = try store.author(board: boardID) { state in .renameBoard(title: "Roadmap") }
+/// ```
+public final class ReplicaStore: Sendable {
+    public struct Configuration: Sendable {
+        /// `full` syncs the WAL on every commit (survives power loss); `normal` survives a
+        /// process crash and is faster.
+        public enum Durability: String, Sendable { case full, normal }
+        public var durability: Durability = .full
+        /// Replica ID for a new database; an existing database keeps its own.
+        public var replicaID: ReplicaID? = nil
+        public var clock: WallClock = .system
+
+        public init(durability: Durability = .full, replicaID: ReplicaID? = nil, clock: WallClock = .system) {
+            self.durability = durability
+            self.replicaID = replicaID
+            self.clock = clock
+        }
+    }
+
+    /// In-memory mirror of the tables of the boards touched so far, and the operation author.
+    /// Mutated only inside write transactions, which GRDB runs one at a time; a rolled-back
+    /// transaction drops the boards it touched so they are reloaded from disk.
+    struct Cache {
+        var boards: [EntityID: BoardState] = [:]
+        var author: Author
+        var lastSeq: Int64
+    }
+
+    let writer: any DatabaseWriter
+    let cache: Mutex<Cache>
+    let listeners = Mutex<[@Sendable ([AppliedChange]) -> Void]>([])
+    let clock: WallClock
+    public let replicaID: ReplicaID
+    public let path: String
+
+    /// Opens (creating if needed) the database at `path`, in WAL mode.
+    public convenience init(path: String, configuration: Configuration = .init()) throws {
+        var config = GRDB.Configuration()
+        let synchronous = configuration.durability == .full ? "FULL" : "NORMAL"
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
+        }
+        config.busyMode = .timeout(5)
+        let pool = try DatabasePool(path: path, configuration: config)
+        try self.init(writer: pool, path: path, configuration: configuration)
+    }
+
+    /// An in-memory store, for tests.
+    public static func inMemory(configuration: Configuration = .init()) throws -> ReplicaStore {
+        try ReplicaStore(writer: DatabaseQueue(), path: ":memory:", configuration: configuration)
+    }
+
+    init(writer: any DatabaseWriter, path: String, configuration: Configuration) throws {
+        self.writer = writer
+        self.path = path
+        self.clock = configuration.clock
+        try Self.migrator.migrate(writer)
+        let (replica, counter, lastStamp, lastSeq) = try writer.write { db in
+            let replica: ReplicaID
+            if let text = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'replica_id'"),
+               let id = ReplicaID(text) {
+                replica = id
+            } else {
+                replica = configuration.replicaID ?? .random()
+                try db.execute(sql: "INSERT INTO meta (key, value) VALUES ('replica_id', ?), ('counter', '0')",
+                               arguments: [replica.rawValue])
+            }
+            let counter = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'counter'").flatMap { UInt64($0) } ?? 0
+            let stamp = try String.fetchOne(db, sql: "SELECT MAX(hlc) FROM op").flatMap { HLCStamp($0) }
+            let seq = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM op") ?? 0
+            return (replica, counter, stamp, seq)
+        }
+        self.replicaID = replica
+        var author = Author(replica: replica, counter: counter, lastStamp: nil)
+        if let lastStamp { author.observe(lastStamp, nowMillis: 0) }
+        self.cache = Mutex(Cache(author: author, lastSeq: lastSeq))
+    }
+
+    /// Registers a function called with every batch of newly logged operations, after commit and
+    /// in commit order. It runs on the database writer: keep it short and non-blocking.
+    public func addChangeListener(_ listener: @escaping @Sendable ([AppliedChange]) -> Void) {
+        listeners.withLock { $0.append(listener) }
+    }
+
+    /// The highest local log sequence: a version number for documents and events.
+    public var version: Int64 { cache.withLock { $0.lastSeq } }
+}

@@ -1,0 +1,40 @@
+public import KanbanModel
+
+/// Why a store call failed. `code` is stable; `message` says what to do.
+public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, RawRepresentable, CustomStringConvertible {
+        public let rawValue: String
+        public init(rawValue: String) { self.rawValue = rawValue }
+        public var description: String { rawValue }
+
+        public static let notFound = Code(rawValue: "not_found")
+        public static let invalid = Code(rawValue: "invalid")
+        public static let conflict = Code(rawValue: "conflict")
+        public static let corrupt = Code(rawValue: "corrupt")
+    }
+
+    public let code: Code
+    public let message: String
+    /// The request field the error is about, when there is one.
+    public let field: String?
+
+    public init(_ code: Code, _ message: String, field: String? = nil) {
+        self.code = code
+        self.message = message
+        self.field = field
+    }
+
+    public var description: String { "\(code): \(message)" }
+
+    static func corrupt(_ detail: String) -> StoreError {
+        StoreError(.corrupt, "the database holds an unreadable value (\(detail)); restore from a backup or re-sync")
+    }
+
+    public static func notFound(_ what: String, _ id: some CustomStringConvertible, field: String? = nil) -> StoreError {
+        StoreError(.notFound, "no \(what) with ID \(id)", field: field)
+    }
+
+    public init(_ error: OperationError) {
+        self.init(.invalid, error.message, field: error.field.isEmpty ? nil : error.field)
+    }
+}

@@ -1,0 +1,156 @@
+import Foundation
+import KanbanModel
+import KanbanSimulation
+import KanbanStore
+import Testing
+
+func temporaryDirectory() -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-test-\(UUID().uuidString)")
+    try! FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+}
+
+struct ReplicaStoreTests {
+    func simulation(seed: UInt64, replicas: Int = 3, ops: Int = 100) -> ReplicaSimulation {
+        var sim = ReplicaSimulation(seed: seed, replicaCount: replicas)
+        sim.run(operationsPerReplica: ops)
+        return sim
+    }
+
+    @Test func reopeningRestoresTheSameDigestAndDocument() throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("replica.sqlite").path
+        let sim = simulation(seed: 7)
+        var reference = BoardState(id: sim.board)
+        for op in sim.allOperations { reference.apply(op) }
+
+        let (digest, document, replica): (String, BoardDocument?, ReplicaID)
+        do {
+            let store = try ReplicaStore(path: path)
+            try store.apply(sim.allOperations)
+            digest = try store.digest(sim.board)
+            document = try store.document(sim.board)
+            replica = store.replicaID
+            #expect(digest == reference.digest)
+        }
+        let reopened = try ReplicaStore(path: path)
+        #expect(reopened.replicaID == replica)
+        #expect(try reopened.digest(sim.board) == digest)
+        #expect(try reopened.document(sim.board) == document)
+        #expect(try reopened.stateFromDisk(sim.board) == reference)
+        #expect(try reopened.stateFromLog(sim.board) == reference)
+        #expect(try reopened.integrityCheck() == "ok")
+    }
+
+    @Test func reapplyingKnownOperationsChangesNothing() throws {
+        let store = try ReplicaStore.inMemory()
+        let sim = simulation(seed: 8)
+        let first = try store.apply(sim.allOperations)
+        #expect(first.count == sim.allOperations.count)
+        let digest = try store.digest(sim.board)
+        let count = try store.operationCount()
+        let again = try store.apply(sim.allOperations.shuffled())
+        #expect(again.isEmpty)
+        #expect(try store.digest(sim.board) == digest)
+        #expect(try store.operationCount() == count)
+    }
+
+    @Test(arguments: Array(UInt64(1)...12))
+    func storesConvergeUnderShuffledDuplicatedDelivery(seed: UInt64) throws {
+        let sim = simulation(seed: seed, replicas: 3 + Int(seed % 3))
+        var rng = SplitMix64(seed: seed)
+        var digests: Set<String> = []
+        for _ in 0..<2 {
+            let store = try ReplicaStore.inMemory()
+            var ops = sim.allOperations + sim.allOperations.filter { _ in rng.next() % 4 == 0 }
+            ops.shuffle(using: &rng)
+            // Deliver in random batch sizes, as a relay link would.
+            while !ops.isEmpty {
+                let n = min(ops.count, 1 + Int(rng.next() % 50))
+                try store.apply(Array(ops.prefix(n)))
+                ops.removeFirst(n)
+            }
+            digests.insert(try store.digest(sim.board))
+            #expect(try store.stateFromDisk(sim.board) == store.stateFromLog(sim.board), "seed \(seed)")
+        }
+        var reference = BoardState(id: sim.board)
+        for op in sim.allOperations { reference.apply(op) }
+        #expect(digests == [reference.digest], "seed \(seed)")
+    }
+
+    @Test func authoredOperationsGoToTheOutboxUntilAcknowledged() throws {
+        let store = try ReplicaStore.inMemory()
+        let board = EntityID.make()
+        let column = EntityID.make()
+        let created = try store.author(board: board) { _ in .createBoard(title: "Plan") }
+        #expect(created.local && created.changed)
+        try store.author(board: board) { state in
+            .createColumn(column: column, title: "Todo", position: state.columnPosition(after: nil)!)
+        }
+        let task = EntityID.make()
+        try store.author(board: board) { state in
+            .createTask(task: task, column: column, position: state.taskPosition(in: column, after: nil)!, title: "Write", description: "")
+        }
+        let outbox = try store.outbox()
+        #expect(outbox.map(\.id.counter) == [1, 2, 3])
+        #expect(outbox.allSatisfy { $0.id.replica == store.replicaID })
+        try store.acknowledge([outbox[0].id, outbox[1].id], cursors: [board: 2])
+        #expect(try store.outbox().map(\.id) == [outbox[2].id])
+        #expect(try store.cursors() == [board: 2])
+        try store.acknowledge([], cursors: [board: 1])
+        #expect(try store.cursors() == [board: 2], "cursors never move backwards")
+        #expect(try store.boardOfTask(task) == board)
+        let doc = try #require(try store.document(board))
+        #expect(doc.columns.map(\.title) == ["Todo"])
+        #expect(doc.columns[0].tasks.map(\.title) == ["Write"])
+    }
+
+    @Test func operationCountersSurviveReopening() throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("replica.sqlite").path
+        let board = EntityID.make()
+        do {
+            let store = try ReplicaStore(path: path)
+            try store.author(board: board) { _ in .createBoard(title: "A") }
+            try store.author(board: board) { _ in .renameBoard(title: "B") }
+        }
+        let store = try ReplicaStore(path: path)
+        let third = try store.author(board: board) { _ in .renameBoard(title: "C") }
+        #expect(third.operation.id.counter == 3)
+        let ops = try store.operations(board)
+        #expect(ops.map(\.stamp) == ops.map(\.stamp).sorted(), "stamps keep increasing across restarts")
+    }
+
+    @Test func aRefusedAuthorWritesNothing() throws {
+        let store = try ReplicaStore.inMemory()
+        let board = EntityID.make()
+        struct Refused: Error {}
+        #expect(throws: Refused.self) { try store.author(board: board) { _ in throw Refused() } }
+        #expect(try store.operationCount() == 0)
+        #expect(try store.outboxCount() == 0)
+        let next = try store.author(board: board) { _ in .createBoard(title: "A") }
+        #expect(next.operation.id.counter == 1)
+    }
+
+    @Test func concurrentEditsAreListedAsConflictsAndCanBeRestored() throws {
+        let a = try ReplicaStore.inMemory(), b = try ReplicaStore.inMemory()
+        let board = EntityID.make()
+        let created = try a.author(board: board) { _ in .createBoard(title: "Start") }
+        try b.apply([created.operation])
+        let fromA = try a.author(board: board) { _ in .renameBoard(title: "From A") }
+        let fromB = try b.author(board: board) { _ in .renameBoard(title: "From B") }
+        try a.apply([fromB.operation])
+        try b.apply([fromA.operation])
+        #expect(try a.digest(board) == b.digest(board))
+        let conflicts = try a.conflicts(board)
+        #expect(conflicts.count == 1)
+        let loser = try #require(conflicts.first)
+        #expect(Set([loser.loser, loser.winner]) == Set([fromA.operation.id, fromB.operation.id]))
+        guard case .text(let lostTitle) = loser.loserValue else { Issue.record("expected text"); return }
+        try a.author(board: board, restores: loser.loser) { _ in .renameBoard(title: lostTitle) }
+        #expect(try a.document(board)?.title == lostTitle)
+        #expect(try a.conflicts(board).isEmpty)
+    }
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh machine: installs what the tests need from Debian
+# (SQLite and zlib headers; Chromium for the browser test), then `swift test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for pkg in libsqlite3-dev zlib1g-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]}" >&2
+  apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+swift build --build-tests
+swift test --skip-build "$@"
