@@ -9,13 +9,19 @@ public final class Agent: Sendable {
     public let hub: EventHub
     public let configuration: AgentConfiguration
     private let status: Mutex<SyncStatus>
+    private let reconnect = Signal()
+    /// Fired after every commit of a local operation; the sync session pushes on it.
+    let localChange = Signal()
 
     public init(store: ReplicaStore, configuration: AgentConfiguration = .init()) {
         self.store = store
         self.configuration = configuration
         self.hub = EventHub(bufferSize: configuration.maxQueuedEvents)
         self.status = Mutex(SyncStatus(state: .disabled))
-        store.addChangeListener { [hub] changes in hub.publish(changes) }
+        store.addChangeListener { [hub, localChange] changes in
+            hub.publish(changes)
+            if changes.contains(where: \.local) { localChange.fire() }
+        }
     }
 
     public var syncStatus: SyncStatus {
@@ -33,5 +39,15 @@ public final class Agent: Sendable {
         var withQueue = new
         withQueue.queuedOperations = (try? store.outboxCount()) ?? new.queuedOperations
         hub.publish(withQueue)
+    }
+
+    /// Ends the current reconnect wait at once ("Reconnect now").
+    public func reconnectNow() {
+        reconnect.fire()
+    }
+
+    /// Sleeps for `delay`, or less if `reconnectNow()` is called.
+    func waitForReconnect(upTo delay: Duration) async {
+        await reconnect.wait(upTo: delay)
     }
 }

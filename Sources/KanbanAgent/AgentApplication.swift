@@ -2,6 +2,7 @@ public import Hummingbird
 import HummingbirdWebSocket
 import HummingbirdWSCompression
 public import Logging
+public import ServiceLifecycle
 import NIOCore
 import Synchronization
 
@@ -9,9 +10,10 @@ import Synchronization
 ///
 /// - Parameters:
 ///   - agent: the agent core (store, event hub, sync status).
+///   - services: run alongside the server and shut down with it (the sync client).
 ///   - onListening: called with the bound port once the server accepts connections.
 public func buildAgentApplication(
-    agent: Agent, logger: Logger = Logger(label: "kanban.agent"),
+    agent: Agent, logger: Logger = Logger(label: "kanban.agent"), services: [any Service] = [],
     onListening: @escaping @Sendable (Int) async -> Void = { _ in }
 ) -> some ApplicationProtocol {
     let configuration = agent.configuration
@@ -41,6 +43,7 @@ public func buildAgentApplication(
             )
         ),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "kanban-agent"),
+        services: services,
         onServerRunning: { channel in
             let port = channel.localAddress?.port ?? configuration.port
             policy.port.store(port, ordering: .relaxed)

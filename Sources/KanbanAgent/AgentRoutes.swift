@@ -68,6 +68,10 @@ struct AgentRoutes {
             try json(Health(status: "ok", replicaId: agent.store.replicaID.rawValue, version: agent.store.version))
         }
         router.get("health/websocket") { _, _ in try json(agent.syncStatus) }
+        api.post("sync/reconnect") { _, _ in
+            agent.reconnectNow()
+            return try json(agent.syncStatus, status: .accepted)
+        }
     }
 
     struct Health: Encodable {

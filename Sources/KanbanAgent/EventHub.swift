@@ -1,5 +1,6 @@
 public import KanbanModel
 public import KanbanStore
+public import KanbanProtocol
 import Synchronization
 
 /// Fans committed changes out to local subscribers (event-stream WebSockets, `kanban watch`).
@@ -11,6 +12,7 @@ public final class EventHub: Sendable {
     public enum Message: Sendable {
         case changes([AppliedChange])
         case status(SyncStatus)
+        case presence(SyncMessage.Presence)
     }
 
     struct Subscriber {
@@ -59,6 +61,12 @@ public final class EventHub: Sendable {
     func publish(_ status: SyncStatus) {
         for (_, subscriber) in subscribers.withLock({ Array($0) }) {
             subscriber.continuation.yield(.status(status))
+        }
+    }
+
+    func publishPresence(_ presence: SyncMessage.Presence) {
+        for (_, subscriber) in subscribers.withLock({ Array($0) }) where subscriber.board == nil || subscriber.board == presence.board {
+            subscriber.continuation.yield(.presence(presence))
         }
     }
 }

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdWebSocket
 import KanbanModel
+import KanbanProtocol
 import KanbanStore
 import Logging
 import NIOWebSocket
@@ -49,6 +50,8 @@ struct EventStream {
                         }
                     case .status(let status):
                         try await send(StatusEvent(type: "sync:status", sync: status), to: outbound)
+                    case .presence(let presence):
+                        try await send(PresenceEvent(type: "presence", presence: presence), to: outbound)
                     }
                 }
                 if agent.hub.didOverflow(subscription) {
@@ -65,6 +68,11 @@ struct EventStream {
         let version: Int64
         let board: BoardDocument
         let sync: SyncStatus
+    }
+
+    struct PresenceEvent: Encodable {
+        let type: String
+        let presence: SyncMessage.Presence
     }
 
     struct StatusEvent: Encodable {

@@ -10,7 +10,13 @@ public struct SyncStatus: Sendable, Codable, Equatable {
         case connected
         /// Waiting before the next attempt (`nextAttemptAt`).
         case reconnecting
-        case offline
+    }
+
+    /// One connection attempt that failed or ended.
+    public struct Attempt: Sendable, Codable, Equatable {
+        public var at: Date
+        public var errorClass: String
+        public var message: String
     }
 
     public var state: State
@@ -19,6 +25,17 @@ public struct SyncStatus: Sendable, Codable, Equatable {
     public var connectedSince: Date?
     public var nextAttemptAt: Date?
     public var lastError: String?
+    /// The most recent failed attempts, newest first (at most 10).
+    public var attempts: [Attempt] = []
+    public var consecutiveFailures: Int = 0
+    public var roundTripMs: Double?
+    /// Relay clock minus local clock, estimated at the last ping.
+    public var clockSkewMs: Int64?
+    public var cursors: [String: Int64] = [:]
+    public var team: String?
+    public var compression: String?
+    /// Digest mismatches found after catch-up (each one repaired by a full resend).
+    public var repairs: Int = 0
 
     public init(state: State, relayURL: String? = nil, queuedOperations: Int = 0, connectedSince: Date? = nil,
                 nextAttemptAt: Date? = nil, lastError: String? = nil) {

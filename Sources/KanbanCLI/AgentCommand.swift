@@ -4,6 +4,7 @@ import Hummingbird
 import KanbanAgent
 import KanbanStore
 import Logging
+import ServiceLifecycle
 
 struct AgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -12,6 +13,7 @@ struct AgentCommand: AsyncParsableCommand {
         discussion: """
             The agent keeps your boards in DIR/replica.sqlite and works fully offline.
             It listens on 127.0.0.1 only. Stop it with Ctrl-C (SIGINT) or SIGTERM.
+            With --relay and --token (or KANBAN_RELAY and KANBAN_TOKEN) it syncs with a relay.
             """
     )
 
@@ -28,8 +30,17 @@ struct AgentCommand: AsyncParsableCommand {
             help: ArgumentHelp("An extra Host header value to accept, e.g. kanban.local:7420 (repeatable).", valueName: "HOST"))
     var allowHosts: [String] = []
 
+    @Option(help: ArgumentHelp("Relay to sync with, e.g. ws://relay.example:7421/sync (default: $KANBAN_RELAY).", valueName: "URL"))
+    var relay: String?
+
+    @Option(help: ArgumentHelp("Relay token from `kanban relay token create` (default: $KANBAN_TOKEN).", valueName: "TOKEN"))
+    var token: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
+
+    var relayURL: String? { relay ?? ProcessInfo.processInfo.environment["KANBAN_RELAY"].flatMap { $0.isEmpty ? nil : $0 } }
+    var relayToken: String? { token ?? ProcessInfo.processInfo.environment["KANBAN_TOKEN"].flatMap { $0.isEmpty ? nil : $0 } }
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0-65535 (got \(port))") }
@@ -42,6 +53,14 @@ struct AgentCommand: AsyncParsableCommand {
         }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error")
+        }
+        if let relayURL {
+            guard let url = URL(string: relayURL), let scheme = url.scheme, ["ws", "wss"].contains(scheme), url.host != nil else {
+                throw ValidationError("--relay '\(relayURL)' must be a ws:// or wss:// URL, e.g. ws://127.0.0.1:7421/sync")
+            }
+            guard relayToken != nil else {
+                throw ValidationError("--relay needs --token (or KANBAN_TOKEN); create one with `kanban relay token create --team T`")
+            }
         }
     }
 
@@ -57,8 +76,16 @@ struct AgentCommand: AsyncParsableCommand {
         }
         let configuration = AgentConfiguration(port: port, allowedOrigins: allowOrigins, allowedHosts: allowHosts)
         let agent = Agent(store: store, configuration: configuration)
-        let app = buildAgentApplication(agent: agent, logger: logger) { port in
+        var services: [any Service] = []
+        if let relayURL, let relayToken {
+            var sync = SyncConfiguration(relayURL: relayURL, token: relayToken)
+            sync.backoffCap = .seconds(30)
+            services.append(SyncClient(agent: agent, configuration: sync, logger: logger))
+        }
+        let relayURL = self.relayURL
+        let app = buildAgentApplication(agent: agent, logger: logger, services: services) { port in
             print("Kanban agent \(store.replicaID) serving \(path)")
+            print(relayURL.map { "Syncing with \($0)" } ?? "Local only (no relay configured)")
             print("Board: http://127.0.0.1:\(port)/")
             fflush(nil)
         }

@@ -35,6 +35,10 @@ extension ReplicaStore {
             var changes: [AppliedChange] = []
             changes.reserveCapacity(ops.count)
             for op in ops {
+                if !local && op.id.replica == self.replicaID {
+                    // One of ours came back from the relay: it is stored there, so it is acknowledged.
+                    try db.cachedStatement(sql: "DELETE FROM outbox WHERE op_id = ?").execute(arguments: [op.id.description])
+                }
                 try self.ensureLoaded(op.board, in: db)
                 if let change = try self.insert(op, local: local, in: db) { changes.append(change) }
             }

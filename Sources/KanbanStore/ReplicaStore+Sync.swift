@@ -13,6 +13,24 @@ extension ReplicaStore {
         }
     }
 
+    /// Unacknowledged local operations logged after local sequence `seq`, oldest first.
+    public func outbox(after seq: Int64, limit: Int) throws -> [(seq: Int64, op: BoardOperation)] {
+        try writer.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT outbox.seq, op.body FROM outbox JOIN op ON op.seq = outbox.seq
+                WHERE outbox.seq > ? ORDER BY outbox.seq LIMIT ?
+                """, arguments: [seq, limit]).map { row in (row["seq"], try Self.decodeLogged(row["body"])) }
+        }
+    }
+
+    /// Whether any unacknowledged local operation belongs to `board`.
+    public func outboxHasOperations(for board: EntityID) throws -> Bool {
+        try writer.read { db in
+            try Bool.fetchOne(db, sql: "SELECT 1 FROM outbox JOIN op ON op.seq = outbox.seq WHERE op.board_id = ? LIMIT 1",
+                              arguments: [board.rawValue]) ?? false
+        }
+    }
+
     public func outboxCount() throws -> Int {
         try writer.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM outbox") ?? 0 }
     }

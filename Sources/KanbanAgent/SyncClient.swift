@@ -1,0 +1,134 @@
+import Foundation
+import HTTPTypes
+import KanbanModel
+import KanbanProtocol
+import KanbanStore
+public import Logging
+public import ServiceLifecycle
+import Synchronization
+import WSClient
+import WSCompression
+
+/// Where and how the agent syncs.
+public struct SyncConfiguration: Sendable {
+    /// `ws://host:port/sync` or `wss://...`.
+    public var relayURL: String
+    public var token: String
+    /// Reconnect delays: full jitter over min(cap, base * 2^attempt).
+    public var backoffBase: Duration = .milliseconds(250)
+    public var backoffCap: Duration = .seconds(30)
+    /// WebSocket ping period; a missed pong closes the link.
+    public var heartbeat: Duration = .seconds(15)
+    /// Application-level ping for round-trip time and clock skew.
+    public var probeInterval: Duration = .seconds(10)
+    public var pushBatch: Int = 500
+
+    public init(relayURL: String, token: String) {
+        self.relayURL = relayURL
+        self.token = token
+    }
+}
+
+/// Keeps the agent's replica in sync with a relay: uploads the outbox in order, applies what
+/// others wrote, catches up from per-board cursors after every reconnect, and reconnects with
+/// capped, fully jittered exponential backoff.
+public struct SyncClient: Service {
+    let agent: Agent
+    let configuration: SyncConfiguration
+    let logger: Logger
+
+    public init(agent: Agent, configuration: SyncConfiguration, logger: Logger = Logger(label: "kanban.sync")) {
+        self.agent = agent
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        agent.updateSyncStatus { $0.state = .connecting; $0.relayURL = configuration.relayURL }
+        try await cancelWhenGracefulShutdown {
+            var failures = 0
+            while !Task.isCancelled {
+                let outcome = await connectOnce()
+                if Task.isCancelled { break }
+                failures = outcome.welcomed ? 1 : failures + 1
+                let exponent = min(failures - 1, 20)
+                let ceiling = min(configuration.backoffCap, configuration.backoffBase * (1 << exponent))
+                let delay = Duration.milliseconds(Int64.random(in: 0...max(1, ceiling.milliseconds)))
+                agent.updateSyncStatus { status in
+                    status.state = .reconnecting
+                    status.connectedSince = nil
+                    status.consecutiveFailures = failures
+                    status.nextAttemptAt = Date().addingTimeInterval(Double(delay.milliseconds) / 1000)
+                    if let failure = outcome.failure {
+                        status.lastError = failure.message
+                        status.attempts.insert(failure, at: 0)
+                        if status.attempts.count > 10 { status.attempts.removeLast(status.attempts.count - 10) }
+                    }
+                }
+                logger.info("relay link down", metadata: [
+                    "error.class": "\(outcome.failure?.errorClass ?? "closed")", "retry_in_ms": "\(delay.milliseconds)",
+                ])
+                await agent.waitForReconnect(upTo: delay)
+                agent.updateSyncStatus { $0.state = .connecting; $0.nextAttemptAt = nil }
+            }
+        }
+    }
+
+    struct Outcome {
+        var welcomed = false
+        var failure: SyncStatus.Attempt?
+    }
+
+    /// One connection, from upgrade to close.
+    func connectOnce() async -> Outcome {
+        let welcomed = LinkFlags()
+        var headers = HTTPFields()
+        headers[.authorization] = "Bearer \(configuration.token)"
+        let wsConfiguration = WebSocketClientConfiguration(
+            maxFrameSize: ProtocolLimits.maxMessageBytes,
+            additionalHeaders: headers,
+            extensions: [.perMessageDeflate(maxWindow: 12, maxDecompressedFrameSize: ProtocolLimits.maxMessageBytes)],
+            autoPing: .enabled(timePeriod: configuration.heartbeat)
+        )
+        do {
+            let closeFrame = try await WebSocketClient.connect(url: configuration.relayURL, configuration: wsConfiguration, logger: logger) {
+                inbound, outbound, _ in
+                let session = SyncSession(agent: agent, configuration: configuration, logger: logger, welcomed: welcomed)
+                try await session.run(inbound: inbound, outbound: outbound)
+            }
+            let code = closeFrame.map { "\($0.closeCode)" } ?? "none"
+            return Outcome(welcomed: welcomed.welcomed.load(ordering: .relaxed),
+                           failure: .init(at: Date(), errorClass: "closed", message: "relay closed the link (code \(code)\(closeFrame?.reason.map { ": " + $0 } ?? ""))"))
+        } catch {
+            return Outcome(welcomed: welcomed.welcomed.load(ordering: .relaxed),
+                           failure: .init(at: Date(), errorClass: LinkFailure.classify(error), message: "\(error)"))
+        }
+    }
+}
+
+/// Coarse classes of link failures, for status and logs.
+enum LinkFailure {
+    static func classify(_ error: any Error) -> String {
+        let text = "\(error)".lowercased()
+        if error is WebSocketClientError {
+            return text.contains("upgrade") ? "upgrade_refused" : "websocket_protocol"
+        }
+        if text.contains("refused") { return "connection_refused" }
+        if text.contains("timed out") || text.contains("timeout") { return "timeout" }
+        if text.contains("resolve") || text.contains("getaddrinfo") || text.contains("dns") { return "dns" }
+        if text.contains("ssl") || text.contains("tls") { return "tls" }
+        if error is ProtocolViolation { return "protocol" }
+        return "network"
+    }
+}
+
+extension Duration {
+    var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
+}
+
+/// Per-connection state shared by the session's loops.
+final class LinkFlags: Sendable {
+    let welcomed = Atomic<Bool>(false)
+    /// Local seq of the last outbox entry sent on this connection.
+    let pushed = Mutex<Int64>(0)
+}

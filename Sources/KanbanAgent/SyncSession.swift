@@ -1,0 +1,121 @@
+import Foundation
+import KanbanModel
+import KanbanProtocol
+import KanbanStore
+import Logging
+import Synchronization
+import WSClient
+
+/// The protocol on one live connection: hello, then three loops: apply what arrives, push the
+/// outbox, and probe round-trip time.
+struct SyncSession {
+    let agent: Agent
+    let configuration: SyncConfiguration
+    let logger: Logger
+    let welcomed: LinkFlags
+
+    var store: ReplicaStore { agent.store }
+
+    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
+        let hello = SyncMessage.hello(.init(replica: store.replicaID, cursors: try store.cursors(), client: "kanban-agent"))
+        try await outbound.write(.text(hello.text))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for try await message in inbound.messages(maxSize: ProtocolLimits.maxMessageBytes) {
+                    guard case .text(let text) = message else { throw ProtocolViolation(.malformed, "binary frame from relay") }
+                    let decoded = try SyncMessage.decode(Data(text.utf8))
+                    try await handle(decoded, outbound: outbound)
+                    if case .welcome = decoded {
+                        // Push whatever is queued now that the relay knows us.
+                        agent.localChange.fire()
+                    }
+                }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    await agent.localChange.wait()
+                    if welcomed.welcomed.load(ordering: .relaxed) { try await pushOutbox(outbound: outbound) }
+                }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    try await Task.sleep(for: configuration.probeInterval)
+                    let now = Int64(Date().timeIntervalSince1970 * 1000)
+                    try await outbound.write(.text(SyncMessage.ping(.init(t: now)).text))
+                }
+            }
+            // The link is over when the inbound stream ends or any loop fails.
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    func pushOutbox(outbound: WebSocketOutboundWriter) async throws {
+        while true {
+            let after = welcomed.pushed.withLock { $0 }
+            let batch = try store.outbox(after: after, limit: configuration.pushBatch)
+            guard let last = batch.last else { return }
+            try await outbound.write(.text(SyncMessage.push(.init(ops: batch.map(\.op))).text))
+            welcomed.pushed.withLock { $0 = max($0, last.seq) }
+        }
+    }
+
+    func handle(_ message: SyncMessage, outbound: WebSocketOutboundWriter) async throws {
+        switch message {
+        case .welcome(let welcome):
+            guard welcome.protocol == SyncMessage.protocolVersion else {
+                throw ProtocolViolation(.versionMismatch, "relay speaks protocol \(welcome.protocol), agent \(SyncMessage.protocolVersion)")
+            }
+            welcomed.welcomed.store(true, ordering: .relaxed)
+            let skew = welcome.serverTime - Int64(Date().timeIntervalSince1970 * 1000)
+            agent.updateSyncStatus { status in
+                status.state = .connected
+                status.connectedSince = Date()
+                status.lastError = nil
+                status.consecutiveFailures = 0
+                status.team = welcome.team
+                status.clockSkewMs = skew
+                status.compression = "permessage-deflate (requested)"
+            }
+            logger.info("relay link up", metadata: ["team": "\(welcome.team)", "boards": "\(welcome.boards.count)"])
+        case .ops(let batch):
+            if let last = batch.ops.last {
+                try store.apply(batch.ops.map(\.op), cursors: [batch.board: last.seq])
+            }
+            let cursor = try store.cursors()[batch.board] ?? 0
+            if batch.ops.last?.seq ?? cursor == batch.head, cursor == batch.head, !(try store.outboxHasOperations(for: batch.board)) {
+                try await outbound.write(.text(SyncMessage.digest(.init(board: batch.board, seq: cursor, digest: try store.digest(batch.board))).text))
+            }
+            publishCursors()
+        case .ack(let ack):
+            var cursors: [EntityID: Int64] = [:]
+            for entry in ack.acks { cursors[entry.board] = max(cursors[entry.board] ?? 0, entry.seq) }
+            try store.acknowledge(ack.acks.map(\.op), cursors: cursors)
+            publishCursors()
+        case .digestResult(let result):
+            if !result.match {
+                agent.updateSyncStatus { $0.repairs += 1 }
+                logger.warning("digest mismatch after catch-up; relay is resending the board", metadata: ["board": "\(result.board)"])
+            }
+        case .pong(let pong):
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            let rtt = Double(now - pong.t)
+            agent.updateSyncStatus { status in
+                status.roundTripMs = rtt
+                status.clockSkewMs = pong.serverTime - (pong.t + Int64(rtt / 2))
+            }
+        case .presence(let presence):
+            agent.hub.publishPresence(presence)
+        case .error(let error):
+            logger.warning("relay refused", metadata: ["code": "\(error.code)", "message": "\(error.message)"])
+            agent.updateSyncStatus { $0.lastError = "\(error.code): \(error.message)" }
+        case .hello, .push, .digest, .ping:
+            throw ProtocolViolation(.unexpected, "an agent does not accept '\(message.type)' from a relay")
+        }
+    }
+
+    func publishCursors() {
+        let cursors = (try? store.cursors()) ?? [:]
+        agent.updateSyncStatus { $0.cursors = Dictionary(uniqueKeysWithValues: cursors.map { ($0.key.rawValue, $0.value) }) }
+    }
+}

@@ -1,0 +1,96 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import KanbanRelay
+import Logging
+
+struct RelayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "relay",
+        abstract: "Run a relay that shares boards between agents, or manage its tokens.",
+        subcommands: [Serve.self, Token.self],
+        defaultSubcommand: Serve.self
+    )
+
+    struct Serve: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "serve", abstract: "Serve /sync (the default when no subcommand is given).")
+
+        @Option(help: "Port to listen on (0 picks a free one and prints it).")
+        var port: Int = RelayConfiguration.defaultPort
+        @Option(help: "Interface to listen on; 0.0.0.0 for every interface.")
+        var host: String = "127.0.0.1"
+        @OptionGroup var data: RelayDataDirectory
+        @Option(help: "Seconds between WebSocket pings; a peer that misses one is dropped.")
+        var heartbeat: Int = 15
+        @Option(help: "Log level: trace, debug, info, notice, warning, error.")
+        var logLevel: String = "info"
+
+        func validate() throws {
+            guard (0...65535).contains(port) else { throw ValidationError("--port must be 0-65535 (got \(port))") }
+            guard (1...600).contains(heartbeat) else { throw ValidationError("--heartbeat must be 1-600 seconds") }
+            guard Logger.Level(rawValue: logLevel) != nil else {
+                throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error")
+            }
+        }
+
+        func run() async throws {
+            var logger = Logger(label: "kanban.relay")
+            logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+            let storage = try SQLiteRelayStorage(path: try data.logPath())
+            var configuration = RelayConfiguration(host: host, port: port)
+            configuration.heartbeatSeconds = heartbeat
+            let relay = try Relay(storage: storage, configuration: configuration, logger: logger)
+            let host = self.host
+            let app = buildRelayApplication(relay: relay, logger: logger) { port in
+                print("Kanban relay listening on ws://\(host):\(port)/sync")
+                fflush(nil)
+            }
+            try await app.runService()
+        }
+    }
+
+    struct Token: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "token", abstract: "Manage relay tokens.", subcommands: [Create.self])
+
+        struct Create: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                commandName: "create", abstract: "Print a signed token, alone on stdout.")
+            @OptionGroup var data: RelayDataDirectory
+            @Option(help: "Team the token belongs to.") var team: String
+            @Option(name: .customLong("board"), parsing: .singleValue, help: "Limit the token to this board ID (repeatable).")
+            var boards: [String] = []
+            @Flag(name: .customLong("read-only"), help: "The token may read but not write.") var readOnly = false
+
+            func validate() throws {
+                guard !team.isEmpty, team.count <= 100 else { throw ValidationError("--team must be 1-100 characters") }
+                for board in boards where UUID(uuidString: board) == nil {
+                    throw ValidationError("--board '\(board)' is not a board ID (a UUID)")
+                }
+            }
+
+            func run() async throws {
+                let storage = try SQLiteRelayStorage(path: try data.logPath())
+                let authority = TokenAuthority(secret: try storage.secret())
+                let token = RelayToken(team: team, boards: boards.isEmpty ? nil : boards.map { $0.lowercased() }, write: !readOnly)
+                print(authority.sign(token))
+            }
+        }
+    }
+}
+
+/// The relay's data directory: `--data DIR`, else `$KANBAN_RELAY_DATA`, else `./relay-data`.
+struct RelayDataDirectory: ParsableArguments {
+    @Option(name: .customLong("data"), help: ArgumentHelp("Relay data directory (holds relay.sqlite).", valueName: "DIR"))
+    var path: String?
+
+    func logPath() throws -> String {
+        let dir = path ?? ProcessInfo.processInfo.environment["KANBAN_RELAY_DATA"] ?? "relay-data"
+        do {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        } catch {
+            throw ValidationError("cannot create relay data directory \(dir): \(error.localizedDescription)")
+        }
+        return dir + "/relay.sqlite"
+    }
+}

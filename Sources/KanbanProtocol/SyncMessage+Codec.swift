@@ -1,0 +1,164 @@
+public import Foundation
+public import KanbanModel
+
+extension SyncMessage {
+    public var type: String {
+        switch self {
+        case .hello: "hello"
+        case .welcome: "welcome"
+        case .push: "push"
+        case .ack: "ack"
+        case .ops: "ops"
+        case .presence: "presence"
+        case .digest: "digest"
+        case .digestResult: "digest_result"
+        case .ping: "ping"
+        case .pong: "pong"
+        case .error: "error"
+        }
+    }
+
+    private struct TypeOnly: Decodable { let type: String }
+
+    /// Decodes one frame. Every failure is a `ProtocolViolation` saying what was wrong.
+    public static func decode(_ data: Data) throws(ProtocolViolation) -> SyncMessage {
+        if data.count > ProtocolLimits.maxMessageBytes {
+            throw ProtocolViolation(.tooLarge, "message is \(data.count) bytes; the limit is \(ProtocolLimits.maxMessageBytes)")
+        }
+        let decoder = JSONDecoder()
+        let type: String
+        do {
+            type = try decoder.decode(TypeOnly.self, from: data).type
+        } catch {
+            throw ProtocolViolation(.malformed, "a message must be a JSON object with a string 'type'")
+        }
+        do {
+            switch type {
+            case "hello": return .hello(try decoder.decode(Hello.self, from: data))
+            case "welcome": return .welcome(try decoder.decode(Welcome.self, from: data))
+            case "push":
+                let push = try decoder.decode(Push.self, from: data)
+                if push.ops.count > ProtocolLimits.maxOpsPerMessage {
+                    throw ProtocolViolation(.tooLarge, "push carries \(push.ops.count) operations; the limit is \(ProtocolLimits.maxOpsPerMessage)")
+                }
+                return .push(push)
+            case "ack": return .ack(try decoder.decode(Ack.self, from: data))
+            case "ops": return .ops(try decoder.decode(Ops.self, from: data))
+            case "presence": return .presence(try decoder.decode(Presence.self, from: data))
+            case "digest": return .digest(try decoder.decode(Digest.self, from: data))
+            case "digest_result": return .digestResult(try decoder.decode(DigestResult.self, from: data))
+            case "ping": return .ping(try decoder.decode(Ping.self, from: data))
+            case "pong": return .pong(try decoder.decode(Pong.self, from: data))
+            case "error": return .error(try decoder.decode(ErrorMessage.self, from: data))
+            default: throw ProtocolViolation(.unknownType, "unknown message type '\(type.prefix(40))'")
+            }
+        } catch let violation as ProtocolViolation {
+            throw violation
+        } catch let error as OperationError {
+            throw ProtocolViolation(.badOperation, "operation rejected: \(error)")
+        } catch let DecodingError.keyNotFound(key, context) {
+            throw ProtocolViolation(.malformed, "\(type): missing field \(path(context.codingPath + [key]))")
+        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context),
+                let DecodingError.dataCorrupted(context) {
+            throw ProtocolViolation(.malformed, "\(type): bad value at \(path(context.codingPath)): \(context.debugDescription.prefix(120))")
+        } catch {
+            throw ProtocolViolation(.malformed, "\(type): could not be read")
+        }
+    }
+
+    private static func path(_ keys: [any CodingKey]) -> String {
+        keys.isEmpty ? "(top)" : keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+    }
+
+    /// Encodes to compact JSON with sorted keys.
+    public func encoded() -> Data {
+        let encoder = Self.encoder
+        // All payloads are plain strings, numbers and arrays; encoding cannot fail.
+        switch self {
+        case .hello(let m): return try! encoder.encode(Tagged(type: type, body: m))
+        case .welcome(let m): return try! encoder.encode(Tagged(type: type, body: m))
+        case .push(let m): return try! encoder.encode(Tagged(type: type, body: m))
+        case .ack(let m): return try! encoder.encode(Tagged(type: type, body: m))
+        case .ops(let m): return try! encoder.encode(Tagged(type: type, body: m))
+        case .presence(let m): return try! encoder.encode(Tagged(type: type, body: m))
+        case .digest(let m): return try! encoder.encode(Tagged(type: type, body: m))
+        case .digestResult(let m): return try! encoder.encode(Tagged(type: type, body: m))
+        case .ping(let m): return try! encoder.encode(Tagged(type: type, body: m))
+        case .pong(let m): return try! encoder.encode(Tagged(type: type, body: m))
+        case .error(let m): return try! encoder.encode(Tagged(type: type, body: m))
+        }
+    }
+
+    public var text: String { String(decoding: encoded(), as: UTF8.self) }
+
+    static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }()
+
+    /// The body's fields plus `type`, flat in one object.
+    private struct Tagged<Body: Encodable>: Encodable {
+        let type: String
+        let body: Body
+        enum Key: String, CodingKey { case type }
+        func encode(to encoder: any Encoder) throws {
+            try body.encode(to: encoder)
+            var c = encoder.container(keyedBy: Key.self)
+            try c.encode(type, forKey: .type)
+        }
+    }
+}
+
+/// Bounds every relay and agent enforce on the wire.
+public enum ProtocolLimits {
+    /// Largest message after decompression.
+    public static let maxMessageBytes = 1 << 20
+    public static let maxOpsPerMessage = 500
+}
+
+/// A message that breaks the protocol. `code` is stable.
+public struct ProtocolViolation: Error, Sendable, Hashable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, RawRepresentable {
+        public let rawValue: String
+        public init(rawValue: String) { self.rawValue = rawValue }
+        public static let malformed = Code(rawValue: "malformed")
+        public static let unknownType = Code(rawValue: "unknown_type")
+        public static let tooLarge = Code(rawValue: "too_large")
+        public static let badOperation = Code(rawValue: "bad_operation")
+        public static let versionMismatch = Code(rawValue: "version_mismatch")
+        public static let unexpected = Code(rawValue: "unexpected_message")
+    }
+
+    public let code: Code
+    public let message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code.rawValue): \(message)" }
+}
+
+/// WebSocket close codes used by the relay and agent (see Protocol/sync-protocol.md).
+public enum SyncCloseCode {
+    public static let normal: UInt16 = 1000
+    public static let goingAway: UInt16 = 1001
+    public static let protocolError: UInt16 = 1002
+    public static let policyViolation: UInt16 = 1008
+    public static let messageTooBig: UInt16 = 1009
+    public static let internalError: UInt16 = 1011
+    public static let serviceRestart: UInt16 = 1012
+    public static let tryAgainLater: UInt16 = 1013
+    /// The agent speaks a protocol version the relay does not.
+    public static let versionMismatch: UInt16 = 4001
+    /// A message broke the protocol (bad JSON, unknown type, bad operation).
+    public static let badMessage: UInt16 = 4002
+    /// The token lost access (revoked, or the board scope changed).
+    public static let forbidden: UInt16 = 4003
+    /// The connection fell too far behind; reconnect and catch up from the cursor.
+    public static let tooSlow: UInt16 = 4008
+    /// No heartbeat answer in time.
+    public static let heartbeatTimeout: UInt16 = 4009
+}

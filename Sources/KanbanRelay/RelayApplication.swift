@@ -1,0 +1,91 @@
+import Foundation
+import HTTPTypes
+public import Hummingbird
+import HummingbirdWebSocket
+import HummingbirdWSCompression
+import KanbanModel
+import KanbanProtocol
+public import Logging
+import NIOCore
+
+/// A relay: storage, token authority and hub.
+public final class Relay: Sendable {
+    public let storage: any RelayStorage
+    public let hub: RelayHub
+    public let tokens: TokenAuthority
+    public let configuration: RelayConfiguration
+
+    public init(storage: any RelayStorage, configuration: RelayConfiguration = .init(), logger: Logger = Logger(label: "kanban.relay")) throws {
+        self.storage = storage
+        self.configuration = configuration
+        self.tokens = TokenAuthority(secret: try storage.secret())
+        self.hub = RelayHub(storage: storage, configuration: configuration, logger: logger)
+    }
+}
+
+/// Builds the relay server: `/sync` (WebSocket, bearer token, permessage-deflate), `/health`,
+/// `/health/websocket`. The executable and the tests run this same object.
+public func buildRelayApplication(
+    relay: Relay, logger: Logger = Logger(label: "kanban.relay"),
+    onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+) -> some ApplicationProtocol {
+    let configuration = relay.configuration
+    let router = Router(context: BasicRequestContext.self)
+    router.get("sync") { request, _ -> Response in
+        // Reached when the upgrade was not accepted: say why, before any upgrade.
+        switch relay.tokens.verify(authorization: request.headers[.authorization]) {
+        case .failure(let failure):
+            return relayError(.unauthorized, code: failure == .missing ? "token_missing" : "token_invalid", failure.rawValue,
+                              hint: "Create a token with `kanban relay token create --data DIR --team T` and send it as Authorization: Bearer <token>.")
+        case .success:
+            return relayError(.upgradeRequired, code: "websocket_required", "/sync is a WebSocket endpoint and this request did not upgrade",
+                              hint: "Connect with a WebSocket client; if one did, a proxy in between dropped the Upgrade/Connection headers.")
+        }
+    }
+    router.get("health") { _, _ in relayJSON(["status": "ok"]) }
+    router.get("health/websocket") { _, _ in
+        let stats = await relay.hub.stats
+        let mismatches = await relay.hub.digestMismatches
+        let count = (try? relay.storage.operationCount()) ?? -1
+        return relayJSON(["connections": stats.connections, "rooms": stats.rooms, "logOperations": count, "digestMismatches": mismatches])
+    }
+
+    let wsRouter = Router(context: BasicWebSocketRequestContext.self)
+    let session = RelaySession(hub: relay.hub, configuration: configuration, logger: logger)
+    wsRouter.ws("sync") { request, _ in
+        guard case .success = relay.tokens.verify(authorization: request.headers[.authorization]) else { return .dontUpgrade }
+        return .upgrade([:])
+    } onUpgrade: { inbound, outbound, context in
+        guard case .success(let token) = relay.tokens.verify(authorization: context.request.headers[.authorization]) else { return }
+        try await session.run(token: token, inbound: inbound, outbound: outbound)
+    }
+
+    return Application(
+        router: router,
+        server: .http1WebSocketUpgrade(
+            webSocketRouter: wsRouter,
+            configuration: .init(
+                http1: .init(idleTimeout: .seconds(60)),
+                ws: .init(
+                    maxFrameSize: configuration.maxMessageBytes,
+                    extensions: [.perMessageDeflate(maxWindow: 12, maxDecompressedFrameSize: configuration.maxMessageBytes)],
+                    autoPing: .enabled(timePeriod: .seconds(Int64(configuration.heartbeatSeconds)))
+                )
+            )
+        ),
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "kanban-relay"),
+        onServerRunning: { channel in await onListening(channel.localAddress?.port ?? configuration.port) },
+        logger: logger
+    )
+}
+
+func relayJSON(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
+    return Response(status: status, headers: [.contentType: "application/json; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+}
+
+func relayError(_ status: HTTPResponse.Status, code: String, _ message: String, hint: String) -> Response {
+    relayJSON(["error": ["code": code, "message": message, "hint": hint]], status: status)
+}

@@ -1,0 +1,27 @@
+/// How a relay runs and what it bounds.
+public struct RelayConfiguration: Sendable {
+    public static let defaultPort = 7421
+
+    public var host: String = "127.0.0.1"
+    public var port: Int = RelayConfiguration.defaultPort
+    /// Name reported in `welcome`, to tell instances apart.
+    public var relayName: String = "relay"
+    /// Server-initiated WebSocket ping period; a peer that misses one is disconnected.
+    public var heartbeatSeconds: Int = 15
+    /// Largest message after decompression.
+    public var maxMessageBytes: Int = 1 << 20
+    /// Messages queued for one connection before it is closed as too slow (it catches up later).
+    public var maxQueuedMessages: Int = 2_048
+    /// Operations sent per `ops` message during catch-up.
+    public var catchUpBatch: Int = 500
+
+    public init(host: String = "127.0.0.1", port: Int = RelayConfiguration.defaultPort, relayName: String = "relay",
+                heartbeatSeconds: Int = 15, maxMessageBytes: Int = 1 << 20, maxQueuedMessages: Int = 2_048) {
+        self.host = host
+        self.port = port
+        self.relayName = relayName
+        self.heartbeatSeconds = heartbeatSeconds
+        self.maxMessageBytes = maxMessageBytes
+        self.maxQueuedMessages = maxQueuedMessages
+    }
+}

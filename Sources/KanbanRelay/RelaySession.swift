@@ -1,0 +1,97 @@
+import Foundation
+import HummingbirdWebSocket
+import KanbanModel
+import KanbanProtocol
+import Logging
+import NIOWebSocket
+import Synchronization
+
+/// One agent's WebSocket on the relay: reads its messages in order and hands them to the hub;
+/// a writer task drains the connection's bounded outbound queue.
+struct RelaySession {
+    let hub: RelayHub
+    let configuration: RelayConfiguration
+    let logger: Logger
+
+    func run(token: RelayToken, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
+        let (queue, continuation) = AsyncStream<String>.makeStream(bufferingPolicy: .bufferingOldest(configuration.maxQueuedMessages))
+        let closing = CloseRequest()
+        let close: @Sendable (UInt16, String) -> Void = { code, reason in
+            closing.value.withLock { if $0 == nil { $0 = (code, reason) } }
+            continuation.finish()
+        }
+        let id = await hub.register(token: token, send: { text in
+            if case .enqueued = continuation.yield(text) { return true }
+            return false
+        }, close: close)
+        defer { Task { [hub] in await hub.unregister(id) } }
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await text in queue { try await outbound.write(.text(text)) }
+                if let (code, reason) = closing.value.withLock({ $0 }) {
+                    try await outbound.close(WebSocketErrorCode(codeNumber: Int(code)), reason: reason)
+                }
+            }
+            group.addTask {
+                defer { continuation.finish() }
+                var greeted = false
+                for try await message in inbound.messages(maxSize: configuration.maxMessageBytes) {
+                    guard case .text(let text) = message else {
+                        await fail(id, close, .init(.malformed, "binary frames are not part of the protocol; send JSON text"))
+                        return
+                    }
+                    let decoded: SyncMessage
+                    do {
+                        decoded = try SyncMessage.decode(Data(text.utf8))
+                    } catch let violation as ProtocolViolation {
+                        await fail(id, close, violation)
+                        return
+                    } catch {
+                        await fail(id, close, .init(.malformed, "message could not be read"))
+                        return
+                    }
+                    if !greeted {
+                        guard case .hello(let hello) = decoded else {
+                            await fail(id, close, .init(.unexpected, "the first message must be hello"))
+                            return
+                        }
+                        guard hello.protocol == SyncMessage.protocolVersion else {
+                            await fail(id, close, .init(.versionMismatch,
+                                "agent speaks protocol \(hello.protocol), this relay speaks \(SyncMessage.protocolVersion); upgrade the older side"),
+                                code: SyncCloseCode.versionMismatch)
+                            return
+                        }
+                        greeted = true
+                        try await hub.hello(id, hello)
+                        continue
+                    }
+                    switch decoded {
+                    case .push(let push): try await hub.push(id, push.ops)
+                    case .presence(let presence): await hub.presence(id, presence)
+                    case .digest(let digest): try await hub.digest(id, digest)
+                    case .ping(let ping):
+                        await hub.send(id, .pong(.init(t: ping.t, serverTime: Int64(Date().timeIntervalSince1970 * 1000))))
+                    default:
+                        await fail(id, close, .init(.unexpected, "a relay does not accept '\(decoded.type)' from an agent"))
+                        return
+                    }
+                }
+            }
+            try await group.next()
+            try await group.next()
+        }
+    }
+
+    private func fail(_ id: Int, _ close: @Sendable (UInt16, String) -> Void, _ violation: ProtocolViolation,
+                      code: UInt16 = SyncCloseCode.badMessage) async {
+        logger.notice("protocol violation", metadata: ["connection": "\(id)", "code": "\(violation.code.rawValue)"])
+        await hub.send(id, .error(.init(code: violation.code.rawValue, message: violation.message, fatal: true)))
+        close(code, String(violation.message.prefix(120)))
+    }
+}
+
+/// The close a connection should end with, set by whoever decides to close it first.
+final class CloseRequest: Sendable {
+    let value = Mutex<(UInt16, String)?>(nil)
+}

@@ -1,0 +1,113 @@
+public import Foundation
+import GRDB
+public import KanbanModel
+public import KanbanProtocol
+
+/// The relay log in one SQLite file (WAL, synchronous=FULL: an ack means the op is on disk).
+public final class SQLiteRelayStorage: RelayStorage {
+    let pool: DatabasePool
+
+    public init(path: String) throws {
+        var config = Configuration()
+        config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+        config.busyMode = .timeout(5)
+        pool = try DatabasePool(path: path, configuration: config)
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE relay_meta (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL) STRICT;
+                CREATE TABLE relay_board (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    team TEXT NOT NULL,
+                    head INTEGER NOT NULL CHECK (head >= 0)
+                ) STRICT;
+                CREATE INDEX relay_board_by_team ON relay_board (team);
+                CREATE TABLE relay_op (
+                    board_id TEXT NOT NULL REFERENCES relay_board (id),
+                    seq INTEGER NOT NULL CHECK (seq > 0),
+                    op_id TEXT NOT NULL UNIQUE,
+                    body TEXT NOT NULL,
+                    PRIMARY KEY (board_id, seq)
+                ) STRICT, WITHOUT ROWID;
+                """)
+        }
+        try migrator.migrate(pool)
+    }
+
+    public func append(_ ops: [BoardOperation], team: String) throws -> [AppendResult] {
+        try pool.write { db in
+            var results: [AppendResult] = []
+            results.reserveCapacity(ops.count)
+            for op in ops {
+                let board = op.board.rawValue
+                let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT team, head FROM relay_board WHERE id = ?"), arguments: [board])
+                var head: Int64 = 0
+                if let row {
+                    guard (row["team"] as String) == team else {
+                        results.append(.forbidden(op: op.id, board: op.board))
+                        continue
+                    }
+                    head = row["head"]
+                } else {
+                    try db.cachedStatement(sql: "INSERT INTO relay_board (id, team, head) VALUES (?, ?, 0)").execute(arguments: [board, team])
+                }
+                if let existing = try Row.fetchOne(db.cachedStatement(sql: "SELECT board_id, seq FROM relay_op WHERE op_id = ?"),
+                                                   arguments: [op.id.description]) {
+                    guard let existingBoard = EntityID(existing["board_id"] as String) else { continue }
+                    results.append(.stored(op: op.id, board: existingBoard, seq: existing["seq"], new: false))
+                    continue
+                }
+                let seq = head + 1
+                try db.cachedStatement(sql: "INSERT INTO relay_op (board_id, seq, op_id, body) VALUES (?, ?, ?, ?)")
+                    .execute(arguments: [board, seq, op.id.description, String(decoding: op.jsonData(), as: UTF8.self)])
+                try db.cachedStatement(sql: "UPDATE relay_board SET head = ? WHERE id = ?").execute(arguments: [seq, board])
+                results.append(.stored(op: op.id, board: op.board, seq: seq, new: true))
+            }
+            return results
+        }
+    }
+
+    public func operations(board: EntityID, after: Int64, limit: Int) throws -> [SyncMessage.Ops.Sequenced] {
+        try pool.read { db in
+            try Row.fetchAll(db.cachedStatement(sql: """
+                SELECT seq, body FROM relay_op WHERE board_id = ? AND seq > ? ORDER BY seq LIMIT ?
+                """), arguments: [board.rawValue, after, limit]).map { row in
+                let body: String = row["body"]
+                guard let op = try? BoardOperation.decode(json: Data(body.utf8)) else {
+                    throw RelayError.corrupt("operation at \(board)#\(row["seq"] as Int64) does not decode")
+                }
+                return SyncMessage.Ops.Sequenced(seq: row["seq"], op: op)
+            }
+        }
+    }
+
+    public func boards(team: String) throws -> [SyncMessage.BoardHead] {
+        try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT id, head FROM relay_board WHERE team = ? ORDER BY id", arguments: [team]).compactMap { row in
+                EntityID(row["id"] as String).map { SyncMessage.BoardHead(id: $0, head: row["head"]) }
+            }
+        }
+    }
+
+    public func team(of board: EntityID) throws -> String? {
+        try pool.read { db in try String.fetchOne(db, sql: "SELECT team FROM relay_board WHERE id = ?", arguments: [board.rawValue]) }
+    }
+
+    public func secret() throws -> Data {
+        try pool.write { db in
+            if let existing = try Data.fetchOne(db, sql: "SELECT value FROM relay_meta WHERE key = 'token_secret'") { return existing }
+            let secret = TokenAuthority.makeSecret()
+            try db.execute(sql: "INSERT INTO relay_meta (key, value) VALUES ('token_secret', ?)", arguments: [secret])
+            return secret
+        }
+    }
+
+    public func operationCount() throws -> Int {
+        try pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM relay_op") ?? 0 }
+    }
+}
+
+public struct RelayError: Error, Sendable, CustomStringConvertible {
+    public let description: String
+    static func corrupt(_ detail: String) -> RelayError { RelayError(description: "relay log is damaged: \(detail)") }
+}
