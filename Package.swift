@@ -93,6 +93,8 @@ let package = Package(
             dependencies: [
                 "KanbanModel", "KanbanStore", "KanbanAgent", "KanbanRelay", "KanbanSimulation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "WSClient", package: "swift-websocket"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -103,6 +105,20 @@ let package = Package(
             name: "kanban-store-bench",
             dependencies: ["KanbanModel", "KanbanStore", "KanbanSimulation"],
             path: "Tools/Benchmarks/StoreBench",
+            swiftSettings: swiftSettings
+        ),
+        // End-to-end sync benchmarks: `swift run -c release kanban-sync-bench --help`.
+        .executableTarget(
+            name: "kanban-sync-bench",
+            dependencies: [
+                "KanbanModel", "KanbanStore", "KanbanProtocol", "KanbanAgent", "KanbanRelay",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "WSClient", package: "swift-websocket"),
+                .product(name: "WSCompression", package: "swift-websocket"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tools/Benchmarks/SyncBench",
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -121,6 +137,16 @@ let package = Package(
                 "KanbanModel", "KanbanStore", "KanbanAgent",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HummingbirdWSTesting", package: "hummingbird-websocket"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "KanbanSyncTests",
+            dependencies: [
+                "KanbanModel", "KanbanStore", "KanbanProtocol", "KanbanAgent", "KanbanRelay",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "WSClient", package: "swift-websocket"),
             ],
             swiftSettings: swiftSettings
         ),

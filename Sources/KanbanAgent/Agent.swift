@@ -12,6 +12,7 @@ public final class Agent: Sendable {
     private let reconnect = Signal()
     /// Fired after every commit of a local operation; the sync session pushes on it.
     let localChange = Signal()
+    let presence = LocalPresence()
 
     public init(store: ReplicaStore, configuration: AgentConfiguration = .init()) {
         self.store = store

@@ -1,3 +1,5 @@
+import Foundation
+
 /// How an agent runs. Every field has a default that works for one person on one machine.
 public struct AgentConfiguration: Sendable {
     /// The documented default port of the local agent.
@@ -16,6 +18,8 @@ public struct AgentConfiguration: Sendable {
     public var maxBodyBytes: Int = 64 * 1024
     /// Events buffered for one local WebSocket client before it is disconnected as too slow.
     public var maxQueuedEvents: Int = 10_000
+    /// Name shown to others in presence (default: $USER, else the replica ID).
+    public var userName: String? = ProcessInfo.processInfo.environment["USER"]
 
     public init(
         host: String = "127.0.0.1", port: Int = AgentConfiguration.defaultPort, allowedOrigins: [String] = [],

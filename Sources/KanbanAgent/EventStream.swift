@@ -38,8 +38,17 @@ struct EventStream {
         let since = doc.version
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                // Drain client messages (ignored for now) so close frames are processed.
-                for try await _ in inbound.messages(maxSize: 64 * 1024) {}
+                // Clients may say which task they are editing: {"type":"presence","editing":ID|null}.
+                agent.updatePresence(board: board, client: subscription, viewing: true)
+                defer { agent.updatePresence(board: board, client: subscription, viewing: false) }
+                for try await message in inbound.messages(maxSize: 64 * 1024) {
+                    guard case .text(let text) = message,
+                          let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+                          object["type"] as? String == "presence"
+                    else { continue }
+                    let editing = (object["editing"] as? String).flatMap { EntityID($0) }
+                    agent.updatePresence(board: board, client: subscription, viewing: true, editing: editing)
+                }
             }
             group.addTask {
                 for await message in messages {

@@ -38,6 +38,13 @@ struct SyncSession {
                 }
             }
             group.addTask {
+                // Presence and other messages other parts of the agent send while the link is up.
+                let (extra, continuation) = AsyncStream<SyncMessage>.makeStream(bufferingPolicy: .bufferingNewest(256))
+                agent.setRelayLink { continuation.yield($0) }
+                defer { agent.setRelayLink(nil) }
+                for await message in extra { try await outbound.write(.text(message.text)) }
+            }
+            group.addTask {
                 while !Task.isCancelled {
                     try await Task.sleep(for: configuration.probeInterval)
                     let now = Int64(Date().timeIntervalSince1970 * 1000)

@@ -7,36 +7,60 @@ import KanbanStore
 struct BoardCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "board",
-        abstract: "Print a board as columns (all boards when no ID is given)."
+        abstract: "Print a board as columns, or list boards when no ID is given.",
+        discussion: "Reads through the running agent; --offline reads the data directory instead."
     )
 
-    @Argument(help: "Board ID (or a unique prefix of it).") var id: String?
+    @Argument(help: "Board ID prefix or title.") var id: String?
+    @Flag(help: "Show task ID prefixes.") var ids = false
+    @Option(help: "Create a board with this title.") var create: String?
+    @Flag(help: "Read the local replica directly (no agent needed).") var offline = false
     @OptionGroup var data: DataDirectory
+    @OptionGroup var agent: AgentOptions
 
     func run() async throws {
-        let store = try ReplicaStore(path: try data.replicaPath())
-        let boards = try store.boards()
-        guard let id else {
-            if boards.isEmpty { print("No boards yet.") }
+        if offline {
+            let store = try ReplicaStore(path: try data.replicaPath())
+            let boards = try store.boards()
+            guard let id else {
+                if boards.isEmpty { print("No boards yet.") }
+                for b in boards { print("\(b.id)  \(b.title)") }
+                return
+            }
+            let matches = boards.filter { $0.id.rawValue.hasPrefix(id.lowercased()) || $0.title == id }
+            guard matches.count == 1, let doc = try store.document(matches[0].id) else {
+                throw ValidationError(matches.isEmpty ? "no board matches '\(id)'" : "'\(id)' matches \(matches.count) boards")
+            }
+            print(BoardRenderer.render(doc, width: 100, ids: ids))
+            return
+        }
+        let client = agent.client
+        if let create {
+            let doc = try await client.send("POST", "/api/boards", body: ["title": create], as: BoardDocument.self)
+            print("created \(doc.id)  \(doc.title)")
+            return
+        }
+        guard id != nil else {
+            let boards = try await client.get("/api/boards", as: [AgentClient.Summary].self)
+            if boards.isEmpty { print("No boards yet. Create one: kanban board --create \"My board\"") }
             for b in boards { print("\(b.id)  \(b.title)") }
             return
         }
-        let matches = boards.filter { $0.id.rawValue.hasPrefix(id.lowercased()) }
-        guard matches.count == 1, let doc = try store.document(matches[0].id) else {
-            throw ValidationError(matches.isEmpty ? "no board matches '\(id)'; run `kanban board` to list boards"
-                                                  : "'\(id)' matches \(matches.count) boards; give more of the ID")
-        }
-        print(BoardRenderer.render(doc, width: 100))
+        print(BoardRenderer.render(try await client.board(id), width: terminalWidth(), ids: ids))
     }
 }
 
+func terminalWidth() -> Int {
+    Int(ProcessInfo.processInfo.environment["COLUMNS"] ?? "") ?? 100
+}
+
 enum BoardRenderer {
-    /// Side-by-side columns of fixed width, task titles wrapped to one line each.
-    static func render(_ doc: BoardDocument, width: Int) -> String {
+    /// Side-by-side columns of fixed width, one line per task.
+    static func render(_ doc: BoardDocument, width: Int, ids: Bool = false) -> String {
         var lines = ["\(doc.title)  (\(doc.id))", ""]
         let columns = doc.columns
         guard !columns.isEmpty else { return (lines + ["(no columns)"]).joined(separator: "\n") }
-        let colWidth = max(12, min(30, width / columns.count - 2))
+        let colWidth = max(12, min(32, width / columns.count - 2))
         func cell(_ text: String) -> String {
             let clipped = text.count > colWidth ? String(text.prefix(colWidth - 1)) + "…" : text
             return clipped + String(repeating: " ", count: colWidth - clipped.count)
@@ -45,12 +69,18 @@ enum BoardRenderer {
         lines.append(columns.map { _ in String(repeating: "─", count: colWidth) }.joined(separator: "  "))
         let depth = columns.map(\.tasks.count).max() ?? 0
         for row in 0..<depth {
-            lines.append(columns.map { row < $0.tasks.count ? cell("• " + $0.tasks[row].title) : cell("") }
-                .joined(separator: "  "))
+            lines.append(columns.map { column -> String in
+                guard row < column.tasks.count else { return cell("") }
+                let task = column.tasks[row]
+                return cell((ids ? String(task.id.rawValue.prefix(8)) + " " : "• ") + task.title)
+            }.joined(separator: "  "))
         }
         if !doc.orphans.isEmpty {
             lines.append("")
             lines.append("Tasks whose column was deleted: " + doc.orphans.map(\.title).joined(separator: ", "))
+        }
+        if !doc.trash.isEmpty {
+            lines.append("Trash: " + doc.trash.prefix(5).map(\.title).joined(separator: ", ") + (doc.trash.count > 5 ? ", …" : ""))
         }
         return lines.joined(separator: "\n")
     }

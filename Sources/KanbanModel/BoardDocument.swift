@@ -16,11 +16,19 @@ public struct BoardDocument: Codable, Hashable, Sendable {
     public var orphans: [TaskView]
     public var trash: [TaskView]
 
+    public init(id: EntityID, title: String, version: Int64, columns: [ColumnView], orphans: [TaskView], trash: [TaskView]) {
+        (self.id, self.title, self.version, self.columns, self.orphans, self.trash) = (id, title, version, columns, orphans, trash)
+    }
+
     public struct ColumnView: Codable, Hashable, Sendable {
         public var id: EntityID
         public var title: String
         public var position: PositionKey
         public var tasks: [TaskView]
+
+        public init(id: EntityID, title: String, position: PositionKey, tasks: [TaskView]) {
+            (self.id, self.title, self.position, self.tasks) = (id, title, position, tasks)
+        }
     }
 
     public struct TaskView: Codable, Hashable, Sendable {
@@ -30,6 +38,10 @@ public struct BoardDocument: Codable, Hashable, Sendable {
         public var title: String
         public var description: String
         public var deleted: Bool
+
+        public init(id: EntityID, columnId: EntityID, position: PositionKey, title: String, description: String, deleted: Bool) {
+            (self.id, self.columnId, self.position, self.title, self.description, self.deleted) = (id, columnId, position, title, description, deleted)
+        }
     }
 }
 

@@ -17,6 +17,10 @@ public enum EntitySnapshot: Hashable, Sendable, Codable {
         public var deleted: Bool
         /// False while only later edits of the column have arrived, not its creation.
         public var created: Bool
+
+        public init(id: EntityID, boardId: EntityID, title: String, position: PositionKey, deleted: Bool, created: Bool) {
+            (self.id, self.boardId, self.title, self.position, self.deleted, self.created) = (id, boardId, title, position, deleted, created)
+        }
     }
 
     public struct TaskSnapshot: Hashable, Sendable, Codable {
@@ -28,6 +32,12 @@ public enum EntitySnapshot: Hashable, Sendable, Codable {
         public var description: String
         public var deleted: Bool
         public var created: Bool
+
+        public init(id: EntityID, boardId: EntityID, columnId: EntityID?, position: PositionKey?, title: String,
+                    description: String, deleted: Bool, created: Bool) {
+            (self.id, self.boardId, self.columnId, self.position) = (id, boardId, columnId, position)
+            (self.title, self.description, self.deleted, self.created) = (title, description, deleted, created)
+        }
     }
 
     public func encode(to encoder: any Encoder) throws {

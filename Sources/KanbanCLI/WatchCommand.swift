@@ -1,0 +1,121 @@
+import ArgumentParser
+import Foundation
+import KanbanModel
+import Logging
+import WSClient
+
+/// Redraws a board in the terminal on every change from the agent's event stream.
+struct WatchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "watch", abstract: "Show a board and redraw it live as it changes.")
+    @Argument(help: "Board ID prefix or title (default: the first board).") var board: String?
+    @Option(help: "Stop after this many changes (for scripts and tests).") var changes: Int?
+    @OptionGroup var agent: AgentOptions
+
+    func run() async throws {
+        let doc = try await agent.client.board(board)
+        let wsBase = agent.baseURL.replacingOccurrences(of: "http://", with: "ws://").replacingOccurrences(of: "https://", with: "wss://")
+        var logger = Logger(label: "kanban.watch")
+        logger.logLevel = .warning
+        let limit = changes
+        try await WebSocketClient.connect(url: "\(wsBase)/api/events?board=\(doc.id)", logger: logger) { inbound, _, _ in
+            var live = LiveBoard()
+            var seen = 0
+            for try await message in inbound.messages(maxSize: 16 << 20) {
+                guard case .text(let text) = message else { continue }
+                guard live.apply(Data(text.utf8)) else { continue }
+                print("\u{1B}[2J\u{1B}[H" + BoardRenderer.render(live.document, width: terminalWidth()))
+                print("\n\(live.status)  (Ctrl-C to stop)")
+                fflush(nil)
+                if live.lastWasChange { seen += 1 }
+                if let limit, seen >= limit { return }
+            }
+        }
+    }
+}
+
+/// A board kept up to date from stream events alone (no refetch), ordered like the agent does.
+struct LiveBoard {
+    var id: EntityID?
+    var title = ""
+    var version: Int64 = 0
+    var columns: [EntityID: EntitySnapshot.ColumnSnapshot] = [:]
+    var tasks: [EntityID: EntitySnapshot.TaskSnapshot] = [:]
+    var status = "live"
+    var lastWasChange = false
+
+    struct Envelope: Decodable {
+        let type: String
+        let version: Int64?
+        let board: BoardDocumentOrView?
+        let column: EntitySnapshot.ColumnSnapshot?
+        let task: EntitySnapshot.TaskSnapshot?
+        let sync: SyncState?
+    }
+
+    struct SyncState: Decodable { let state: String; let queuedOperations: Int? }
+
+    enum BoardDocumentOrView: Decodable {
+        case document(BoardDocument)
+        case view(EntitySnapshot.BoardView)
+        init(from decoder: any Decoder) throws {
+            if let doc = try? BoardDocument(from: decoder) { self = .document(doc) } else { self = .view(try EntitySnapshot.BoardView(from: decoder)) }
+        }
+    }
+
+    /// Applies one stream message; false if it changed nothing worth redrawing.
+    mutating func apply(_ data: Data) -> Bool {
+        guard let envelope = try? JSONDecoder().decode(Envelope.self, from: data) else { return false }
+        lastWasChange = false
+        if let sync = envelope.sync {
+            status = "relay: \(sync.state)" + ((sync.queuedOperations ?? 0) > 0 ? ", \(sync.queuedOperations!) queued" : "")
+        }
+        switch envelope.type {
+        case "snapshot":
+            guard case .document(let doc)? = envelope.board else { return false }
+            id = doc.id
+            title = doc.title
+            version = doc.version
+            columns = [:]
+            tasks = [:]
+            for column in doc.columns {
+                columns[column.id] = .init(id: column.id, boardId: doc.id, title: column.title, position: column.position, deleted: false, created: true)
+                for task in column.tasks { tasks[task.id] = snapshot(task, board: doc.id) }
+            }
+            for task in doc.orphans + doc.trash { tasks[task.id] = snapshot(task, board: doc.id) }
+            return true
+        case "sync:status":
+            return true
+        default:
+            guard let v = envelope.version, v > version else { return false }
+            version = v
+            lastWasChange = true
+            if let column = envelope.column { columns[column.id] = column }
+            if let task = envelope.task { tasks[task.id] = task }
+            if case .view(let view)? = envelope.board { title = view.title }
+            return true
+        }
+    }
+
+    private func snapshot(_ task: BoardDocument.TaskView, board: EntityID) -> EntitySnapshot.TaskSnapshot {
+        .init(id: task.id, boardId: board, columnId: task.columnId, position: task.position, title: task.title,
+              description: task.description, deleted: task.deleted, created: true)
+    }
+
+    var document: BoardDocument {
+        let visible = columns.values.filter { $0.created && !$0.deleted }.sorted { ($0.position, $0.id) < ($1.position, $1.id) }
+        let visibleIDs = Set(visible.map(\.id))
+        func view(_ t: EntitySnapshot.TaskSnapshot) -> BoardDocument.TaskView {
+            .init(id: t.id, columnId: t.columnId!, position: t.position!, title: t.title, description: t.description, deleted: t.deleted)
+        }
+        let placed = tasks.values.filter { $0.created && $0.columnId != nil && $0.position != nil }
+        return BoardDocument(
+            id: id ?? EntityID.make(), title: title, version: version,
+            columns: visible.map { c in
+                .init(id: c.id, title: c.title, position: c.position,
+                      tasks: placed.filter { !$0.deleted && $0.columnId == c.id }.map(view).sorted { ($0.position, $0.id) < ($1.position, $1.id) })
+            },
+            orphans: placed.filter { !$0.deleted && !visibleIDs.contains($0.columnId!) }.map(view)
+                .sorted { ($0.columnId, $0.position, $0.id) < ($1.columnId, $1.position, $1.id) },
+            trash: placed.filter(\.deleted).map(view))
+    }
+}

@@ -1,0 +1,115 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Testing
+
+/// The real `kanban` binaries as separate processes on loopback.
+@Suite(.serialized)
+struct ProcessSyncTests {
+    /// A child process whose stdout lines are collected.
+    final class Child: @unchecked Sendable {
+        let process = Process()
+        private let lock = NSLock()
+        private var lines: [String] = []
+
+        init(_ arguments: [String]) throws {
+            process.executableURL = try kanbanBinary()
+            process.arguments = arguments
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            process.standardError = FileHandle.nullDevice
+            pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
+                let text = String(decoding: handle.availableData, as: UTF8.self)
+                guard let self, !text.isEmpty else { return }
+                self.lock.lock()
+                self.lines.append(contentsOf: text.split(separator: "\n").map(String.init))
+                self.lock.unlock()
+            }
+            try process.run()
+        }
+
+        /// The port in the first output line containing `marker` followed by `127.0.0.1:PORT`.
+        func port(after marker: String) async throws -> Int {
+            try await eventually("\(marker) line from \(process.arguments?.first ?? "")", timeout: .seconds(20)) {
+                lock.withLock { lines.contains { $0.contains(marker) } }
+            }
+            let line = lock.withLock { lines.first { $0.contains(marker) }! }
+            let afterHost = line.components(separatedBy: "127.0.0.1:")[1]
+            return Int(afterHost.prefix { $0.isNumber })!
+        }
+
+        func kill(_ signal: Int32 = SIGTERM) {
+            if process.isRunning { Foundation.kill(process.processIdentifier, signal) }
+            process.waitUntilExit()
+        }
+    }
+
+    static func kanbanBinary() throws -> URL {
+        if let path = ProcessInfo.processInfo.environment["KANBAN_BIN"] { return URL(fileURLWithPath: path) }
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for _ in 0..<4 {
+            let candidate = dir.appendingPathComponent("kanban")
+            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+            dir.deleteLastPathComponent()
+        }
+        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../.build/debug/kanban").standardized
+    }
+
+    func request(_ method: String, _ url: String, _ body: [String: Any]? = nil) async throws -> [String: Any] {
+        var request = URLRequest(url: URL(string: url)!, timeoutInterval: 10)
+        request.httpMethod = method
+        if let body { request.httpBody = try JSONSerialization.data(withJSONObject: body) }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        guard (200..<300).contains(status) else { throw TestError("\(method) \(url) → \(status): \(String(decoding: data, as: UTF8.self))") }
+        return (try JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
+    }
+
+    func taskTitles(_ port: Int, _ board: String) async throws -> [String] {
+        let doc = try await request("GET", "http://127.0.0.1:\(port)/api/boards/\(board)")
+        return ((doc["columns"] as? [[String: Any]]) ?? []).flatMap { ($0["tasks"] as? [[String: Any]]) ?? [] }.compactMap { $0["title"] as? String }
+    }
+
+    @Test func separateProcessesSyncLiveAndSurviveARelayKill() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-proc-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let tokenProcess = Process()
+        tokenProcess.executableURL = try Self.kanbanBinary()
+        tokenProcess.arguments = ["relay", "token", "create", "--data", root + "/relay", "--team", "t"]
+        let tokenPipe = Pipe()
+        tokenProcess.standardOutput = tokenPipe
+        try tokenProcess.run()
+        tokenProcess.waitUntilExit()
+        let token = String(decoding: tokenPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(token.hasPrefix("kb1."))
+
+        var relay = try Child(["relay", "--port", "0", "--data", root + "/relay"])
+        let relayPort = try await relay.port(after: "listening on ws://")
+        let relayURL = "ws://127.0.0.1:\(relayPort)/sync"
+        let a = try Child(["agent", "--port", "0", "--data", root + "/a", "--relay", relayURL, "--token", token])
+        let b = try Child(["agent", "--port", "0", "--data", root + "/b", "--relay", relayURL, "--token", token])
+        defer { a.kill(); b.kill(); relay.kill() }
+        let (pa, pb) = (try await a.port(after: "Board:"), try await b.port(after: "Board:"))
+
+        let board = try await request("POST", "http://127.0.0.1:\(pa)/api/boards", ["title": "Shared"])["id"] as! String
+        let column = try await request("POST", "http://127.0.0.1:\(pa)/api/boards/\(board)/columns", ["title": "Todo"])["id"] as! String
+        _ = try await request("POST", "http://127.0.0.1:\(pa)/api/columns/\(column)/tasks", ["title": "live"])
+        try await eventually("B sees A's task") { try await taskTitles(pb, board) == ["live"] }
+
+        // Kill the relay hard; both agents keep working offline and queue.
+        relay.kill(SIGKILL)
+        _ = try await request("POST", "http://127.0.0.1:\(pa)/api/columns/\(column)/tasks", ["title": "from A offline"])
+        _ = try await request("POST", "http://127.0.0.1:\(pb)/api/columns/\(column)/tasks", ["title": "from B offline"])
+        try await eventually("A reports queued work") {
+            let health = try await request("GET", "http://127.0.0.1:\(pa)/health/websocket")
+            return (health["queuedOperations"] as? Int) == 1 && (health["state"] as? String) != "connected"
+        }
+        relay = try Child(["relay", "--port", String(relayPort), "--data", root + "/relay"])
+        _ = try await relay.port(after: "listening on ws://")
+        try await eventually("both agents converge after the relay restarts", timeout: .seconds(40)) {
+            let (ta, tb) = (try await taskTitles(pa, board), try await taskTitles(pb, board))
+            return ta == tb && Set(ta) == ["live", "from A offline", "from B offline"]
+        }
+    }
+}

@@ -1,0 +1,144 @@
+import Foundation
+import Hummingbird
+import KanbanAgent
+import KanbanModel
+import KanbanRelay
+import KanbanStore
+import Logging
+import ServiceLifecycle
+import Synchronization
+import Testing
+
+/// Runs servers in-process on loopback ports and stops them on demand.
+final class RunningServer: Sendable {
+    let port: Int
+    private let group: ServiceGroup
+    private let task: Task<Void, any Error>
+
+    private init(port: Int, group: ServiceGroup, task: Task<Void, any Error>) {
+        self.port = port
+        self.group = group
+        self.task = task
+    }
+
+    /// Starts `build(onListening)` and returns once it accepts connections.
+    static func start<App: ApplicationProtocol>(
+        _ build: (@escaping @Sendable (Int) async -> Void) -> App
+    ) async throws -> RunningServer {
+        let (ports, continuation) = AsyncStream<Int>.makeStream()
+        let app = build { port in continuation.yield(port) }
+        let logger = Logger(label: "test")
+        let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
+        let task = Task { try await group.run() }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw TestError("server did not start") }
+        return RunningServer(port: port, group: group, task: task)
+    }
+
+    func stop() async {
+        await group.triggerGracefulShutdown()
+        _ = try? await task.value
+    }
+}
+
+struct TestError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+func quietLogger(_ label: String) -> Logger {
+    var logger = Logger(label: label)
+    logger.logLevel = .critical
+    return logger
+}
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes; fails the test on timeout.
+func eventually(
+    _ what: String, timeout: Duration = .seconds(20), sourceLocation: SourceLocation = #_sourceLocation,
+    _ condition: () async throws -> Bool
+) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    Issue.record("timed out after \(timeout) waiting for: \(what)", sourceLocation: sourceLocation)
+    throw TestError("timed out waiting for \(what)")
+}
+
+/// One relay and some agents, all in this process.
+final class SyncCluster: Sendable {
+    let relayDirectory: URL
+    let relayPort: Mutex<Int>
+    let relayServer: Mutex<RunningServer?>
+    let token: String
+    let agents: [Agent]
+    let syncServers: Mutex<[Int: RunningServer]>
+
+    init(agents count: Int, team: String = "team") async throws {
+        relayDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-relay-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: relayDirectory, withIntermediateDirectories: true)
+        let storage = try SQLiteRelayStorage(path: relayDirectory.appendingPathComponent("relay.sqlite").path)
+        token = TokenAuthority(secret: try storage.secret()).sign(RelayToken(team: team))
+        relayPort = Mutex(0)
+        relayServer = Mutex(nil)
+        agents = try (0..<count).map { _ in
+            Agent(store: try ReplicaStore.inMemory(configuration: .init(durability: .normal)), configuration: .init(port: 0))
+        }
+        syncServers = Mutex([:])
+        try await startRelay()
+    }
+
+    func startRelay() async throws {
+        let storage = try SQLiteRelayStorage(path: relayDirectory.appendingPathComponent("relay.sqlite").path)
+        let relay = try Relay(storage: storage, configuration: .init(port: relayPort.withLock { $0 }), logger: quietLogger("relay"))
+        let server = try await RunningServer.start { onListening in
+            buildRelayApplication(relay: relay, logger: quietLogger("relay"), onListening: onListening)
+        }
+        relayPort.withLock { $0 = server.port }
+        relayServer.withLock { $0 = server }
+    }
+
+    func stopRelay() async {
+        let server = relayServer.withLock { s -> RunningServer? in defer { s = nil }; return s }
+        await server?.stop()
+    }
+
+    var relayURL: String { "ws://127.0.0.1:\(relayPort.withLock { $0 })/sync" }
+
+    /// Starts agent `i`'s sync client (inside a small agent server, as `kanban agent` runs it).
+    func connect(_ i: Int) async throws {
+        var configuration = SyncConfiguration(relayURL: relayURL, token: token)
+        configuration.backoffBase = .milliseconds(20)
+        configuration.backoffCap = .milliseconds(300)
+        let client = SyncClient(agent: agents[i], configuration: configuration, logger: quietLogger("sync"))
+        let agent = agents[i]
+        let server = try await RunningServer.start { onListening in
+            buildAgentApplication(agent: agent, logger: quietLogger("agent"), services: [client], onListening: onListening)
+        }
+        syncServers.withLock { $0[i] = server }
+    }
+
+    func disconnect(_ i: Int) async {
+        let server = syncServers.withLock { $0.removeValue(forKey: i) }
+        await server?.stop()
+    }
+
+    func shutdown() async {
+        for i in agents.indices { await disconnect(i) }
+        await stopRelay()
+        try? FileManager.default.removeItem(at: relayDirectory)
+    }
+
+    /// Waits until every agent has an empty outbox and the same digest for `board`.
+    func waitForConvergence(board: EntityID, timeout: Duration = .seconds(30)) async throws {
+        try await eventually("all agents converge on \(board)", timeout: timeout) {
+            var digests = Set<String>()
+            for agent in agents {
+                guard try agent.store.outboxCount() == 0, try agent.store.document(board) != nil else { return false }
+                digests.insert(try agent.store.digest(board))
+            }
+            return digests.count == 1
+        }
+    }
+}

@@ -1,0 +1,60 @@
+import Foundation
+import KanbanModel
+import KanbanProtocol
+import Testing
+
+/// The codec against the golden frames in `Protocol/frames/`.
+struct SyncMessageCodecTests {
+    static let framesDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../../Protocol/frames").standardized
+
+    static func files(_ subdirectory: String = "") -> [String] {
+        let dir = framesDirectory.appendingPathComponent(subdirectory)
+        return ((try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? [])
+            .filter { $0.hasSuffix(".json") }.sorted().map { dir.appendingPathComponent($0).path }
+    }
+
+    @Test func everyMessageTypeHasAGoldenFrame() {
+        let names = Set(Self.files().map { URL(fileURLWithPath: $0).deletingPathExtension().lastPathComponent })
+        #expect(names == ["hello", "welcome", "push", "ack", "ops", "presence", "digest", "digest_result", "ping", "pong", "error"])
+    }
+
+    @Test(arguments: files())
+    func goldenFramesDecodeAndReencodeToTheSameJSON(path: String) throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        let message = try SyncMessage.decode(data)
+        #expect(message.type == URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent)
+        let reencoded = message.encoded()
+        #expect(try SyncMessage.decode(reencoded) == message)
+        let original = try JSONSerialization.jsonObject(with: data) as? NSDictionary
+        let again = try JSONSerialization.jsonObject(with: reencoded) as? NSDictionary
+        #expect(original == again, "re-encoding \(path) changed its JSON")
+    }
+
+    /// Invalid frames are named `<expected code>[.detail].json`.
+    @Test(arguments: files("invalid"))
+    func invalidFramesAreRejectedWithTheRightCode(path: String) throws {
+        let expected = String(URL(fileURLWithPath: path).lastPathComponent.split(separator: ".").first!)
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        #expect {
+            _ = try SyncMessage.decode(data)
+        } throws: { error in
+            (error as? ProtocolViolation)?.code.rawValue == expected
+        }
+    }
+
+    @Test func oversizedMessagesAreRejectedBeforeParsing() {
+        let big = Data(repeating: UInt8(ascii: " "), count: ProtocolLimits.maxMessageBytes + 1)
+        #expect { _ = try SyncMessage.decode(big) } throws: { ($0 as? ProtocolViolation)?.code == .tooLarge }
+    }
+
+    @Test func randomBytesNeverTrap() {
+        var generator = SystemRandomNumberGenerator()
+        for length in [0, 1, 7, 64, 1_000] {
+            for _ in 0..<50 {
+                let bytes = Data((0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) })
+                #expect(throws: ProtocolViolation.self) { try SyncMessage.decode(bytes) }
+            }
+        }
+    }
+}

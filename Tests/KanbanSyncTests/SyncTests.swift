@@ -1,0 +1,210 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import KanbanAgent
+import KanbanModel
+import KanbanProtocol
+import KanbanRelay
+import KanbanStore
+import Synchronization
+import Testing
+
+/// Collects the events an agent's hub publishes (what its local WebSocket clients would see).
+final class EventRecorder: Sendable {
+    typealias Event = (type: String, origin: String, entity: EntitySnapshot)
+    final class Box: Sendable { let list = Mutex<[Event]>([]) }
+    let box = Box()
+    let task: Task<Void, Never>
+
+    init(_ agent: Agent) {
+        let (_, stream) = agent.hub.subscribe(board: nil)
+        let box = self.box
+        task = Task {
+            for await message in stream {
+                guard case .changes(let changes) = message else { continue }
+                box.list.withLock { list in
+                    for change in changes {
+                        list.append((LocalEvent.name(of: change.operation.action.kind), change.local ? "local" : "remote", change.entity))
+                    }
+                }
+            }
+        }
+    }
+
+    func has(_ type: String, remote: Bool = true, where match: (EntitySnapshot) -> Bool = { _ in true }) -> Bool {
+        box.list.withLock { $0.contains { $0.type == type && ($0.origin == "remote") == remote && match($0.entity) } }
+    }
+
+    deinit { task.cancel() }
+}
+
+func taskTitle(_ entity: EntitySnapshot) -> String? {
+    if case .task(let t) = entity { return t.title }
+    return nil
+}
+
+@Suite(.serialized)
+struct SyncTests {
+    @Test func everyKindOfChangeReachesTheOtherAgentsLive() async throws {
+        let cluster = try await SyncCluster(agents: 3)
+        defer { Task { await cluster.shutdown() } }
+        for i in 0..<3 { try await cluster.connect(i) }
+        let (a, b, c) = (cluster.agents[0], cluster.agents[1], cluster.agents[2])
+        let recorders = [EventRecorder(b), EventRecorder(c)]
+
+        let board = try a.createBoard(title: "Shared").id
+        let todo = try a.createColumn(board: board, title: "Todo", after: nil)
+        guard case .column(let todoColumn) = todo else { throw TestError("expected a column") }
+        let done = try a.createColumn(board: board, title: "Done", after: todoColumn.id)
+        guard case .column(let doneColumn) = done else { throw TestError("expected a column") }
+        guard case .task(let task) = try a.createTask(column: todoColumn.id, title: "Write spec", description: nil, after: nil) else {
+            throw TestError("expected a task")
+        }
+        for r in recorders {
+            try await eventually("task:created reaches the others") { r.has("task:created") { taskTitle($0) == "Write spec" } }
+        }
+        _ = try a.updateTask(task.id, title: "Write the spec", description: "v1")
+        _ = try a.moveTask(task.id, to: doneColumn.id, after: nil)
+        _ = try a.deleteTask(task.id)
+        _ = try a.restoreTask(task.id)
+        _ = try a.deleteColumn(todoColumn.id)
+        for r in recorders {
+            for type in ["board:created", "column:created", "task:updated", "task:moved", "task:deleted", "task:restored", "column:deleted"] {
+                try await eventually("\(type) reaches the others") { r.has(type) }
+            }
+        }
+        // B's own edit reaches A and C; nobody gets an echo of its own operation as remote.
+        _ = try b.updateTask(task.id, title: "Edited by B", description: nil)
+        try await eventually("B's edit reaches C") { recorders[1].has("task:updated") { taskTitle($0) == "Edited by B" } }
+        #expect(!recorders[0].has("task:updated") { taskTitle($0) == "Edited by B" }, "B must not receive its own edit as remote")
+        try await cluster.waitForConvergence(board: board)
+        var fromB = try b.document(board), fromC = try c.document(board)
+        (fromB.version, fromC.version) = (0, 0)
+        #expect(fromB == fromC)
+    }
+
+    @Test func anAgentThatWasOfflineFor1000ChangesConverges() async throws {
+        let cluster = try await SyncCluster(agents: 3)
+        defer { Task { await cluster.shutdown() } }
+        try await cluster.connect(0)
+        try await cluster.connect(1)
+        let (a, b, c) = (cluster.agents[0], cluster.agents[1], cluster.agents[2])
+        let board = try a.createBoard(title: "Shared").id
+        guard case .column(let column) = try a.createColumn(board: board, title: "Todo", after: nil) else { throw TestError("column") }
+        try await cluster.connect(2)
+        try await cluster.waitForConvergence(board: board)
+        await cluster.disconnect(2)
+
+        // C works offline: 1,000 changes, all queued.
+        var mine: [EntityID] = []
+        for i in 0..<1_000 {
+            if i % 4 == 0 || mine.isEmpty {
+                guard case .task(let t) = try c.createTask(column: column.id, title: "C \(i)", description: nil, after: mine.last) else { continue }
+                mine.append(t.id)
+            } else if i % 4 == 1 {
+                _ = try c.updateTask(mine.randomElement()!, title: "C edit \(i)", description: nil)
+            } else if i % 4 == 2 {
+                _ = try c.moveTask(mine.randomElement()!, to: column.id, after: nil)
+            } else {
+                _ = try c.deleteTask(mine.randomElement()!)
+            }
+        }
+        #expect(try c.store.outboxCount() == 1_000)
+        // Meanwhile A and B change the same board, including inserts at the same spot.
+        for i in 0..<50 {
+            _ = try a.createTask(column: column.id, title: "A \(i)", description: nil, after: nil)
+            _ = try b.createTask(column: column.id, title: "B \(i)", description: nil, after: nil)
+        }
+        try await cluster.connect(2)
+        try await cluster.waitForConvergence(board: board, timeout: .seconds(60))
+        let doc = try #require(try a.document(board))
+        let titles = Set(doc.columns.flatMap(\.tasks).map(\.title) + doc.trash.map(\.title))
+        #expect(titles.contains("A 49") && titles.contains("B 0") && titles.contains("C 0"))
+        #expect(doc.columns.flatMap(\.tasks).count + doc.trash.count == 100 + mine.count)
+    }
+
+    @Test func aRelayRestartLosesNothingAndAgentsReconnectByThemselves() async throws {
+        let cluster = try await SyncCluster(agents: 2)
+        defer { Task { await cluster.shutdown() } }
+        try await cluster.connect(0)
+        try await cluster.connect(1)
+        let (a, b) = (cluster.agents[0], cluster.agents[1])
+        let board = try a.createBoard(title: "Shared").id
+        guard case .column(let column) = try a.createColumn(board: board, title: "Todo", after: nil) else { throw TestError("column") }
+        try await cluster.waitForConvergence(board: board)
+        await cluster.stopRelay()
+        for i in 0..<20 { _ = try a.createTask(column: column.id, title: "while down \(i)", description: nil, after: nil) }
+        try await eventually("A reports the link down") { a.syncStatus.state != .connected }
+        #expect(try a.store.outboxCount() == 20)
+        try await cluster.startRelay()
+        try await cluster.waitForConvergence(board: board)
+        #expect(try b.document(board).columns.first?.tasks.count == 20)
+        #expect(a.syncStatus.state == .connected)
+    }
+
+    @Test func tokensAreEnforced() async throws {
+        let cluster = try await SyncCluster(agents: 1)
+        defer { Task { await cluster.shutdown() } }
+        let port = cluster.relayPort.withLock { $0 }
+        // No token / bad token: 401 with a reason, before any upgrade.
+        for header in [nil, "Bearer kb1.bogus.sig", "Bearer " + cluster.token.dropLast(2) + "xx"] as [String?] {
+            var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/sync")!)
+            request.setValue(header, forHTTPHeaderField: "Authorization")
+            let (data, response) = try await URLSession.shared.data(for: request)
+            #expect((response as? HTTPURLResponse)?.statusCode == 401)
+            #expect(String(decoding: data, as: UTF8.self).contains("token_"))
+        }
+        // A read-only token may read but its pushes change nothing.
+        let storage = try SQLiteRelayStorage(path: cluster.relayDirectory.appendingPathComponent("relay.sqlite").path)
+        let authority = TokenAuthority(secret: try storage.secret())
+        let readOnly = authority.sign(RelayToken(team: "team", write: false))
+        let reader = Agent(store: try ReplicaStore.inMemory(), configuration: .init(port: 0))
+        let board = try reader.createBoard(title: "Mine").id
+        var config = SyncConfiguration(relayURL: cluster.relayURL, token: readOnly)
+        config.backoffCap = .milliseconds(200)
+        let server = try await RunningServer.start { onListening in
+            buildAgentApplication(agent: reader, logger: quietLogger("a"), services: [SyncClient(agent: reader, configuration: config, logger: quietLogger("s"))],
+                                  onListening: onListening)
+        }
+        try await eventually("the relay refuses the read-only push") { reader.syncStatus.lastError?.contains("read_only") == true }
+        #expect(try storage.operationCount() == 0)
+        #expect(try reader.store.outboxCount() == 1, "a refused operation stays queued locally")
+        await server.stop()
+        // A token scoped to one board does not see the team's other boards.
+        let writer = cluster.agents[0]
+        try await cluster.connect(0)
+        let visible = try writer.createBoard(title: "Visible").id
+        let hidden = try writer.createBoard(title: "Hidden").id
+        try await eventually("both boards reach the relay") { try writer.store.outboxCount() == 0 }
+        let scoped = authority.sign(RelayToken(team: "team", boards: [visible.rawValue]))
+        let viewer = Agent(store: try ReplicaStore.inMemory(), configuration: .init(port: 0))
+        var scopedConfig = SyncConfiguration(relayURL: cluster.relayURL, token: scoped)
+        scopedConfig.backoffCap = .milliseconds(200)
+        let viewerServer = try await RunningServer.start { onListening in
+            buildAgentApplication(agent: viewer, logger: quietLogger("a"),
+                                  services: [SyncClient(agent: viewer, configuration: scopedConfig, logger: quietLogger("s"))], onListening: onListening)
+        }
+        try await eventually("the scoped agent gets the visible board") { try viewer.store.document(visible) != nil }
+        #expect(try viewer.store.document(hidden) == nil)
+        #expect(board != visible)
+        await viewerServer.stop()
+    }
+
+    @Test func pushingTheSameOperationTwiceReturnsTheFirstSequence() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-relay-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let storage = try SQLiteRelayStorage(path: dir.appendingPathComponent("relay.sqlite").path)
+        var author = Author(replica: ReplicaID("r1")!)
+        let board = EntityID.make()
+        let ops = (0..<5).map { i in author.make(i == 0 ? .createBoard(title: "B") : .renameBoard(title: "B\(i)"), board: board, nowMillis: 1_000 + Int64(i)) }
+        let first = try storage.append(ops, team: "t")
+        let again = try storage.append(ops.reversed(), team: "t")
+        #expect(first.map { if case .stored(_, _, let seq, true) = $0 { seq } else { -1 } } == [1, 2, 3, 4, 5] as [Int64])
+        #expect(Set(again.map { if case .stored(let op, _, let seq, false) = $0 { "\(op)@\(seq)" } else { "new" } })
+            == Set(first.map { if case .stored(let op, _, let seq, _) = $0 { "\(op)@\(seq)" } else { "?" } }))
+        #expect(try storage.operationCount() == 5)
+        #expect(try storage.append(ops, team: "other").allSatisfy { if case .forbidden = $0 { true } else { false } })
+    }
+}
