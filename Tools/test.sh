@@ -15,3 +15,6 @@ fi
 
 swift build --build-tests
 swift test --skip-build "$@"
+
+# The web board in headless Chromium against a real agent (installs chromium and Playwright if missing).
+Tools/browser/run.sh

@@ -31,12 +31,13 @@ public final class Agent: Sendable {
         return current
     }
 
-    /// Updates the link status and tells every local subscriber.
-    public func updateSyncStatus(_ update: (inout SyncStatus) -> Void) {
+    /// Updates the link status and, unless `publish` is false, tells every local subscriber.
+    public func updateSyncStatus(publish: Bool = true, _ update: (inout SyncStatus) -> Void) {
         let new = status.withLock { status in
             update(&status)
             return status
         }
+        guard publish else { return }
         var withQueue = new
         withQueue.queuedOperations = (try? store.outboxCount()) ?? new.queuedOperations
         hub.publish(withQueue)

@@ -131,4 +131,6 @@ final class LinkFlags: Sendable {
     let welcomed = Atomic<Bool>(false)
     /// Local seq of the last outbox entry sent on this connection.
     let pushed = Mutex<Int64>(0)
+    /// Boards whose digest was already compared on this connection.
+    let digested = Mutex<Set<EntityID>>([])
 }

@@ -89,16 +89,21 @@ struct SyncSession {
             if let last = batch.ops.last {
                 try store.apply(batch.ops.map(\.op), cursors: [batch.board: last.seq])
             }
-            let cursor = try store.cursors()[batch.board] ?? 0
-            if batch.ops.last?.seq ?? cursor == batch.head, cursor == batch.head, !(try store.outboxHasOperations(for: batch.board)) {
-                try await outbound.write(.text(SyncMessage.digest(.init(board: batch.board, seq: cursor, digest: try store.digest(batch.board))).text))
+            // Once per board per link, when caught up with nothing of ours in flight, compare digests.
+            if !welcomed.digested.withLock({ $0.contains(batch.board) }) {
+                let cursor = try store.cursors()[batch.board] ?? 0
+                if cursor == batch.head, !(try store.outboxHasOperations(for: batch.board)) {
+                    welcomed.digested.withLock { _ = $0.insert(batch.board) }
+                    let digest = try store.digest(batch.board)
+                    try await outbound.write(.text(SyncMessage.digest(.init(board: batch.board, seq: cursor, digest: digest)).text))
+                }
             }
             publishCursors()
         case .ack(let ack):
             var cursors: [EntityID: Int64] = [:]
             for entry in ack.acks { cursors[entry.board] = max(cursors[entry.board] ?? 0, entry.seq) }
             try store.acknowledge(ack.acks.map(\.op), cursors: cursors)
-            publishCursors()
+            publishCursors(publish: true)
         case .digestResult(let result):
             if !result.match {
                 agent.updateSyncStatus { $0.repairs += 1 }
@@ -107,7 +112,7 @@ struct SyncSession {
         case .pong(let pong):
             let now = Int64(Date().timeIntervalSince1970 * 1000)
             let rtt = Double(now - pong.t)
-            agent.updateSyncStatus { status in
+            agent.updateSyncStatus(publish: false) { status in
                 status.roundTripMs = rtt
                 status.clockSkewMs = pong.serverTime - (pong.t + Int64(rtt / 2))
             }
@@ -121,8 +126,9 @@ struct SyncSession {
         }
     }
 
-    func publishCursors() {
+    /// Records the cursors in the status; `publish` also tells local clients (for the queue count).
+    func publishCursors(publish: Bool = false) {
         let cursors = (try? store.cursors()) ?? [:]
-        agent.updateSyncStatus { $0.cursors = Dictionary(uniqueKeysWithValues: cursors.map { ($0.key.rawValue, $0.value) }) }
+        agent.updateSyncStatus(publish: publish) { $0.cursors = Dictionary(uniqueKeysWithValues: cursors.map { ($0.key.rawValue, $0.value) }) }
     }
 }

@@ -15,9 +15,13 @@ public struct BoardDocument: Codable, Hashable, Sendable {
     public var columns: [ColumnView]
     public var orphans: [TaskView]
     public var trash: [TaskView]
+    /// Deleted columns, so they can be restored (their live tasks are in `orphans`).
+    public var deletedColumns: [ColumnView]
 
-    public init(id: EntityID, title: String, version: Int64, columns: [ColumnView], orphans: [TaskView], trash: [TaskView]) {
+    public init(id: EntityID, title: String, version: Int64, columns: [ColumnView], orphans: [TaskView], trash: [TaskView],
+                deletedColumns: [ColumnView] = []) {
         (self.id, self.title, self.version, self.columns, self.orphans, self.trash) = (id, title, version, columns, orphans, trash)
+        self.deletedColumns = deletedColumns
     }
 
     public struct ColumnView: Codable, Hashable, Sendable {
@@ -81,7 +85,10 @@ extension BoardState {
                     tasks: (byColumn[column.id] ?? []).sorted(by: inOrder))
             },
             orphans: orphans.sorted { ($0.columnId, $0.position, $0.id) < ($1.columnId, $1.position, $1.id) },
-            trash: trash.sorted { $0.0 > $1.0 }.map(\.1)
+            trash: trash.sorted { $0.0 > $1.0 }.map(\.1),
+            deletedColumns: columns.values.filter { $0.created && !$0.isVisible }
+                .sorted { ($0.deleted!.stamp, $0.id) > ($1.deleted!.stamp, $1.id) }
+                .map { .init(id: $0.id, title: $0.title?.value ?? "", position: $0.position?.value ?? .initial, tasks: []) }
         )
     }
 

@@ -16,12 +16,34 @@ public struct Conflict: Hashable, Sendable, Codable {
     public var winnerValue: ConflictValue
 }
 
-/// The value a write put in a register.
+/// The value a write put in a register. JSON: a string (text or position key), an object
+/// `{"column", "position"}` (placement) or a boolean (deleted).
 public enum ConflictValue: Hashable, Sendable, Codable {
     case text(String)
     case placement(Placement)
     case position(PositionKey)
     case flag(Bool)
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .text(let v): try c.encode(v)
+        case .placement(let v): try c.encode(v)
+        case .position(let v): try c.encode(v)
+        case .flag(let v): try c.encode(v)
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let flag = try? c.decode(Bool.self) {
+            self = .flag(flag)
+        } else if let placement = try? c.decode(Placement.self) {
+            self = .placement(placement)
+        } else {
+            self = .text(try c.decode(String.self))
+        }
+    }
 }
 
 extension BoardOperation {

@@ -98,16 +98,19 @@ struct SyncTests {
 
         // C works offline: 1,000 changes, all queued.
         var mine: [EntityID] = []
+        var live: [EntityID] = []
         for i in 0..<1_000 {
-            if i % 4 == 0 || mine.isEmpty {
-                guard case .task(let t) = try c.createTask(column: column.id, title: "C \(i)", description: nil, after: mine.last) else { continue }
+            if i % 4 == 0 || live.isEmpty {
+                guard case .task(let t) = try c.createTask(column: column.id, title: "C \(i)", description: nil, after: live.last) else { continue }
                 mine.append(t.id)
+                live.append(t.id)
             } else if i % 4 == 1 {
                 _ = try c.updateTask(mine.randomElement()!, title: "C edit \(i)", description: nil)
             } else if i % 4 == 2 {
-                _ = try c.moveTask(mine.randomElement()!, to: column.id, after: nil)
+                _ = try c.moveTask(live.randomElement()!, to: column.id, after: nil)
             } else {
-                _ = try c.deleteTask(mine.randomElement()!)
+                let victim = live.remove(at: Int.random(in: 0..<live.count))
+                _ = try c.deleteTask(victim)
             }
         }
         #expect(try c.store.outboxCount() == 1_000)
@@ -120,7 +123,10 @@ struct SyncTests {
         try await cluster.waitForConvergence(board: board, timeout: .seconds(60))
         let doc = try #require(try a.document(board))
         let titles = Set(doc.columns.flatMap(\.tasks).map(\.title) + doc.trash.map(\.title))
-        #expect(titles.contains("A 49") && titles.contains("B 0") && titles.contains("C 0"))
+        #expect(titles.contains("A 49") && titles.contains("B 0"))
+        let ids = Set(doc.columns.flatMap(\.tasks).map(\.id) + doc.trash.map(\.id))
+        #expect(ids.isSuperset(of: mine), "every task C made offline is on A")
+        #expect(Set(doc.trash.map(\.id)) == Set(mine).subtracting(live), "exactly C's deletions are in the trash")
         #expect(doc.columns.flatMap(\.tasks).count + doc.trash.count == 100 + mine.count)
     }
 

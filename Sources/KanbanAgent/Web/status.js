@@ -1,0 +1,99 @@
+// Words for the connection states, and a readable rendering of `/health/websocket`.
+import { h, relativeTime, secondsUntil } from './dom.js';
+
+const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+
+/** Summary of the relay link for the status bar: {text, tone, countdown}. */
+export function describeSync(sync, now = Date.now()) {
+  if (!sync) return { text: 'Relay: unknown', tone: 'muted', canReconnect: false };
+  const queued = Number(sync.queuedOperations ?? 0);
+  const queuedText = queued > 0 ? ` – ${plural(queued, 'change')} queued` : '';
+  const next = sync.nextAttemptAt ? new Date(sync.nextAttemptAt) : null;
+  switch (sync.state) {
+    case 'disabled':
+      return { text: 'Local only (no relay)', tone: 'muted', canReconnect: false };
+    case 'connected':
+      return queued > 0
+        ? { text: `Syncing${queuedText}`, tone: 'busy', canReconnect: false }
+        : { text: 'Synced', tone: 'good', canReconnect: false };
+    case 'connecting':
+      return { text: `Connecting to relay…${queuedText}`, tone: 'busy', canReconnect: false };
+    case 'reconnecting': {
+      const wait = next && !Number.isNaN(next.getTime()) ? `Reconnecting in ${secondsUntil(next, now)} s` : 'Reconnecting';
+      return { text: queued > 0 ? `Offline${queuedText} · ${wait.toLowerCase()}` : wait, tone: 'warn', canReconnect: true };
+    }
+    case 'offline':
+      return { text: `Offline${queuedText}`, tone: 'bad', canReconnect: true };
+    default:
+      return { text: `Relay: ${sync.state ?? 'unknown'}${queuedText}`, tone: 'muted', canReconnect: false };
+  }
+}
+
+// Fields of /health/websocket this page knows, in the order it shows them; others follow as they come.
+const LABELS = {
+  state: 'State',
+  relayURL: 'Relay URL',
+  team: 'Team',
+  queuedOperations: 'Queued changes',
+  connectedSince: 'Connected since',
+  nextAttemptAt: 'Next attempt',
+  lastError: 'Last error',
+  consecutiveFailures: 'Failures in a row',
+  attempts: 'Recent failed attempts',
+  roundTripMs: 'Round trip (ms)',
+  clockSkewMs: 'Clock skew (ms)',
+  compression: 'Compression',
+  cursors: 'Relay cursor by board',
+  repairs: 'Repairs after catch-up',
+};
+
+const ISO_DATE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/;
+
+/** "lastAttemptAt" → "Last attempt at", "replicaId" → "Replica ID", for fields this page does not know yet. */
+function labelFor(key) {
+  if (LABELS[key]) return LABELS[key];
+  if (!/^[A-Za-z][A-Za-z0-9]*$/.test(key)) return key; // a map key such as a board ID
+  const words = key.replace(/([a-z0-9])([A-Z])/g, '$1 $2').split(' ');
+  const unit = words.length > 1 && /^(ms|s|bytes)$/i.test(words.at(-1)) ? ` (${words.pop().toLowerCase()})` : '';
+  return words.map((w, i) => {
+    if (/^(id|url|rtt|hlc)$/i.test(w)) return w.toUpperCase();
+    if (w.length > 1 && w === w.toUpperCase()) return w;
+    return i === 0 ? w[0].toUpperCase() + w.slice(1) : w.toLowerCase();
+  }).join(' ') + unit;
+}
+
+const isRecord = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/** Any JSON value as readable DOM: dates with relative time, nested objects as nested lists. */
+export function renderValue(value, now = Date.now()) {
+  if (value === null || value === undefined) return h('span', { className: 'muted' }, '—');
+  if (typeof value === 'string' && ISO_DATE.test(value)) {
+    const date = new Date(value);
+    return h('time', { datetime: value, title: value }, `${date.toLocaleString()} (${relativeTime(date, now)})`);
+  }
+  if (typeof value === 'boolean') return document.createTextNode(value ? 'yes' : 'no');
+  if (typeof value !== 'object') return document.createTextNode(String(value));
+  if (Array.isArray(value)) {
+    if (value.length === 0) return h('span', { className: 'muted' }, 'none');
+    if (value.every(isRecord)) {
+      return h('ol', { className: 'kv-records' }, value.map((row) => h('li', {}, renderFields(row, now))));
+    }
+    return h('ul', { className: 'kv-list' }, value.map((v) => h('li', {}, renderValue(v, now))));
+  }
+  if (Object.keys(value).length === 0) return h('span', { className: 'muted' }, 'none');
+  return renderFields(value, now);
+}
+
+/** An object as a definition list, known fields first in a fixed order, then the rest as they come. */
+export function renderFields(object, now = Date.now()) {
+  const known = Object.keys(LABELS).filter((k) => k in object);
+  const rest = Object.keys(object).filter((k) => !(k in LABELS));
+  return h('dl', { className: 'kv' }, [...known, ...rest].map((k) => {
+    const v = object[k];
+    const nested = (Array.isArray(v) && v.length > 0) || (isRecord(v) && Object.keys(v).length > 0);
+    return [
+      h('dt', { className: nested ? 'wide' : null }, labelFor(k)),
+      h('dd', { className: nested ? 'wide' : null, dataset: { field: k } }, renderValue(v, now)),
+    ];
+  }));
+}

@@ -1,0 +1,342 @@
+#!/usr/bin/env python3
+"""Headless Chromium test of the web board.
+
+Starts `kanban agent --port 0` on a temporary data directory, makes a board with two columns
+through the HTTP API and opens it in two independent pages, A and B. In page A it creates a
+task, edits its title, drags it into the other column and deletes it; page B restores it from
+its Trash panel; page A deletes that column, page B moves one of its recovered tasks back into a
+column, and page A restores the column. After each step it checks that the other page shows the
+change within 1 s (printing each latency, measured from the step's last input) and that both
+pages show exactly what `GET /api/boards/{id}` says. Saves a screenshot to artifacts/board.png,
+prints `browser: N passed, M failed` last and exits non-zero on any failure.
+
+Run it with Tools/browser/run.sh, which installs Chromium and Playwright if missing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import Page, sync_playwright
+
+ROOT = Path(__file__).resolve().parents[2]
+KANBAN_BIN = Path(os.environ.get("KANBAN_BIN") or ROOT / ".build/debug/kanban")
+CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
+ARTIFACTS = ROOT / "artifacts"
+LATENCY_LIMIT_S = 1.0
+WAIT_S = 5.0  # how long to wait for a change before calling it missing (the limit is checked apart)
+TEST_DEADLINE_S = 60.0
+
+
+class Checks:
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, name: str, ok: bool, detail: str = "") -> bool:
+        if ok:
+            self.passed += 1
+            print(f"  ok    {name}{f' ({detail})' if detail else ''}", flush=True)
+        else:
+            self.failed += 1
+            print(f"  FAIL  {name}{f': {detail}' if detail else ''}", flush=True)
+        return ok
+
+
+class Agent:
+    """`kanban agent --port 0 --data DIR` as a subprocess; stopped by PID."""
+
+    def __init__(self, data_dir: str) -> None:
+        self.log: list[str] = []
+        self.proc = subprocess.Popen(
+            [str(KANBAN_BIN), "agent", "--port", "0", "--data", data_dir],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+        )
+        self._port: int | None = None
+        self._ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self._ready.wait(15) or self._port is None:
+            self.stop()
+            raise RuntimeError("agent did not print 'Board: http://127.0.0.1:PORT/' within 15 s:\n" + self.tail())
+        self.base = f"http://127.0.0.1:{self._port}"
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:  # drained to the end so the pipe never fills
+            self.log.append(line.rstrip())
+            m = re.search(r"Board: http://127\.0\.0\.1:(\d+)/", line)
+            if m and self._port is None:
+                self._port = int(m.group(1))
+                self._ready.set()
+        self._ready.set()
+
+    def tail(self, n: int = 30) -> str:
+        return "\n".join(self.log[-n:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+    def api(self, method: str, path: str, body: dict | None = None):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"} if data else {})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read() or b"null")
+
+
+# What a page shows, in the board document's shape (IDs and titles in order).
+PAGE_STATE_JS = """() => ({
+  columns: [...document.querySelectorAll('#column-list > [data-testid="column"]')].map(c => ({
+    id: c.dataset.id,
+    title: c.querySelector('[data-testid="column-title"]').textContent,
+    tasks: [...c.querySelectorAll('[data-testid="task"]')].map(t => ({
+      id: t.dataset.id, title: t.querySelector('[data-testid="task-title"]').textContent,
+      description: t.querySelector('[data-testid="task-description"]').textContent })),
+  })),
+  orphans: [...document.querySelectorAll('[data-testid="orphan"]')].map(t => t.dataset.id),
+  trash: [...document.querySelectorAll('[data-testid="trash-task"]')].map(t => t.dataset.id),
+})"""
+
+
+def document_state(doc: dict) -> dict:
+    return {
+        "columns": [{"id": c["id"], "title": c["title"],
+                     "tasks": [{"id": t["id"], "title": t["title"], "description": t["description"]} for t in c["tasks"]]}
+                    for c in doc["columns"]],
+        "orphans": [t["id"] for t in doc["orphans"]],
+        "trash": [t["id"] for t in doc["trash"]],
+    }
+
+
+def task_selector(task_id: str, column_id: str | None = None) -> str:
+    scope = f'[data-testid="column"][data-id="{column_id}"] ' if column_id else ""
+    return f'{scope}[data-testid="task"][data-id="{task_id}"]'
+
+
+def wait_until(page: Page, predicate_js: str, arg) -> float:
+    """Waits until `predicate_js(arg)` is true in `page`; returns the monotonic time it was seen."""
+    page.wait_for_function(predicate_js, arg=arg, timeout=WAIT_S * 1000, polling=5)
+    return time.monotonic()
+
+
+def main() -> int:
+    checks = Checks()
+    data_dir = tempfile.mkdtemp(prefix="kanban-browser-")
+    agent: Agent | None = None
+    latencies: dict[str, float] = {}
+    page_errors: list[str] = []
+
+    # The whole test is bounded: past the deadline, stop the agent and leave.
+    def watchdog() -> None:
+        print(f"browser: test exceeded {TEST_DEADLINE_S:.0f} s, aborting", flush=True)
+        if agent is not None:
+            agent.stop()
+        print(f"browser: {checks.passed} passed, {checks.failed + 1} failed", flush=True)
+        os._exit(1)
+
+    timer = threading.Timer(TEST_DEADLINE_S, watchdog)
+    timer.daemon = True
+    timer.start()
+    started = time.monotonic()
+    try:
+        agent = Agent(data_dir)
+        print(f"agent at {agent.base} (pid {agent.proc.pid}, data {data_dir})", flush=True)
+        board = agent.api("POST", "/api/boards", {"title": "Browser test"})
+        todo = agent.api("POST", f"/api/boards/{board['id']}/columns", {"title": "To do"})
+        done = agent.api("POST", f"/api/boards/{board['id']}/columns", {"title": "Done", "after": todo["id"]})
+        alpha = agent.api("POST", f"/api/columns/{done['id']}/tasks", {"title": "Alpha"})
+        beta = agent.api("POST", f"/api/columns/{done['id']}/tasks", {"title": "Beta", "after": alpha["id"]})
+        url = f"{agent.base}/?board={board['id']}"
+
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True, timeout=20000)
+            try:
+                pages: dict[str, Page] = {}
+                for name in ("A", "B"):
+                    # Separate contexts: two independent visitors, as two people would be.
+                    context = browser.new_context(viewport={"width": 1360, "height": 720})
+                    page = context.new_page()
+                    page.set_default_timeout(WAIT_S * 1000)
+                    page.on("pageerror", lambda e, n=name: page_errors.append(f"page {n}: {e}"))
+                    page.on("console", lambda m, n=name: m.type == "error" and page_errors.append(f"page {n} console: {m.text}"))
+                    page.goto(url, timeout=10000)
+                    pages[name] = page
+                a, b = pages["A"], pages["B"]
+                for name, page in pages.items():
+                    page.wait_for_selector('[data-testid="stream-status"][data-state="live"]')
+                    page.wait_for_selector(task_selector(beta["id"], done["id"]))
+                checks.check("both pages open the board live from /?board=ID",
+                             all(p.url == url for p in pages.values()) and
+                             a.evaluate(PAGE_STATE_JS) == document_state(agent.api("GET", f"/api/boards/{board['id']}")))
+
+                def step(name: str, prepare, trigger, predicate_js: str, arg, expect, other: Page = b) -> None:
+                    """Runs `prepare` then `trigger` in one page; measures from the trigger until `other` shows it."""
+                    prepare()
+                    t0 = time.monotonic()
+                    trigger()
+                    try:
+                        seen = wait_until(other, predicate_js, arg)
+                        latency = seen - t0
+                        latencies[name] = latency
+                        checks.check(f"{name}: the other page shows it within {LATENCY_LIMIT_S:.0f} s",
+                                     latency <= LATENCY_LIMIT_S, f"{latency * 1000:.0f} ms")
+                    except PlaywrightError as error:
+                        checks.check(f"{name}: the other page shows it", False, f"not within {WAIT_S:.0f} s: {error.message.splitlines()[0]}")
+                    doc = agent.api("GET", f"/api/boards/{board['id']}")
+                    expected = document_state(doc)
+                    problems = []
+                    if not expect(doc):
+                        problems.append(f"API document is not as expected: {json.dumps(expected)}")
+                    for page_name, page in pages.items():
+                        shown = page.evaluate(PAGE_STATE_JS)
+                        if shown != expected:
+                            problems.append(f"page {page_name} shows {json.dumps(shown)}, API says {json.dumps(expected)}")
+                    checks.check(f"{name}: API state matches and both pages show it", not problems, "; ".join(problems))
+
+                def column_tasks(doc: dict, column_id: str) -> list[tuple[str, str]]:
+                    column = next(c for c in doc["columns"] if c["id"] == column_id)
+                    return [(t["id"], t["title"]) for t in column["tasks"]]
+
+                # 1. Create a task at the top of "To do".
+                title = "Write the spec"
+
+                new_task_input = f'[data-testid="column"][data-id="{todo["id"]}"] [data-testid="new-task-input"]'
+
+                def create() -> None:
+                    a.click(f'[data-testid="column"][data-id="{todo["id"]}"] [data-testid="add-task"]')
+                    a.fill(new_task_input, title)
+
+                step("create", create, lambda: a.press(new_task_input, "Enter"),
+                     """([c, title]) => [...document.querySelectorAll(`[data-testid="column"][data-id="${c}"] [data-testid="task-title"]`)]
+                          .some(e => e.textContent === title)""",
+                     [todo["id"], title],
+                     lambda doc: [t for _, t in column_tasks(doc, todo["id"])] == [title])
+                doc = agent.api("GET", f"/api/boards/{board['id']}")
+                task_id = column_tasks(doc, todo["id"])[0][0]
+                a.keyboard.press("Escape")  # close the still-open "add another" form
+
+                # 2. Edit its title (and description) inline.
+                new_title = "Write the spec (v2)"
+                description = "Cover the API and the board."
+
+                def edit() -> None:
+                    a.click(f"{task_selector(task_id)} [data-testid=task-title]")
+                    a.fill(f"{task_selector(task_id)} [data-testid=edit-title-input]", new_title)
+                    a.fill(f"{task_selector(task_id)} [data-testid=edit-description-input]", description)
+
+                step("edit", edit, lambda: a.press(f"{task_selector(task_id)} [data-testid=edit-title-input]", "Enter"),
+                     """([t, title]) => document.querySelector(`[data-testid="task"][data-id="${t}"] [data-testid="task-title"]`)?.textContent === title""",
+                     [task_id, new_title],
+                     lambda doc: column_tasks(doc, todo["id"]) == [(task_id, new_title)]
+                     and doc["columns"][0]["tasks"][0]["description"] == description)
+
+                # 3. Drag it into "Done", between Alpha and Beta (upper half of Beta: after = Alpha).
+                def drag() -> None:
+                    source = a.locator(task_selector(task_id))
+                    target = a.locator(task_selector(beta["id"]))
+                    box = target.bounding_box()
+                    source.drag_to(target, target_position={"x": box["width"] / 2, "y": 4}, timeout=5000)
+
+                step("move", lambda: None, drag,
+                     """([c, ids]) => JSON.stringify([...document.querySelectorAll(`[data-testid="column"][data-id="${c}"] [data-testid="task"]`)]
+                          .map(e => e.dataset.id)) === JSON.stringify(ids)""",
+                     [done["id"], [alpha["id"], task_id, beta["id"]]],
+                     lambda doc: [i for i, _ in column_tasks(doc, done["id"])] == [alpha["id"], task_id, beta["id"]]
+                     and column_tasks(doc, todo["id"]) == [])
+
+                # 4. Delete it.
+                step("delete", lambda: a.hover(task_selector(task_id)), lambda: a.click(f"{task_selector(task_id)} [data-testid=delete-task]"),
+                     """(t) => !document.querySelector(`[data-testid="task"][data-id="${t}"]`) &&
+                          !!document.querySelector(`[data-testid="trash-task"][data-id="${t}"]`)""",
+                     task_id,
+                     lambda doc: [t["id"] for t in doc["trash"]] == [task_id]
+                     and [i for i, _ in column_tasks(doc, done["id"])] == [alpha["id"], beta["id"]])
+
+                # 5. Restore it from page B's Trash panel; page A sees it back between Alpha and Beta.
+                step("restore", lambda: b.click('[data-testid="toggle-trash"]'),
+                     lambda: b.click(f'[data-testid="trash-task"][data-id="{task_id}"] [data-testid="restore-task"]'),
+                     """([c, t]) => !!document.querySelector(`[data-testid="column"][data-id="${c}"] [data-testid="task"][data-id="${t}"]`)""",
+                     [done["id"], task_id],
+                     lambda doc: doc["trash"] == [] and [i for i, _ in column_tasks(doc, done["id"])] == [alpha["id"], task_id, beta["id"]],
+                     other=a)
+
+                # 6. Delete the "Done" column in page A: page B lists its tasks under Recovered tasks.
+                step("delete column", lambda: None,
+                     lambda: a.click(f'[data-testid="column"][data-id="{done["id"]}"] [data-testid="delete-column"]'),
+                     """(ids) => !document.querySelector(`[data-testid="column"][data-id="${ids[0]}"]`) &&
+                          ids.slice(1).every(t => document.querySelector(`[data-testid="orphans"]:not([hidden]) [data-testid="orphan"][data-id="${t}"]`))""",
+                     [done["id"], alpha["id"], task_id, beta["id"]],
+                     lambda doc: [c["id"] for c in doc["columns"]] == [todo["id"]]
+                     and [t["id"] for t in doc["orphans"]] == [alpha["id"], task_id, beta["id"]])
+
+                # 7. In page B, move one recovered task into "To do" (the column picker's first choice).
+                step("recover task", lambda: None,
+                     lambda: b.click(f'[data-testid="orphan"][data-id="{task_id}"] [data-testid="move-orphan"]'),
+                     """([c, t]) => !!document.querySelector(`[data-testid="column"][data-id="${c}"] [data-testid="task"][data-id="${t}"]`)""",
+                     [todo["id"], task_id],
+                     lambda doc: [i for i, _ in column_tasks(doc, todo["id"])] == [task_id]
+                     and [t["id"] for t in doc["orphans"]] == [alpha["id"], beta["id"]],
+                     other=a)
+
+                # 8. Restore the column from page A's Recovered tasks area: its other tasks go back into it.
+                step("restore column", lambda: None,
+                     lambda: a.click(f'[data-testid="orphans"] [data-testid="restore-orphan-column"][data-id="{done["id"]}"]'),
+                     """([c, ids]) => JSON.stringify([...document.querySelectorAll(`[data-testid="column"][data-id="${c}"] [data-testid="task"]`)]
+                          .map(e => e.dataset.id)) === JSON.stringify(ids)""",
+                     [done["id"], [alpha["id"], beta["id"]]],
+                     lambda doc: [c["id"] for c in doc["columns"]] == [todo["id"], done["id"]] and doc["orphans"] == []
+                     and [i for i, _ in column_tasks(doc, done["id"])] == [alpha["id"], beta["id"]])
+
+                checks.check("status bar shows the live stream and the relay state",
+                             a.inner_text('[data-testid="stream-status"]').strip() == "Live"
+                             and a.inner_text('[data-testid="sync-status"]').strip() != "",
+                             a.inner_text('[data-testid="status"]').replace("\n", " "))
+
+                a.click('[data-testid="toggle-troubleshoot"]')
+                a.wait_for_selector('[data-testid="troubleshoot-sync"] dd[data-field="state"]')
+                checks.check("troubleshooting panel shows /health/websocket",
+                             a.inner_text('[data-testid="troubleshoot-sync"] dd[data-field="state"]').strip() != "")
+                checks.check("no JavaScript errors in either page", not page_errors, "; ".join(page_errors[:5]))
+
+                ARTIFACTS.mkdir(exist_ok=True)
+                a.screenshot(path=str(ARTIFACTS / "board.png"), full_page=True)
+                print(f"screenshot: {ARTIFACTS / 'board.png'}", flush=True)
+            finally:
+                browser.close()
+    except Exception as error:  # noqa: BLE001 - any failure is a failed check, reported with context
+        checks.check("test ran to the end", False, f"{type(error).__name__}: {error}")
+        if agent is not None:
+            print("agent log (tail):\n" + agent.tail(), flush=True)
+    finally:
+        timer.cancel()
+        if agent is not None:
+            agent.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    if latencies:
+        print("latencies (action in one page → the other page shows it): "
+              + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in latencies.items()), flush=True)
+    print(f"took {time.monotonic() - started:.1f} s", flush=True)
+    print(f"browser: {checks.passed} passed, {checks.failed} failed", flush=True)
+    return 0 if checks.failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
