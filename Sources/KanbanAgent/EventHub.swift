@@ -13,6 +13,8 @@ public final class EventHub: Sendable {
         case changes([AppliedChange])
         case status(SyncStatus)
         case presence(SyncMessage.Presence)
+        /// The board changed wholesale (a relay snapshot): clients should take a fresh snapshot.
+        case resync(EntityID)
     }
 
     struct Subscriber {
@@ -67,6 +69,12 @@ public final class EventHub: Sendable {
     func publishPresence(_ presence: SyncMessage.Presence) {
         for (_, subscriber) in subscribers.withLock({ Array($0) }) where subscriber.board == nil || subscriber.board == presence.board {
             subscriber.continuation.yield(.presence(presence))
+        }
+    }
+
+    func publishResync(board: EntityID) {
+        for (_, subscriber) in subscribers.withLock({ Array($0) }) where subscriber.board == nil || subscriber.board == board {
+            subscriber.continuation.yield(.resync(board))
         }
     }
 }

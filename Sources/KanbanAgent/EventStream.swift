@@ -6,6 +6,7 @@ import KanbanModel
 import KanbanProtocol
 import KanbanStore
 import Logging
+import Synchronization
 import NIOWebSocket
 
 /// `GET /api/events?board=ID`: a WebSocket that sends the board document, then every change.
@@ -35,7 +36,7 @@ struct EventStream {
         let (subscription, messages) = agent.hub.subscribe(board: board)
         guard let doc = try agent.store.document(board) else { return }
         try await send(Snapshot(type: "snapshot", version: doc.version, board: doc, sync: agent.syncStatus), to: outbound)
-        let since = doc.version
+        let since = VersionMark(doc.version)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 // Clients may say which task they are editing: {"type":"presence","editing":ID|null}.
@@ -54,13 +55,17 @@ struct EventStream {
                 for await message in messages {
                     switch message {
                     case .changes(let changes):
-                        for change in changes where change.seq > since {
+                        for change in changes where change.seq > since.value.load(ordering: .relaxed) {
                             try await send(LocalEvent(change), to: outbound)
                         }
                     case .status(let status):
                         try await send(StatusEvent(type: "sync:status", sync: status), to: outbound)
                     case .presence(let presence):
                         try await send(PresenceEvent(type: "presence", presence: presence), to: outbound)
+                    case .resync:
+                        guard let fresh = try agent.store.document(board) else { continue }
+                        since.value.store(fresh.version, ordering: .relaxed)
+                        try await send(Snapshot(type: "snapshot", version: fresh.version, board: fresh, sync: agent.syncStatus), to: outbound)
                     }
                 }
                 if agent.hub.didOverflow(subscription) {
@@ -93,4 +98,10 @@ struct EventStream {
         let data = try apiEncoder.encode(value)
         try await outbound.write(.text(String(decoding: data, as: UTF8.self)))
     }
+}
+
+/// The version a client's last snapshot included; changes at or below it are not sent again.
+final class VersionMark: Sendable {
+    let value: Atomic<Int64>
+    init(_ version: Int64) { value = Atomic(version) }
 }

@@ -85,9 +85,9 @@ public struct SyncClient: Service {
         var headers = HTTPFields()
         headers[.authorization] = "Bearer \(configuration.token)"
         let wsConfiguration = WebSocketClientConfiguration(
-            maxFrameSize: ProtocolLimits.maxMessageBytes,
+            maxFrameSize: ProtocolLimits.maxRelayMessageBytes,
             additionalHeaders: headers,
-            extensions: [.perMessageDeflate(maxWindow: 12, maxDecompressedFrameSize: ProtocolLimits.maxMessageBytes)],
+            extensions: [.perMessageDeflate(maxWindow: 12, maxDecompressedFrameSize: ProtocolLimits.maxRelayMessageBytes)],
             autoPing: .enabled(timePeriod: configuration.heartbeat)
         )
         do {

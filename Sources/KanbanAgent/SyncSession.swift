@@ -21,9 +21,9 @@ struct SyncSession {
         try await outbound.write(.text(hello.text))
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                for try await message in inbound.messages(maxSize: ProtocolLimits.maxMessageBytes) {
+                for try await message in inbound.messages(maxSize: ProtocolLimits.maxRelayMessageBytes) {
                     guard case .text(let text) = message else { throw ProtocolViolation(.malformed, "binary frame from relay") }
-                    let decoded = try SyncMessage.decode(Data(text.utf8))
+                    let decoded = try SyncMessage.decode(Data(text.utf8), limit: ProtocolLimits.maxRelayMessageBytes)
                     try await handle(decoded, outbound: outbound)
                     if case .welcome = decoded {
                         // Push whatever is queued now that the relay knows us.
@@ -104,6 +104,9 @@ struct SyncSession {
             for entry in ack.acks { cursors[entry.board] = max(cursors[entry.board] ?? 0, entry.seq) }
             try store.acknowledge(ack.acks.map(\.op), cursors: cursors)
             publishCursors(publish: true)
+        case .snapshot(let snapshot):
+            try store.applySnapshot(snapshot.state, seq: snapshot.seq)
+            agent.hub.publishResync(board: snapshot.board)
         case .digestResult(let result):
             if !result.match {
                 agent.updateSyncStatus { $0.repairs += 1 }

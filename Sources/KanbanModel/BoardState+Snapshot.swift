@@ -29,6 +29,16 @@ extension BoardState {
     }
 }
 
+extension BoardState {
+    /// The highest stamp of any register, so a clock can be moved past everything in a state.
+    public var maxStamp: HLCStamp? {
+        var stamps: [HLCStamp] = [board.title?.stamp].compactMap { $0 }
+        for c in columns.values { stamps += [c.title?.stamp, c.position?.stamp, c.deleted?.stamp].compactMap { $0 } }
+        for t in tasks.values { stamps += [t.title?.stamp, t.description?.stamp, t.place?.stamp, t.deleted?.stamp].compactMap { $0 } }
+        return stamps.max()
+    }
+}
+
 extension Optional {
     mutating func join<V>(_ other: Register<V>?) where Wrapped == Register<V> {
         guard let other else { return }

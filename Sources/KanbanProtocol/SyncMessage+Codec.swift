@@ -9,6 +9,7 @@ extension SyncMessage {
         case .push: "push"
         case .ack: "ack"
         case .ops: "ops"
+        case .snapshot: "snapshot"
         case .presence: "presence"
         case .digest: "digest"
         case .digestResult: "digest_result"
@@ -21,9 +22,9 @@ extension SyncMessage {
     private struct TypeOnly: Decodable { let type: String }
 
     /// Decodes one frame. Every failure is a `ProtocolViolation` saying what was wrong.
-    public static func decode(_ data: Data) throws(ProtocolViolation) -> SyncMessage {
-        if data.count > ProtocolLimits.maxMessageBytes {
-            throw ProtocolViolation(.tooLarge, "message is \(data.count) bytes; the limit is \(ProtocolLimits.maxMessageBytes)")
+    public static func decode(_ data: Data, limit: Int = ProtocolLimits.maxMessageBytes) throws(ProtocolViolation) -> SyncMessage {
+        if data.count > limit {
+            throw ProtocolViolation(.tooLarge, "message is \(data.count) bytes; the limit is \(limit)")
         }
         let decoder = JSONDecoder()
         let type: String
@@ -44,6 +45,7 @@ extension SyncMessage {
                 return .push(push)
             case "ack": return .ack(try decoder.decode(Ack.self, from: data))
             case "ops": return .ops(try decoder.decode(Ops.self, from: data))
+            case "snapshot": return .snapshot(try decoder.decode(Snapshot.self, from: data))
             case "presence": return .presence(try decoder.decode(Presence.self, from: data))
             case "digest": return .digest(try decoder.decode(Digest.self, from: data))
             case "digest_result": return .digestResult(try decoder.decode(DigestResult.self, from: data))
@@ -80,6 +82,7 @@ extension SyncMessage {
         case .push(let m): return try! encoder.encode(Tagged(type: type, body: m))
         case .ack(let m): return try! encoder.encode(Tagged(type: type, body: m))
         case .ops(let m): return try! encoder.encode(Tagged(type: type, body: m))
+        case .snapshot(let m): return try! encoder.encode(Tagged(type: type, body: m))
         case .presence(let m): return try! encoder.encode(Tagged(type: type, body: m))
         case .digest(let m): return try! encoder.encode(Tagged(type: type, body: m))
         case .digestResult(let m): return try! encoder.encode(Tagged(type: type, body: m))
@@ -112,8 +115,10 @@ extension SyncMessage {
 
 /// Bounds every relay and agent enforce on the wire.
 public enum ProtocolLimits {
-    /// Largest message after decompression.
+    /// Largest message an agent may send, after decompression.
     public static let maxMessageBytes = 1 << 20
+    /// Largest message a relay may send (a board snapshot can be large), after decompression.
+    public static let maxRelayMessageBytes = 64 << 20
     public static let maxOpsPerMessage = 500
 }
 

@@ -10,6 +10,7 @@ public enum SyncMessage: Sendable, Hashable {
     case push(Push)
     case ack(Ack)
     case ops(Ops)
+    case snapshot(Snapshot)
     case presence(Presence)
     case digest(Digest)
     case digestResult(DigestResult)
@@ -95,6 +96,21 @@ public enum SyncMessage: Sendable, Hashable {
             public init(seq: Int64, op: BoardOperation) { self.seq = seq; self.op = op }
         }
         public init(board: EntityID, ops: [Sequenced], head: Int64) { self.board = board; self.ops = ops; self.head = head }
+    }
+
+    /// Relay → agent: the board's merged state at `seq`, sent instead of the operations up to
+    /// `seq` when the agent's cursor is behind the relay's compaction horizon. `ops` follow.
+    public struct Snapshot: Codable, Sendable, Hashable {
+        public var board: EntityID
+        public var seq: Int64
+        public var head: Int64
+        public var state: BoardSnapshot
+        public init(board: EntityID, seq: Int64, head: Int64, state: BoardSnapshot) {
+            self.board = board
+            self.seq = seq
+            self.head = head
+            self.state = state
+        }
     }
 
     /// Either direction: who is looking at a board and what they are editing. Never stored.

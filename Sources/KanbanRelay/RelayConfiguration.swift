@@ -14,6 +14,10 @@ public struct RelayConfiguration: Sendable {
     public var maxQueuedMessages: Int = 2_048
     /// Operations sent per `ops` message during catch-up.
     public var catchUpBatch: Int = 500
+    /// When a board has more than this many operations after its snapshot, the relay compacts
+    /// all but the newest `compactionKeep` into a snapshot. 0 disables compaction.
+    public var compactionThreshold: Int = 200_000
+    public var compactionKeep: Int = 50_000
 
     public init(host: String = "127.0.0.1", port: Int = RelayConfiguration.defaultPort, relayName: String = "relay",
                 heartbeatSeconds: Int = 15, maxMessageBytes: Int = 1 << 20, maxQueuedMessages: Int = 2_048) {

@@ -28,6 +28,7 @@ public actor RelayHub {
     private var nextID = 0
     public private(set) var digestMismatches = 0
     public private(set) var acceptedOperations = 0
+    public private(set) var compactions = 0
 
     public init(storage: any RelayStorage, configuration: RelayConfiguration, logger: Logger) {
         self.storage = storage
@@ -80,14 +81,19 @@ public actor RelayHub {
 
     private func sendCatchUp(_ id: Int, board: EntityID, after: Int64, head: Int64) throws {
         var cursor = after
+        if let snapshot = try storage.snapshot(board: board), snapshot.seq > after {
+            // Past the compaction horizon: the state at the horizon, then the tail.
+            if !send(id, .snapshot(.init(board: board, seq: snapshot.seq, head: head, state: snapshot.state))) { return }
+            cursor = snapshot.seq
+        }
         while cursor < head {
             let batch = try storage.operations(board: board, after: cursor, limit: configuration.catchUpBatch)
             guard let last = batch.last else { break }
             if !send(id, .ops(.init(board: board, ops: batch, head: head))) { return }
             cursor = last.seq
         }
-        if after >= head {
-            // Nothing to send; still tell the agent the head so it knows it is caught up.
+        if after >= head || cursor >= head {
+            // Nothing (more) to send; still tell the agent the head so it knows it is caught up.
             send(id, .ops(.init(board: board, ops: [], head: head)))
         }
     }
@@ -142,6 +148,7 @@ public actor RelayHub {
             }
             let head = ops.last!.seq
             broadcast(.ops(.init(board: board, ops: ops, head: head)), board: board, except: id)
+            try compactIfNeeded(board, head: head)
         }
     }
 
@@ -173,10 +180,26 @@ public actor RelayHub {
         }
     }
 
+    /// Folds old operations into a snapshot once a board's live log passes the threshold.
+    private func compactIfNeeded(_ board: EntityID, head: Int64) throws {
+        let threshold = Int64(configuration.compactionThreshold)
+        guard threshold > 0 else { return }
+        let horizon = try storage.snapshot(board: board)?.seq ?? 0
+        guard head - horizon > threshold else { return }
+        let through = head - Int64(configuration.compactionKeep)
+        try storage.compact(board: board, through: through)
+        compactions += 1
+        logger.info("compacted board", metadata: ["board": "\(board)", "through": "\(through)"])
+    }
+
     private func state(of board: EntityID) throws -> BoardState {
         if let state = states[board] { return state }
         var state = BoardState(id: board)
         var cursor: Int64 = 0
+        if let snapshot = try storage.snapshot(board: board) {
+            state = snapshot.state.state
+            cursor = snapshot.seq
+        }
         while true {
             let batch = try storage.operations(board: board, after: cursor, limit: 5_000)
             guard let last = batch.last else { break }

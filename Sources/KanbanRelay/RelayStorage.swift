@@ -16,6 +16,11 @@ public protocol RelayStorage: Sendable {
     /// The token-signing secret, created on first use.
     func secret() throws -> Data
     func operationCount() throws -> Int
+    /// The board's snapshot at the compaction horizon, if the board was compacted.
+    func snapshot(board: EntityID) throws -> (seq: Int64, state: BoardSnapshot)?
+    /// Replaces the operations up to `seq` with a snapshot of the state they produce. Their IDs
+    /// stay known, so a late duplicate push is still answered with its first sequence.
+    func compact(board: EntityID, through seq: Int64) throws
 }
 
 public enum AppendResult: Sendable, Hashable {

@@ -26,9 +26,14 @@ public final class SQLiteRelayStorage: RelayStorage {
                     board_id TEXT NOT NULL REFERENCES relay_board (id),
                     seq INTEGER NOT NULL CHECK (seq > 0),
                     op_id TEXT NOT NULL UNIQUE,
-                    body TEXT NOT NULL,
+                    body TEXT, -- NULL once compacted into relay_snapshot
                     PRIMARY KEY (board_id, seq)
                 ) STRICT, WITHOUT ROWID;
+                CREATE TABLE relay_snapshot (
+                    board_id TEXT PRIMARY KEY NOT NULL REFERENCES relay_board (id),
+                    seq INTEGER NOT NULL CHECK (seq > 0),
+                    body TEXT NOT NULL
+                ) STRICT;
                 """)
         }
         try migrator.migrate(pool)
@@ -72,7 +77,9 @@ public final class SQLiteRelayStorage: RelayStorage {
             try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT seq, body FROM relay_op WHERE board_id = ? AND seq > ? ORDER BY seq LIMIT ?
                 """), arguments: [board.rawValue, after, limit]).map { row in
-                let body: String = row["body"]
+                guard let body: String = row["body"] else {
+                    throw RelayError.corrupt("operation \(board)#\(row["seq"] as Int64) was compacted; read the snapshot first")
+                }
                 guard let op = try? BoardOperation.decode(json: Data(body.utf8)) else {
                     throw RelayError.corrupt("operation at \(board)#\(row["seq"] as Int64) does not decode")
                 }
@@ -99,6 +106,44 @@ public final class SQLiteRelayStorage: RelayStorage {
             let secret = TokenAuthority.makeSecret()
             try db.execute(sql: "INSERT INTO relay_meta (key, value) VALUES ('token_secret', ?)", arguments: [secret])
             return secret
+        }
+    }
+
+    public func snapshot(board: EntityID) throws -> (seq: Int64, state: BoardSnapshot)? {
+        try pool.read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT seq, body FROM relay_snapshot WHERE board_id = ?", arguments: [board.rawValue])
+            else { return nil }
+            guard let snapshot = try? JSONDecoder().decode(BoardSnapshot.self, from: Data((row["body"] as String).utf8)) else {
+                throw RelayError.corrupt("snapshot of \(board) does not decode")
+            }
+            return (row["seq"], snapshot)
+        }
+    }
+
+    public func compact(board: EntityID, through seq: Int64) throws {
+        try pool.write { db in
+            var state = BoardState(id: board)
+            var from: Int64 = 0
+            if let row = try Row.fetchOne(db, sql: "SELECT seq, body FROM relay_snapshot WHERE board_id = ?", arguments: [board.rawValue]) {
+                from = row["seq"]
+                guard from < seq else { return }
+                state = try JSONDecoder().decode(BoardSnapshot.self, from: Data((row["body"] as String).utf8)).state
+            }
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT seq, body FROM relay_op WHERE board_id = ? AND seq > ? AND seq <= ? ORDER BY seq
+                """, arguments: [board.rawValue, from, seq])
+            guard let last = rows.last else { return }
+            for row in rows {
+                guard let body: String = row["body"], let op = try? BoardOperation.decode(json: Data(body.utf8)) else {
+                    throw RelayError.corrupt("operation \(board)#\(row["seq"] as Int64) does not decode")
+                }
+                state.apply(op)
+            }
+            let through: Int64 = last["seq"]
+            let body = String(decoding: try JSONEncoder().encode(BoardSnapshot(state)), as: UTF8.self)
+            try db.execute(sql: "INSERT OR REPLACE INTO relay_snapshot (board_id, seq, body) VALUES (?, ?, ?)",
+                           arguments: [board.rawValue, through, body])
+            try db.execute(sql: "UPDATE relay_op SET body = NULL WHERE board_id = ? AND seq <= ?", arguments: [board.rawValue, through])
         }
     }
 

@@ -1,6 +1,7 @@
 public import KanbanModel
 import GRDB
 import Synchronization
+import Foundation
 
 extension ReplicaStore {
     /// Authors one local operation: `build` sees the board's current state and returns the action
@@ -66,6 +67,38 @@ extension ReplicaStore {
         db.afterNextTransaction(onCommit: { _ in
             for listener in listeners { listener(changes) }
         })
+    }
+
+    /// Joins a relay snapshot (a board's state at relay sequence `seq`) into the replica, stores
+    /// it beside the op log, and advances the board's cursor to `seq`, in one transaction.
+    public func applySnapshot(_ snapshot: BoardSnapshot, seq: Int64) throws {
+        let board = snapshot.board
+        let incoming = snapshot.state
+        try write { db in
+            try self.ensureLoaded(board, in: db)
+            let state = self.cache.withLock { cache -> BoardState in
+                cache.boards[board]!.join(incoming)
+                if let newest = incoming.maxStamp { cache.author.observe(newest, nowMillis: self.clock.nowMillis()) }
+                return cache.boards[board]!
+            }
+            try Self.save(.board(board), of: state, in: db)
+            for id in incoming.columns.keys { try Self.save(.column(id), of: state, in: db) }
+            for id in incoming.tasks.keys { try Self.save(.task(id), of: state, in: db) }
+            var stored = incoming
+            var storedSeq = seq
+            if let row = try Row.fetchOne(db, sql: "SELECT seq, body FROM snapshot WHERE board_id = ?", arguments: [board.rawValue]) {
+                let previous = try JSONDecoder().decode(BoardSnapshot.self, from: Data((row["body"] as String).utf8))
+                stored.join(previous.state)
+                storedSeq = max(seq, row["seq"])
+            }
+            let body = String(decoding: try JSONEncoder().encode(BoardSnapshot(stored)), as: UTF8.self)
+            try db.execute(sql: "INSERT OR REPLACE INTO snapshot (board_id, seq, body) VALUES (?, ?, ?)",
+                           arguments: [board.rawValue, storedSeq, body])
+            try db.execute(sql: """
+                INSERT INTO cursor (board_id, seq) VALUES (?, ?)
+                ON CONFLICT (board_id) DO UPDATE SET seq = max(seq, excluded.seq)
+                """, arguments: [board.rawValue, seq])
+        }
     }
 
     /// Logs and applies one operation inside an open transaction; nil if it was already logged.

@@ -41,9 +41,18 @@ extension ReplicaStore {
         try writer.read { db in try Self.loadState(board, in: db) }
     }
 
-    /// The board's state rebuilt from nothing but the operation log.
+    /// The board's state rebuilt from nothing but the operation log (and any relay snapshot).
     public func stateFromLog(_ board: EntityID) throws -> BoardState {
         var state = BoardState(id: board)
+        if let body = try writer.read({ db in
+            try String.fetchOne(db, sql: "SELECT body FROM snapshot WHERE board_id = ?", arguments: [board.rawValue])
+        }) {
+            do {
+                state = try JSONDecoder().decode(BoardSnapshot.self, from: Data(body.utf8)).state
+            } catch {
+                throw StoreError.corrupt("snapshot of \(board) does not decode")
+            }
+        }
         for op in try operations(board) { state.apply(op) }
         return state
     }

@@ -70,6 +70,17 @@ extension ReplicaStore {
                 ) STRICT;
                 """)
         }
+        migrator.registerMigration("v2-snapshots") { db in
+            try db.execute(sql: """
+                -- Board states received from a relay in place of operations past its compaction
+                -- horizon (joined if several arrive). Together with the op log, the source of truth.
+                CREATE TABLE snapshot (
+                    board_id TEXT PRIMARY KEY NOT NULL,
+                    seq INTEGER NOT NULL CHECK (seq >= 0),
+                    body TEXT NOT NULL CHECK (json_valid(body))
+                ) STRICT;
+                """)
+        }
         return migrator
     }
 }

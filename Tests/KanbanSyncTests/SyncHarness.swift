@@ -48,7 +48,8 @@ struct TestError: Error, CustomStringConvertible {
 
 func quietLogger(_ label: String) -> Logger {
     var logger = Logger(label: label)
-    logger.logLevel = .critical
+    // TEST_LOG=debug shows what the servers and sync clients do.
+    logger.logLevel = ProcessInfo.processInfo.environment["TEST_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
     return logger
 }
 
@@ -74,8 +75,11 @@ final class SyncCluster: Sendable {
     let token: String
     let agents: [Agent]
     let syncServers: Mutex<[Int: RunningServer]>
+    let relayConfiguration: RelayConfiguration
+    let relayRef = Mutex<Relay?>(nil)
 
-    init(agents count: Int, team: String = "team") async throws {
+    init(agents count: Int, team: String = "team", relayConfiguration: RelayConfiguration = .init()) async throws {
+        self.relayConfiguration = relayConfiguration
         relayDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-relay-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: relayDirectory, withIntermediateDirectories: true)
         let storage = try SQLiteRelayStorage(path: relayDirectory.appendingPathComponent("relay.sqlite").path)
@@ -91,7 +95,10 @@ final class SyncCluster: Sendable {
 
     func startRelay() async throws {
         let storage = try SQLiteRelayStorage(path: relayDirectory.appendingPathComponent("relay.sqlite").path)
-        let relay = try Relay(storage: storage, configuration: .init(port: relayPort.withLock { $0 }), logger: quietLogger("relay"))
+        var configuration = relayConfiguration
+        configuration.port = relayPort.withLock { $0 }
+        let relay = try Relay(storage: storage, configuration: configuration, logger: quietLogger("relay"))
+        relayRef.withLock { $0 = relay }
         let server = try await RunningServer.start { onListening in
             buildRelayApplication(relay: relay, logger: quietLogger("relay"), onListening: onListening)
         }
@@ -131,10 +138,10 @@ final class SyncCluster: Sendable {
     }
 
     /// Waits until every agent has an empty outbox and the same digest for `board`.
-    func waitForConvergence(board: EntityID, timeout: Duration = .seconds(30)) async throws {
-        try await eventually("all agents converge on \(board)", timeout: timeout) {
+    func waitForConvergence(board: EntityID, among indices: [Int]? = nil, timeout: Duration = .seconds(30)) async throws {
+        try await eventually("agents converge on \(board)", timeout: timeout) {
             var digests = Set<String>()
-            for agent in agents {
+            for agent in (indices ?? Array(agents.indices)).map({ agents[$0] }) {
                 guard try agent.store.outboxCount() == 0, try agent.store.document(board) != nil else { return false }
                 digests.insert(try agent.store.digest(board))
             }

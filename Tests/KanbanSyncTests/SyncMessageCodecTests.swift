@@ -16,7 +16,7 @@ struct SyncMessageCodecTests {
 
     @Test func everyMessageTypeHasAGoldenFrame() {
         let names = Set(Self.files().map { URL(fileURLWithPath: $0).deletingPathExtension().lastPathComponent })
-        #expect(names == ["hello", "welcome", "push", "ack", "ops", "presence", "digest", "digest_result", "ping", "pong", "error"])
+        #expect(names == ["hello", "welcome", "push", "ack", "ops", "snapshot", "presence", "digest", "digest_result", "ping", "pong", "error"])
     }
 
     @Test(arguments: files())

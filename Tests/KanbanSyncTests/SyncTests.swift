@@ -149,6 +149,39 @@ struct SyncTests {
         #expect(a.syncStatus.state == .connected)
     }
 
+    @Test func agentsBehindTheCompactionHorizonCatchUpFromASnapshot() async throws {
+        var relayConfiguration = RelayConfiguration()
+        relayConfiguration.compactionThreshold = 60
+        relayConfiguration.compactionKeep = 10
+        let cluster = try await SyncCluster(agents: 3, relayConfiguration: relayConfiguration)
+        defer { Task { await cluster.shutdown() } }
+        let (a, b, c) = (cluster.agents[0], cluster.agents[1], cluster.agents[2])
+        try await cluster.connect(0)
+        try await cluster.connect(1)
+        let board = try a.createBoard(title: "Long history").id
+        guard case .column(let column) = try a.createColumn(board: board, title: "Todo", after: nil) else { throw TestError("column") }
+        try await cluster.waitForConvergence(board: board, among: [0, 1])
+        await cluster.disconnect(1)
+        // B works offline while A's history grows past the horizon.
+        let offline = try b.createTask(column: column.id, title: "B offline", description: nil, after: nil)
+        for i in 0..<150 {
+            guard case .task(let t) = try a.createTask(column: column.id, title: "A \(i)", description: nil, after: nil) else { continue }
+            if i % 3 == 0 { _ = try a.updateTask(t.id, title: "A \(i) edited", description: nil) }
+        }
+        try await eventually("A's work reaches the relay") { try a.store.outboxCount() == 0 }
+        let relay = try #require(cluster.relayRef.withLock { $0 })
+        #expect(await relay.hub.compactions > 0, "the relay compacted the board")
+        #expect(try relay.storage.snapshot(board: board) != nil)
+        // B (cursor behind the horizon) and C (never synced) catch up through the snapshot.
+        try await cluster.connect(1)
+        try await cluster.connect(2)
+        try await cluster.waitForConvergence(board: board)
+        guard case .task(let offlineTask) = offline else { throw TestError("task") }
+        #expect(try c.document(board).columns[0].tasks.contains { $0.id == offlineTask.id })
+        #expect(try c.store.stateFromLog(board) == c.store.stateFromDisk(board), "snapshot + log replays to the tables")
+        #expect(try c.document(board).columns[0].tasks.count == 151)
+    }
+
     @Test func tokensAreEnforced() async throws {
         let cluster = try await SyncCluster(agents: 1)
         defer { Task { await cluster.shutdown() } }
