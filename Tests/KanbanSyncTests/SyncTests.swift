@@ -182,6 +182,37 @@ struct SyncTests {
         #expect(try c.document(board).columns[0].tasks.count == 151)
     }
 
+    @Test func presenceIsRelayedLiveAndExpiresWithTheConnection() async throws {
+        let cluster = try await SyncCluster(agents: 2)
+        defer { Task { await cluster.shutdown() } }
+        try await cluster.connect(0)
+        try await cluster.connect(1)
+        let (a, b) = (cluster.agents[0], cluster.agents[1])
+        let board = try a.createBoard(title: "Shared").id
+        guard case .column(let column) = try a.createColumn(board: board, title: "Todo", after: nil),
+              case .task(let task) = try a.createTask(column: column.id, title: "T", description: nil, after: nil)
+        else { throw TestError("setup") }
+        try await cluster.waitForConvergence(board: board)
+        final class Seen: Sendable { let list = Mutex<[SyncMessage.Presence]>([]) }
+        let seen = Seen()
+        let (_, stream) = b.hub.subscribe(board: board)
+        let watcher = Task {
+            for await message in stream { if case .presence(let p) = message { seen.list.withLock { $0.append(p) } } }
+        }
+        defer { watcher.cancel() }
+        // A's web page opens the board and starts editing the task (what EventStream does).
+        a.updatePresence(board: board, client: 1, viewing: true, editing: task.id)
+        try await eventually("B sees A editing the task") {
+            seen.list.withLock { $0.contains { $0.viewing && $0.editing == task.id && $0.replica == a.store.replicaID } }
+        }
+        #expect(try a.store.operationCount() == b.store.operationCount(), "presence is never written to the op log")
+        // A's link dies: B is told A left.
+        await cluster.disconnect(0)
+        try await eventually("B sees A leave") {
+            seen.list.withLock { $0.last.map { !$0.viewing && $0.replica == a.store.replicaID } ?? false }
+        }
+    }
+
     @Test func tokensAreEnforced() async throws {
         let cluster = try await SyncCluster(agents: 1)
         defer { Task { await cluster.shutdown() } }

@@ -608,6 +608,7 @@ function closeForm(form) {
   form.hidden = true;
   const task = form.closest('[data-testid="task"]');
   if (form.dataset.form === 'edit-task' && task) {
+    state.stream?.send({ type: 'presence', editing: null });
     task.classList.remove('editing');
     task.parts.body.hidden = false;
     task.draggable = true;
@@ -629,6 +630,7 @@ function startTaskEdit(taskEl) {
   descriptionInput.value = task.description;
   changedNote.hidden = true;
   taskEl.classList.add('editing');
+  state.stream?.send({ type: 'presence', editing: taskEl.dataset.id }); // others see "editing"
   taskEl.draggable = false;
   body.hidden = true;
   openForm(editForm);

@@ -52,6 +52,11 @@ export class EventStream {
     this.onChange();
   }
 
+  /** Sends a small JSON message to the agent if the stream is open (e.g. presence). */
+  send(message) {
+    if (this.socket && this.socket.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
+  }
+
   reconnectNow() {
     if (this.state === 'live' || this.state === 'connecting') return;
     clearTimeout(this.timer);
