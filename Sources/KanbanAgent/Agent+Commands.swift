@@ -44,6 +44,16 @@ extension Agent {
             throw AgentError.badRequest("nothing to change: send 'title' and/or 'after'")
         }
         let board = try boardOf(column: column)
+        // Check everything before writing anything, so a bad `after` cannot leave a rename behind.
+        try store.withState(board) { state, _ in
+            try Self.requireColumn(state, column)
+            if let after {
+                if after == column { throw AgentError.badRequest("a column cannot go after itself", field: "after") }
+                guard state.columnPosition(after: after, moving: column) != nil else {
+                    throw AgentError.badRequest("'after' is not a column of this board", field: "after")
+                }
+            }
+        }
         var last: AppliedChange?
         if let title {
             last = try author(board) { state in

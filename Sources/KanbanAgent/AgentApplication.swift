@@ -20,8 +20,10 @@ public func buildAgentApplication(
     let policy = LocalhostPolicy(configuration: configuration)
 
     let router = Router(context: BasicRequestContext.self)
-    router.add(middleware: JSONErrorMiddleware())
+    // The guard is outermost so CORS headers reach error responses too; its own refusals are
+    // AgentErrors, which Hummingbird renders as JSON.
     router.add(middleware: LocalhostGuardMiddleware(policy: policy))
+    router.add(middleware: JSONErrorMiddleware())
     AgentRoutes(agent: agent).register(on: router)
     WebAssets().register(on: router)
     router.get("api/events") { _, _ -> Response in

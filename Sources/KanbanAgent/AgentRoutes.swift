@@ -30,7 +30,8 @@ struct AgentRoutes {
         }
         api.get("boards/:id/conflicts") { _, context in try json(try agent.conflicts(try id(context, "id"))) }
         api.post("boards/:id/conflicts/:op/restore") { _, context in
-            guard let op = OperationID(context.parameters.get("op") ?? "") else {
+            let raw = context.parameters.get("op") ?? ""
+            guard let op = OperationID(raw.removingPercentEncoding ?? raw) else {
                 throw AgentError.badRequest("the path must end in an operation ID like replica:42")
             }
             return try json(try agent.restoreConflict(board: try id(context, "id"), loser: op))

@@ -18,12 +18,25 @@ struct EventStream {
     static let closeTooSlow: UInt16 = 4008
 
     func register(on router: Router<BasicWebSocketRequestContext>) {
-        router.ws("api/events") { request, _ in
-            // Refused upgrades fall through to the HTTP router, which answers with the reason.
-            guard policy.hostRefusal(request) == nil, policy.originRefusal(request.headers[.origin]) == nil,
-                  let text = request.uri.queryParameters.get("board"), let board = EntityID(text),
-                  (try? agent.store.document(board)) ?? nil != nil
-            else { return .dontUpgrade }
+        router.ws("api/events") { request, context in
+            // hummingbird-websocket answers a refused upgrade with an empty 400, so the reason
+            // goes to the agent's log (plain GETs of this path get the JSON reason from the
+            // HTTP router).
+            let refusal: String?
+            if let hostRefusal = policy.hostRefusal(request) {
+                refusal = hostRefusal.message
+            } else if let originRefusal = policy.originRefusal(request.headers[.origin]) {
+                refusal = originRefusal
+            } else if let text = request.uri.queryParameters.get("board"), let board = EntityID(text),
+                      (try? agent.store.document(board)) ?? nil != nil {
+                refusal = nil
+            } else {
+                refusal = "?board= does not name a board on this agent"
+            }
+            if let refusal {
+                context.logger.notice("event stream upgrade refused", metadata: ["reason": "\(refusal)"])
+                return .dontUpgrade
+            }
             return .upgrade([:])
         } onUpgrade: { inbound, outbound, context in
             let board = EntityID(context.request.uri.queryParameters.get("board") ?? "")!

@@ -43,6 +43,13 @@ final class LocalhostPolicy: Sendable {
         guard let origin else { return nil }  // not a browser (curl, the CLI, the sync tests)
         let o = Self.normalize(origin)
         if ownHosts.contains(where: { o == "http://" + $0 }) || allowedOrigins.contains(o) { return nil }
+        // Browsers only send http(s) origins (or "null"); a ws:// origin naming a loopback host
+        // comes from a native WebSocket client (swift-websocket sends one), not a web page.
+        if o.hasPrefix("ws://") || o.hasPrefix("wss://") {
+            let host = o.split(separator: "/", omittingEmptySubsequences: true).dropFirst().first.map(String.init) ?? ""
+            let name = host.hasPrefix("[") ? String(host.prefix { $0 != "]" }) + "]" : String(host.split(separator: ":").first ?? "")
+            if ["127.0.0.1", "localhost", "[::1]"].contains(name) { return nil }
+        }
         return "Origin \(origin.prefix(100)) is not allowed"
     }
 

@@ -36,10 +36,11 @@ public enum OperationLimits {
     public static let maxDescriptionLength = 20_000
     public static let maxEncodedBytes = 64 * 1024
 
-    /// Checks a title: 1-500 characters, not only white space.
+    /// Checks a title: 1-500 characters (Unicode scalars, as JSON Schema counts), not only white space.
     public static func checkTitle(_ title: String, field: String = "title") throws(OperationError) {
-        if title.count > maxTitleLength {
-            throw OperationError(.invalidField, field: field, "must be at most \(maxTitleLength) characters (got \(title.count))")
+        let length = title.unicodeScalars.count
+        if length > maxTitleLength {
+            throw OperationError(.invalidField, field: field, "must be at most \(maxTitleLength) characters (got \(length))")
         }
         if title.allSatisfy(\.isWhitespace) {
             throw OperationError(.invalidField, field: field, "must not be empty")
@@ -47,8 +48,9 @@ public enum OperationLimits {
     }
 
     public static func checkDescription(_ text: String, field: String = "description") throws(OperationError) {
-        if text.count > maxDescriptionLength {
-            throw OperationError(.invalidField, field: field, "must be at most \(maxDescriptionLength) characters (got \(text.count))")
+        let length = text.unicodeScalars.count
+        if length > maxDescriptionLength {
+            throw OperationError(.invalidField, field: field, "must be at most \(maxDescriptionLength) characters (got \(length))")
         }
     }
 }

@@ -21,7 +21,9 @@ extension ReplicaStore {
             }
             try db.cachedStatement(sql: "UPDATE meta SET value = ? WHERE key = 'counter'")
                 .execute(arguments: [String(op.id.counter)])
-            let change = try self.insert(op, local: true, in: db)!
+            guard let change = try self.insert(op, local: true, in: db) else {
+                throw StoreError(.conflict, "operation ID \(op.id) is already in the log; the replica's counter is behind its log")
+            }
             self.announceAfterCommit([change], in: db)
             return change
         }
@@ -77,6 +79,7 @@ extension ReplicaStore {
         try write { db in
             try self.ensureLoaded(board, in: db)
             let state = self.cache.withLock { cache -> BoardState in
+                cache.touched.insert(board)
                 cache.boards[board]!.join(incoming)
                 if let newest = incoming.maxStamp { cache.author.observe(newest, nowMillis: self.clock.nowMillis()) }
                 return cache.boards[board]!
@@ -117,6 +120,7 @@ extension ReplicaStore {
         }
         let (outcome, snapshot, state) = cache.withLock { cache in
             cache.lastSeq = seq
+            cache.touched.insert(op.board)
             let outcome = cache.boards[op.board]!.apply(op)
             let state = cache.boards[op.board]!
             return (outcome, state.snapshot(of: outcome.target), outcome.changed ? state : nil)
@@ -125,17 +129,19 @@ extension ReplicaStore {
         return AppliedChange(operation: op, seq: seq, changed: outcome.changed, local: local, entity: snapshot)
     }
 
-    /// Runs a write transaction; if it rolls back, the cached boards and author are reloaded.
+    /// Runs a write transaction. If it rolls back, the author and version go back to what they
+    /// were before it, and the boards it changed are dropped from the mirror (reloaded on next use).
     func write<T>(_ body: (Database) throws -> T) throws -> T {
         try writer.write { db in
-            db.afterNextTransaction(onCommit: { _ in }, onRollback: { db in
-                let counter = (try? String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'counter'")).flatMap { $0.flatMap { UInt64($0) } } ?? 0
-                let seq = (try? Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM op")).flatMap { $0 } ?? 0
+            let saved = cache.withLock { cache in
+                cache.touched = []
+                return (cache.author, cache.lastSeq)
+            }
+            db.afterNextTransaction(onCommit: { _ in }, onRollback: { _ in
                 self.cache.withLock { cache in
-                    let last = cache.author.clock.last
-                    cache.boards = [:]
-                    cache.author = Author(replica: cache.author.replica, counter: counter, lastStamp: last)
-                    cache.lastSeq = seq
+                    for board in cache.touched { cache.boards.removeValue(forKey: board) }
+                    cache.touched = []
+                    (cache.author, cache.lastSeq) = saved
                 }
             })
             return try body(db)

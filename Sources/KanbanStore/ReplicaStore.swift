@@ -36,6 +36,8 @@ public final class ReplicaStore: Sendable {
         var boards: [EntityID: BoardState] = [:]
         var author: Author
         var lastSeq: Int64
+        /// Boards changed by the open transaction.
+        var touched: Set<EntityID> = []
     }
 
     let writer: any DatabaseWriter

@@ -31,8 +31,12 @@ struct ProcessSyncTests {
 
         /// The port in the first output line containing `marker` followed by `127.0.0.1:PORT`.
         func port(after marker: String) async throws -> Int {
-            try await eventually("\(marker) line from \(process.arguments?.first ?? "")", timeout: .seconds(20)) {
-                lock.withLock { lines.contains { $0.contains(marker) } }
+            let deadline = ContinuousClock.now + .seconds(20)
+            while !lock.withLock({ lines.contains { $0.contains(marker) } }) {
+                guard process.isRunning, ContinuousClock.now < deadline else {
+                    throw TestError("no '\(marker)' line from kanban \(process.arguments?.joined(separator: " ") ?? "")")
+                }
+                try await Task.sleep(for: .milliseconds(20))
             }
             let line = lock.withLock { lines.first { $0.contains(marker) }! }
             let afterHost = line.components(separatedBy: "127.0.0.1:")[1]
@@ -84,8 +88,16 @@ struct ProcessSyncTests {
         let token = String(decoding: tokenPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(token.hasPrefix("kb1."))
 
-        var relay = try Child(["relay", "--port", "0", "--data", root + "/relay"])
-        let relayPort = try await relay.port(after: "listening on ws://")
+        // A fixed port below the ephemeral range, so nothing else takes it while the relay is
+        // down; try another if it is busy.
+        var relayPort = 0
+        var started: Child?
+        for _ in 0..<10 where started == nil {
+            relayPort = Int.random(in: 20_000..<30_000)
+            let candidate = try Child(["relay", "--port", String(relayPort), "--data", root + "/relay"])
+            if (try? await candidate.port(after: "listening on ws://")) != nil { started = candidate } else { candidate.kill() }
+        }
+        guard var relay = started else { throw TestError("no free port for the relay") }
         let relayURL = "ws://127.0.0.1:\(relayPort)/sync"
         let a = try Child(["agent", "--port", "0", "--data", root + "/a", "--relay", relayURL, "--token", token])
         let b = try Child(["agent", "--port", "0", "--data", root + "/b", "--relay", relayURL, "--token", token])
