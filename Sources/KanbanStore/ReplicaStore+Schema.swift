@@ -18,7 +18,6 @@ extension ReplicaStore {
                     local INTEGER NOT NULL CHECK (local IN (0, 1))
                 ) STRICT;
                 CREATE INDEX op_by_board ON op (board_id, seq);
-                CREATE INDEX op_by_hlc ON op (hlc);
 
                 CREATE TABLE boards (
                     id TEXT PRIMARY KEY NOT NULL,

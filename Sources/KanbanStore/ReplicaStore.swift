@@ -53,6 +53,8 @@ public final class ReplicaStore: Sendable {
         let synchronous = configuration.durability == .full ? "FULL" : "NORMAL"
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
+            // 64 MiB of page cache: board rows and indexes stay in memory on busy replicas.
+            try db.execute(sql: "PRAGMA cache_size = -65536")
         }
         config.busyMode = .timeout(5)
         let pool = try DatabasePool(path: path, configuration: config)

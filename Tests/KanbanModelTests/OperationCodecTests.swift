@@ -1,5 +1,6 @@
 import Foundation
 import KanbanModel
+import KanbanSimulation
 import Testing
 
 struct OperationCodecTests {
@@ -68,5 +69,29 @@ struct OperationCodecTests {
     @Test(arguments: ["", "[]", "{", "null", "\"op\"", "{\"kind\": 7}"])
     func garbageIsRejectedWithoutTrapping(text: String) {
         #expect(throws: OperationError.self) { try BoardOperation.decode(json: Data(text.utf8)) }
+    }
+}
+
+struct FastEncoderTests {
+    /// The hand-written encoder produces exactly what JSONEncoder (sorted keys) produces, for
+    /// every kind of operation and for awkward strings.
+    @Test func jsonDataMatchesJSONEncoder() throws {
+        var simulation = ReplicaSimulation(seed: 5, replicaCount: 3)
+        simulation.run(operationsPerReplica: 100)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        var ops = simulation.allOperations
+        let r = ReplicaID("r1")!
+        let awkward = ["quote \" back\\slash", "tab\tnew\nline\r", "ctl \u{01}\u{1F}", "slash / é 🧪", "\u{7F}"]
+        for (i, title) in awkward.enumerated() {
+            ops.append(BoardOperation(id: OperationID(replica: r, counter: UInt64(i + 1)),
+                                      stamp: HLCStamp(wallMillis: 5, counter: UInt32(i), replica: r), board: simulation.board,
+                                      action: .renameBoard(title: title), restores: OperationID(replica: r, counter: 1)))
+        }
+        for op in ops {
+            let fast = op.jsonData()
+            #expect(String(decoding: fast, as: UTF8.self) == String(decoding: try encoder.encode(op), as: UTF8.self))
+            #expect(try BoardOperation.decode(json: fast) == op)
+        }
     }
 }
