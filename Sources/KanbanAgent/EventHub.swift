@@ -1,3 +1,4 @@
+import Foundation
 public import KanbanModel
 public import KanbanStore
 public import KanbanProtocol
@@ -10,11 +11,18 @@ import Synchronization
 /// start again from a fresh snapshot instead of silently missing events.
 public final class EventHub: Sendable {
     public enum Message: Sendable {
-        case changes([AppliedChange])
+        /// Committed changes, each with its event JSON encoded once for every subscriber.
+        case changes([Published])
         case status(SyncStatus)
         case presence(SyncMessage.Presence)
         /// The board changed wholesale (a relay snapshot): clients should take a fresh snapshot.
         case resync(EntityID)
+    }
+
+    public struct Published: Sendable {
+        public let change: AppliedChange
+        /// The `LocalEvent` JSON text sent to local WebSocket clients.
+        public let text: String
     }
 
     struct Subscriber {
@@ -47,11 +55,13 @@ public final class EventHub: Sendable {
     public var subscriberCount: Int { subscribers.withLock { $0.count } }
 
     func publish(_ changes: [AppliedChange]) {
-        let visible = changes.filter(\.changed)
+        let visible = changes.filter(\.changed).map { change in
+            Published(change: change, text: String(decoding: (try? apiEncoder.encode(LocalEvent(change))) ?? Data(), as: UTF8.self))
+        }
         guard !visible.isEmpty else { return }
         let targets = subscribers.withLock { Array($0) }
         for (id, subscriber) in targets {
-            let mine = subscriber.board.map { board in visible.filter { $0.operation.board == board } } ?? visible
+            let mine = subscriber.board.map { board in visible.filter { $0.change.operation.board == board } } ?? visible
             guard !mine.isEmpty else { continue }
             if case .dropped = subscriber.continuation.yield(.changes(mine)) {
                 overflowed.withLock { _ = $0.insert(id) }

@@ -68,8 +68,8 @@ struct EventStream {
                 for await message in messages {
                     switch message {
                     case .changes(let changes):
-                        for change in changes where change.seq > since.value.load(ordering: .relaxed) {
-                            try await send(LocalEvent(change), to: outbound)
+                        for published in changes where published.change.seq > since.value.load(ordering: .relaxed) {
+                            try await outbound.write(.text(published.text))
                         }
                     case .status(let status):
                         try await send(StatusEvent(type: "sync:status", sync: status), to: outbound)

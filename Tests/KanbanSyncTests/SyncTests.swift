@@ -24,7 +24,7 @@ final class EventRecorder: Sendable {
             for await message in stream {
                 guard case .changes(let changes) = message else { continue }
                 box.list.withLock { list in
-                    for change in changes {
+                    for change in changes.map(\.change) {
                         list.append((LocalEvent.name(of: change.operation.action.kind), change.local ? "local" : "remote", change.entity))
                     }
                 }
