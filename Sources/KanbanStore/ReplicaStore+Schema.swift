@@ -37,7 +37,7 @@ extension ReplicaStore {
                     CHECK ((title_hlc IS NULL) = (title_op IS NULL)),
                     CHECK ((position_hlc IS NULL) = (position_op IS NULL)),
                     CHECK ((deleted_hlc IS NULL) = (deleted_op IS NULL))
-                ) STRICT;
+                ) STRICT, WITHOUT ROWID;
                 CREATE INDEX board_columns_by_id ON board_columns (id);
 
                 CREATE TABLE tasks (
@@ -53,7 +53,7 @@ extension ReplicaStore {
                     CHECK ((description_hlc IS NULL) = (description_op IS NULL)),
                     CHECK ((place_hlc IS NULL) = (place_op IS NULL) AND (place_hlc IS NULL) = (column_id IS NULL)),
                     CHECK ((deleted_hlc IS NULL) = (deleted_op IS NULL))
-                ) STRICT;
+                ) STRICT, WITHOUT ROWID;
                 CREATE INDEX tasks_by_id ON tasks (id);
 
                 -- Local operations not yet acknowledged by a relay, in authoring order.
