@@ -1,0 +1,95 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Testing
+
+/// The terminal commands against a real `kanban agent` process.
+@Suite(.serialized)
+struct CLITests {
+    /// Runs `kanban args...` to completion and returns (exit code, stdout + stderr).
+    func run(_ args: [String], timeout: Duration = .seconds(20)) async throws -> (Int32, String) {
+        let process = Process()
+        process.executableURL = try ProcessSyncTests.kanbanBinary()
+        process.arguments = args
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning {
+            if ContinuousClock.now > deadline { process.terminate(); throw TestError("kanban \(args) timed out") }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        return (process.terminationStatus, output)
+    }
+
+    @Test func terminalCommandsDriveTheAgent() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-cli-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let agent = try ProcessSyncTests.Child(["agent", "--port", "0", "--data", root])
+        defer { agent.kill() }
+        let url = "http://127.0.0.1:\(try await agent.port(after: "Board:"))"
+
+        var (status, out) = try await run(["board", "--agent", url, "--create", "Plan"])
+        #expect(status == 0 && out.contains("created"), "\(out)")
+        let board = String(out.split(separator: " ")[1])
+        var request = URLRequest(url: URL(string: "\(url)/api/boards/\(board)/columns")!)
+        request.httpMethod = "POST"
+        for title in ["Todo", "Done"] {
+            request.httpBody = Data(#"{"title": "\#(title)"}"#.utf8)
+            _ = try await URLSession.shared.data(for: request)
+        }
+        (status, out) = try await run(["add", "Write tests", "--agent", url, "--column", "Todo"])
+        #expect(status == 0 && out.contains("Write tests"), "\(out)")
+        (status, out) = try await run(["add", "Ship", "--agent", url, "--column", "Todo", "--after", "Write tests"])
+        #expect(status == 0, "\(out)")
+        (status, out) = try await run(["board", "Plan", "--agent", url])
+        #expect(status == 0 && out.contains("Todo (2)") && out.contains("• Write tests"), "\(out)")
+        let lines = out.split(separator: "\n")
+        let writeRow = lines.firstIndex { $0.contains("Write tests") }, shipRow = lines.firstIndex { $0.contains("Ship") }
+        #expect(writeRow != nil && shipRow != nil && writeRow! < shipRow!, "--after puts Ship below Write tests:\n\(out)")
+
+        // watch: start it, make a change, and see it redraw with the change.
+        let watch = Process()
+        watch.executableURL = try ProcessSyncTests.kanbanBinary()
+        watch.arguments = ["watch", "Plan", "--agent", url, "--changes", "1"]
+        let watchOut = Pipe()
+        watch.standardOutput = watchOut
+        try watch.run()
+        defer { if watch.isRunning { watch.terminate() } }
+        try await eventually("watch shows the board") { watchOut.fileHandleForReading.availableData.count > 0 }
+
+        (status, out) = try await run(["mv", "Ship", "Done", "--agent", url])
+        #expect(status == 0 && out.contains("Done"), "\(out)")
+        try await eventually("watch exits after one change") { !watch.isRunning }
+        let watched = String(decoding: watchOut.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(watched.contains("Done (1)"), "watch redrew with the move:\n\(watched)")
+
+        (status, out) = try await run(["edit", "Ship", "--title", "Ship it", "--agent", url])
+        #expect(status == 0, "\(out)")
+        (status, out) = try await run(["rm", "Ship it", "--agent", url])
+        #expect(status == 0 && out.contains("deleted"), "\(out)")
+        (status, out) = try await run(["board", "Plan", "--agent", url])
+        #expect(out.contains("Trash: Ship it") && out.contains("Done (0)"), "\(out)")
+        (status, out) = try await run(["restore", "Ship it", "--agent", url])
+        #expect(status == 0, "\(out)")
+        (status, out) = try await run(["board", "Plan", "--agent", url])
+        #expect(out.contains("Done (1)"), "\(out)")
+    }
+
+    @Test func commandsSayClearlyWhenNoAgentIsRunning() async throws {
+        let (status, out) = try await run(["board", "--agent", "http://127.0.0.1:9"])
+        #expect(status != 0)
+        #expect(out.contains("no agent answered at http://127.0.0.1:9") && out.contains("kanban agent"), "\(out)")
+    }
+
+    @Test(arguments: [["agent", "--port", "70000"], ["agent", "--allow-origin", "localhost:5173"],
+                      ["agent", "--relay", "http://x"], ["edit", "T"], ["relay", "token", "create", "--board", "nope", "--team", "t"]])
+    func badArgumentsGetAClearMessage(args: [String]) async throws {
+        let (status, out) = try await run(args)
+        #expect(status != 0)
+        #expect(out.lowercased().contains("error"), "\(args): \(out)")
+    }
+}
