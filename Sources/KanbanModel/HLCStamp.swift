@@ -22,7 +22,22 @@ public struct HLCStamp: Hashable, Comparable, Sendable, CustomStringConvertible 
     /// Fixed-width text whose byte order equals the stamp order:
     /// 15 digits of wall ms, `.`, 10 digits of counter, `.`, replica.
     public var description: String {
-        Self.pad(String(wallMillis), 15) + "." + Self.pad(String(counter), 10) + "." + replica.rawValue
+        // Hot: every logged operation and every saved register formats stamps.
+        var bytes = [UInt8](repeating: UInt8(ascii: "0"), count: 27)
+        var wall = UInt64(max(0, wallMillis))
+        for i in stride(from: 14, through: 0, by: -1) {
+            bytes[i] = UInt8(ascii: "0") + UInt8(wall % 10)
+            wall /= 10
+        }
+        bytes[15] = UInt8(ascii: ".")
+        var count = counter
+        for i in stride(from: 25, through: 16, by: -1) {
+            bytes[i] = UInt8(ascii: "0") + UInt8(count % 10)
+            count /= 10
+        }
+        bytes[26] = UInt8(ascii: ".")
+        bytes.append(contentsOf: replica.rawValue.utf8)
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     public init?(_ text: some StringProtocol) {
@@ -32,10 +47,6 @@ public struct HLCStamp: Hashable, Comparable, Sendable, CustomStringConvertible 
               let replica = ReplicaID(parts[2])
         else { return nil }
         self.init(wallMillis: wall, counter: counter, replica: replica)
-    }
-
-    private static func pad(_ digits: String, _ width: Int) -> String {
-        digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
     }
 }
 

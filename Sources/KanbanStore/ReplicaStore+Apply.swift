@@ -21,6 +21,7 @@ extension ReplicaStore {
             }
             try db.cachedStatement(sql: "UPDATE meta SET value = ? WHERE key = 'counter'")
                 .execute(arguments: [String(op.id.counter)])
+            try self.saveClock(in: db)
             guard let change = try self.insert(op, local: true, in: db) else {
                 throw StoreError(.conflict, "operation ID \(op.id) is already in the log; the replica's counter is behind its log")
             }
@@ -48,6 +49,7 @@ extension ReplicaStore {
             let now = self.clock.nowMillis()
             if let newest = ops.map(\.stamp).max() {
                 self.cache.withLock { $0.author.observe(newest, nowMillis: now) }
+                try self.saveClock(in: db)
             }
             for (board, seq) in cursors {
                 try db.cachedStatement(sql: """
@@ -58,6 +60,12 @@ extension ReplicaStore {
             self.announceAfterCommit(changes, in: db)
             return changes
         }
+    }
+
+    /// Persists the clock with the transaction, so a restart resumes above every logged stamp.
+    func saveClock(in db: Database) throws {
+        let last = cache.withLock { $0.author.clock.last }
+        try db.cachedStatement(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('hlc', ?)").execute(arguments: [last.description])
     }
 
     /// Calls the change listeners once the transaction has committed, in commit order
@@ -84,6 +92,7 @@ extension ReplicaStore {
                 if let newest = incoming.maxStamp { cache.author.observe(newest, nowMillis: self.clock.nowMillis()) }
                 return cache.boards[board]!
             }
+            try self.saveClock(in: db)
             try Self.save(.board(board), of: state, in: db)
             for id in incoming.columns.keys { try Self.save(.column(id), of: state, in: db) }
             for id in incoming.tasks.keys { try Self.save(.task(id), of: state, in: db) }
@@ -108,10 +117,9 @@ extension ReplicaStore {
     func insert(_ op: BoardOperation, local: Bool, in db: Database) throws -> AppliedChange? {
         let body = String(decoding: op.jsonData(), as: UTF8.self)
         try db.cachedStatement(sql: """
-            INSERT INTO op (id, board_id, hlc, kind, body, local) VALUES (?, ?, ?, ?, ?, ?)
+            INSERT INTO op (id, board_id, body, local) VALUES (?, ?, ?, ?)
             ON CONFLICT (id) DO NOTHING
-            """).execute(arguments: [op.id.description, op.board.rawValue, op.stamp.description,
-                                     op.action.kind.rawValue, body, local])
+            """).execute(arguments: [op.id.description, op.board.rawValue, body, local])
         guard db.changesCount > 0 else { return nil }
         let seq = db.lastInsertedRowID
         if local {

@@ -12,9 +12,7 @@ extension ReplicaStore {
                     seq INTEGER PRIMARY KEY AUTOINCREMENT,
                     id TEXT NOT NULL UNIQUE,
                     board_id TEXT NOT NULL,
-                    hlc TEXT NOT NULL,
-                    kind TEXT NOT NULL,
-                    body TEXT NOT NULL CHECK (json_valid(body)),
+                    body TEXT NOT NULL,
                     local INTEGER NOT NULL CHECK (local IN (0, 1))
                 ) STRICT;
                 CREATE INDEX op_by_board ON op (board_id, seq);

@@ -84,7 +84,8 @@ public final class ReplicaStore: Sendable {
                                arguments: [replica.rawValue])
             }
             let counter = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'counter'").flatMap { UInt64($0) } ?? 0
-            let stamp = try String.fetchOne(db, sql: "SELECT MAX(hlc) FROM op").flatMap { HLCStamp($0) }
+            // The clock as of the last commit, so new local stamps order after everything logged.
+            let stamp = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'hlc'").flatMap { HLCStamp($0) }
             let seq = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM op") ?? 0
             return (replica, counter, stamp, seq)
         }
