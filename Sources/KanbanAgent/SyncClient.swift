@@ -87,7 +87,8 @@ public struct SyncClient: Service {
         let wsConfiguration = WebSocketClientConfiguration(
             maxFrameSize: ProtocolLimits.maxRelayMessageBytes,
             additionalHeaders: headers,
-            extensions: [.perMessageDeflate(maxWindow: 12, maxDecompressedFrameSize: ProtocolLimits.maxRelayMessageBytes)],
+            extensions: [.perMessageDeflate(clientMaxWindow: 12, serverMaxWindow: 12, memoryLevel: 3,
+                                            maxDecompressedFrameSize: ProtocolLimits.maxRelayMessageBytes, minFrameSizeToCompress: 64)],
             autoPing: .enabled(timePeriod: configuration.heartbeat)
         )
         do {

@@ -68,7 +68,10 @@ public func buildRelayApplication(
                 http1: .init(idleTimeout: .seconds(60)),
                 ws: .init(
                     maxFrameSize: configuration.maxMessageBytes,
-                    extensions: [.perMessageDeflate(maxWindow: 12, maxDecompressedFrameSize: configuration.maxMessageBytes)],
+                    // memoryLevel 3: ~10 KiB of zlib state per connection instead of ~88 KiB at the
+                    // default 8, with the same ratio on our messages (Tools/Benchmarks/RESULTS.md).
+                    extensions: [.perMessageDeflate(clientMaxWindow: 12, serverMaxWindow: 12, memoryLevel: 3,
+                                                    maxDecompressedFrameSize: configuration.maxMessageBytes, minFrameSizeToCompress: 64)],
                     autoPing: .enabled(timePeriod: .seconds(Int64(configuration.heartbeatSeconds)))
                 )
             )

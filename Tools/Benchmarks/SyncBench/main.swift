@@ -1,1 +1,116 @@
-print("kanban-sync-bench: see Tools/Benchmarks/RESULTS.md")
+import Foundation
+
+let usage = """
+    kanban-sync-bench: end-to-end benchmarks of the agent and the relay (build with -c release).
+
+    USAGE: kanban-sync-bench <command> [options]
+
+    Commands (each prints a markdown table on stdout; progress goes to stderr):
+      http       agent HTTP API: create-task latency at --rate req/s open loop for --duration s,
+                 then max throughput with --clients 8,32 closed-loop connections (--closed-duration s)
+      events     HTTP create -> local WebSocket event delivery to --counts 1,10,100 clients
+                 (--rate creates/s for --duration s)
+      e2e        agent A HTTP -> relay -> agent B event stream at --rates 100,1000 ops/s (--duration s)
+      fanout     relay fan-out: --subs 50 subscribers, --writers 4, --windows 2,8 ops in flight per writer,
+                 --duration s; --kanban PATH runs the relay as a `kanban relay` process (else in-process)
+      converge   --queued 10000 operations authored offline, then reconnect: time to converge
+      wire       bytes on the wire for --ops 2000 typical operations, with and without permessage-deflate
+      idle       relay RSS per idle connection: --connections 2000, --kanban PATH (required), --modes on,off
+      zlibmem    memory per deflate compressor (window 2^12) at zlib memLevel 8/4/2/1, and the ratio each gets
+      all        everything above with defaults (--kanban PATH for fanout-process and idle)
+
+    Every command first waits up to --wait-quiet 90 s for other processes to use < 15 % of a core.
+    Servers run in this process unless noted, on 127.0.0.1 ephemeral ports, in temporary directories.
+    """
+
+func raiseFileLimit() {
+    var limit = rlimit()
+    if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = min(limit.rlim_max, 65536)
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    }
+}
+
+struct Options {
+    var values: [String: String] = [:]
+    init(_ args: ArraySlice<String>) {
+        var key: String?
+        for a in args {
+            if a.hasPrefix("--") {
+                if let k = key { values[k] = "true" }
+                key = String(a.dropFirst(2))
+            } else if let k = key {
+                values[k] = a
+                key = nil
+            }
+        }
+        if let k = key { values[k] = "true" }
+    }
+    func double(_ k: String, _ d: Double) -> Double { values[k].flatMap(Double.init) ?? d }
+    func int(_ k: String, _ d: Int) -> Int { values[k].flatMap(Int.init) ?? d }
+    func ints(_ k: String, _ d: [Int]) -> [Int] { values[k].map { $0.split(separator: ",").compactMap { Int($0) } } ?? d }
+    func doubles(_ k: String, _ d: [Double]) -> [Double] { values[k].map { $0.split(separator: ",").compactMap { Double($0) } } ?? d }
+    func string(_ k: String) -> String? { values[k] }
+}
+
+raiseFileLimit()
+let arguments = CommandLine.arguments
+guard arguments.count >= 2, !["-h", "--help", "help"].contains(arguments[1]) else {
+    print(usage)
+    exit(0)
+}
+let command = arguments[1]
+let o = Options(arguments.dropFirst(2))
+let kanbanPath = o.string("kanban")
+let quietWait = o.double("wait-quiet", 90)
+
+print("<!-- kanban-sync-bench \(arguments.dropFirst().joined(separator: " ")) | \(ProcessInfo.processInfo.activeProcessorCount) cores | \(Date()) -->")
+do {
+    await waitQuiet(maxWait: quietWait)
+    switch command {
+    case "http":
+        try await runHTTPBench(rate: o.double("rate", 500), duration: o.double("duration", 10),
+                               closedDuration: o.double("closed-duration", 5), clientCounts: o.ints("clients", [8, 32]))
+    case "events":
+        try await runEventsBench(counts: o.ints("counts", [1, 10, 100]), rate: o.double("rate", 100), duration: o.double("duration", 5))
+    case "e2e":
+        try await runE2EBench(rates: o.doubles("rates", [100, 1000]), duration: o.double("duration", 10))
+    case "fanout":
+        try await runFanoutBench(subs: o.int("subs", 50), writers: o.int("writers", 4), windows: o.ints("windows", [2, 8]),
+                                 duration: o.double("duration", 10), kanban: kanbanPath)
+    case "converge":
+        try await runConvergeBench(queued: o.int("queued", 10_000))
+    case "wire":
+        try await runWireBench(ops: o.int("ops", 2000))
+    case "zlibmem":
+        try runZlibMemBench(count: o.int("count", 2000))
+    case "idle":
+        guard let kanbanPath else { throw BenchError("idle needs --kanban PATH (a release `kanban` binary)") }
+        let modes = (o.string("modes") ?? "on,off").split(separator: ",").map { $0 == "on" }
+        try await runIdleBench(kanban: kanbanPath, connections: o.int("connections", 2000), deflateModes: modes)
+    case "all":
+        try await runHTTPBench(rate: 500, duration: 10, closedDuration: 5, clientCounts: [8, 32])
+        await waitQuiet(maxWait: quietWait)
+        try await runEventsBench(counts: [1, 10, 100], rate: 100, duration: 5)
+        await waitQuiet(maxWait: quietWait)
+        try await runE2EBench(rates: [100, 1000], duration: 10)
+        await waitQuiet(maxWait: quietWait)
+        try await runFanoutBench(subs: 50, writers: 4, windows: [2, 8], duration: 10, kanban: nil)
+        await waitQuiet(maxWait: quietWait)
+        if let kanbanPath { try await runFanoutBench(subs: 50, writers: 4, windows: [2, 8], duration: 10, kanban: kanbanPath) }
+        await waitQuiet(maxWait: quietWait)
+        try await runConvergeBench(queued: 10_000)
+        try await runWireBench(ops: 2000)
+        await waitQuiet(maxWait: quietWait)
+        if let kanbanPath { try await runIdleBench(kanban: kanbanPath, connections: 2000, deflateModes: [true, false]) }
+    default:
+        print(usage)
+        exit(2)
+    }
+} catch {
+    FileHandle.standardError.write(Data("kanban-sync-bench: \(error)\n".utf8))
+    removeTempDirs()
+    exit(1)
+}
+removeTempDirs()
+exit(0)

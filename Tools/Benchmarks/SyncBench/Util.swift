@@ -1,0 +1,296 @@
+import Foundation
+import Glibc
+import Dispatch
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+// MARK: - Time and statistics
+
+@inline(__always) func nowNs() -> UInt64 {
+    DispatchTime.now().uptimeNanoseconds
+}
+
+struct LatencySummary {
+    var count: Int
+    var p50: Double
+    var p90: Double
+    var p99: Double
+    var p999: Double
+    var max: Double
+    var mean: Double
+
+    /// Latencies in nanoseconds; the summary is in milliseconds.
+    init(_ samples: [UInt64]) {
+        let s = samples.sorted()
+        count = s.count
+        func q(_ f: Double) -> Double {
+            guard !s.isEmpty else { return .nan }
+            let i = Swift.min(s.count - 1, Swift.max(0, Int((f * Double(s.count - 1)).rounded())))
+            return Double(s[i]) / 1e6
+        }
+        p50 = q(0.5); p90 = q(0.9); p99 = q(0.99); p999 = q(0.999)
+        max = s.last.map { Double($0) / 1e6 } ?? .nan
+        mean = s.isEmpty ? .nan : Double(s.reduce(0, +)) / Double(s.count) / 1e6
+    }
+}
+
+func ms(_ v: Double) -> String { v.isNaN ? "-" : String(format: v < 10 ? "%.3f" : "%.1f", v) }
+func num(_ v: Double) -> String {
+    if v.isNaN { return "-" }
+    return v >= 100 ? String(format: "%.0f", v) : String(format: "%.1f", v)
+}
+
+/// Collects latency samples from many tasks.
+final class SampleSink: Sendable {
+    private let samples = Mutex<[UInt64]>([])
+    func add(_ ns: UInt64) { samples.withLock { $0.append(ns) } }
+    func add(contentsOf ns: [UInt64]) { samples.withLock { $0.append(contentsOf: ns) } }
+    var all: [UInt64] { samples.withLock { $0 } }
+    func reset() { samples.withLock { $0.removeAll(keepingCapacity: true) } }
+}
+
+final class Counter: Sendable {
+    private let value = Atomic<Int>(0)
+    func add(_ n: Int = 1) { value.wrappingAdd(n, ordering: .relaxed) }
+    var load: Int { value.load(ordering: .relaxed) }
+}
+
+// MARK: - CPU and memory probes (from /proc)
+
+let clockTicks = Double(sysconf(Int32(_SC_CLK_TCK)))
+
+/// utime+stime of a process, in seconds.
+func processCPUSeconds(_ pid: Int32 = getpid()) -> Double? {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = text.lastIndex(of: ")") else { return nil }
+    let fields = text[text.index(after: close)...].split(separator: " ")
+    guard fields.count > 13, let u = Double(fields[11]), let s = Double(fields[12]) else { return nil }
+    return (u + s) / clockTicks
+}
+
+/// (busy, total) CPU seconds of the whole machine, summed over cores.
+func machineCPUSeconds() -> (busy: Double, total: Double) {
+    guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+          let line = text.split(separator: "\n").first else { return (0, 0) }
+    let v = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+    guard v.count >= 5 else { return (0, 0) }
+    let idle = v[3] + v[4]
+    let total = v.prefix(8).reduce(0, +)
+    return ((total - idle) / clockTicks, total / clockTicks)
+}
+
+func rssKiB(_ pid: Int32 = getpid()) -> Int? {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+    for line in text.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        return Int(line.split(separator: " ", omittingEmptySubsequences: true)[1])
+    }
+    return nil
+}
+
+/// CPU use over a window, in % of ONE core (200 % = both cores of this machine).
+struct CPUWindow {
+    let t0 = nowNs()
+    let self0 = processCPUSeconds() ?? 0
+    let other: Int32?
+    let other0: Double
+    let machine0 = machineCPUSeconds()
+
+    init(otherPID: Int32? = nil) {
+        other = otherPID
+        other0 = otherPID.flatMap { processCPUSeconds($0) } ?? 0
+    }
+
+    struct Result {
+        var bench: Double
+        var other: Double?
+        var machine: Double
+        var description: String {
+            var s = "bench process \(num(bench))%"
+            if let other { s += ", server process \(num(other))%" }
+            return s + ", whole machine \(num(machine))% (of one core; 2 cores = 200%)"
+        }
+        /// CPU of processes that are not part of this benchmark (noise).
+        var others: Double { Swift.max(0, machine - bench - (other ?? 0)) }
+        var short: String {
+            (other.map { "srv \(num($0)) / " } ?? "") + "bench \(num(bench)) / others \(num(others))"
+        }
+    }
+
+    func stop() -> Result {
+        let dt = Double(nowNs() - t0) / 1e9
+        let s = ((processCPUSeconds() ?? 0) - self0) / dt * 100
+        let o = other.map { (((processCPUSeconds($0) ?? 0) - other0) / dt) * 100 }
+        let m1 = machineCPUSeconds()
+        let m = (m1.busy - machine0.busy) / dt * 100
+        return Result(bench: s, other: o, machine: m)
+    }
+}
+
+// MARK: - Output
+
+func printTable(_ title: String, _ headers: [String], _ rows: [[String]]) {
+    print("\n### \(title)\n")
+    print("| " + headers.joined(separator: " | ") + " |")
+    print("|" + headers.map { _ in "---" }.joined(separator: "|") + "|")
+    for row in rows { print("| " + row.joined(separator: " | ") + " |") }
+    fflush(nil)
+}
+
+func note(_ text: String) {
+    FileHandle.standardError.write(Data("[bench] \(text)\n".utf8))
+}
+
+// MARK: - Servers in this process
+
+/// Runs a Hummingbird application in a ServiceGroup until `stop()` (as the sync tests do).
+final class RunningServer: Sendable {
+    let port: Int
+    private let group: ServiceGroup
+    private let task: Task<Void, any Error>
+
+    private init(port: Int, group: ServiceGroup, task: Task<Void, any Error>) {
+        self.port = port
+        self.group = group
+        self.task = task
+    }
+
+    static func start<App: ApplicationProtocol>(
+        _ build: (@escaping @Sendable (Int) async -> Void) -> App
+    ) async throws -> RunningServer {
+        let (ports, continuation) = AsyncStream<Int>.makeStream()
+        let app = build { port in continuation.yield(port) }
+        let group = ServiceGroup(configuration: .init(services: [app], logger: quietLogger("bench")))
+        let task = Task { try await group.run() }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw BenchError("server did not start") }
+        return RunningServer(port: port, group: group, task: task)
+    }
+
+    func stop() async {
+        await group.triggerGracefulShutdown()
+        _ = try? await task.value
+    }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+func quietLogger(_ label: String) -> Logger {
+    var logger = Logger(label: label)
+    logger.logLevel = .critical
+    return logger
+}
+
+let tempDirs = Mutex<[URL]>([])
+
+func makeTempDir(_ name: String) throws -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-bench-\(name)-\(UUID().uuidString.prefix(8))")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    tempDirs.withLock { $0.append(url) }
+    return url
+}
+
+/// Removes every directory made by `makeTempDir` (databases of the in-process servers).
+func removeTempDirs() {
+    for url in tempDirs.withLock({ $0 }) { try? FileManager.default.removeItem(at: url) }
+}
+
+/// Polls until `condition` holds; throws after `timeout`.
+func waitUntil(_ what: String, timeout: Duration = .seconds(60), every: Duration = .milliseconds(2),
+               _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: every)
+    }
+    throw BenchError("timed out after \(timeout) waiting for \(what)")
+}
+
+// MARK: - Async semaphore
+
+final class AsyncSemaphore: Sendable {
+    private struct State {
+        var permits: Int
+        var waiters: [CheckedContinuation<Void, Never>] = []
+        var open = false
+    }
+    private let state: Mutex<State>
+
+    init(_ permits: Int) { state = Mutex(State(permits: permits)) }
+
+    func wait() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in
+                if s.open { return true }
+                if s.permits > 0 { s.permits -= 1; return true }
+                s.waiters.append(c)
+                return false
+            }
+            if now { c.resume() }
+        }
+    }
+
+    func signal() {
+        let w = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            if !s.waiters.isEmpty { return s.waiters.removeFirst() }
+            s.permits += 1
+            return nil
+        }
+        w?.resume()
+    }
+
+    /// Lets every current and future waiter through (used to end a run).
+    func openAll() {
+        let ws = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.open = true
+            defer { s.waiters = [] }
+            return s.waiters
+        }
+        for w in ws { w.resume() }
+    }
+}
+
+// MARK: - Text helpers for cheap parsing of the JSON we receive
+
+/// All integers that follow `prefix` in `text` (e.g. `"title":"t` → the task number).
+func integers(after prefix: String, in text: String) -> [Int] {
+    var out: [Int] = []
+    let bytes = Array(text.utf8)
+    let p = Array(prefix.utf8)
+    guard bytes.count >= p.count else { return out }
+    var i = 0
+    let last = bytes.count - p.count
+    while i <= last {
+        if bytes[i] == p[0] {
+            var k = 1
+            while k < p.count && bytes[i + k] == p[k] { k += 1 }
+            if k == p.count {
+                var j = i + p.count, v = 0, digits = 0
+                while j < bytes.count, bytes[j] >= 48, bytes[j] <= 57 { v = v * 10 + Int(bytes[j] - 48); j += 1; digits += 1 }
+                if digits > 0 { out.append(v) }
+                i = j
+                continue
+            }
+        }
+        i += 1
+    }
+    return out
+}
+
+/// Waits (up to `maxWait` s) until processes other than this one use less than `pct` % of a core.
+func waitQuiet(maxWait: Double, pct: Double = 15) async {
+    guard maxWait > 0 else { return }
+    let t0 = nowNs()
+    var others = 0.0
+    while Double(nowNs() - t0) / 1e9 < maxWait {
+        let w = CPUWindow()
+        try? await Task.sleep(for: .seconds(1))
+        others = w.stop().others
+        if others < pct { return }
+    }
+    note("machine still busy: other processes use \(num(others))% of a core")
+}
