@@ -91,7 +91,7 @@ let package = Package(
         .executableTarget(
             name: "KanbanCLI",
             dependencies: [
-                "KanbanModel", "KanbanStore", "KanbanAgent", "KanbanRelay", "KanbanSimulation",
+                "KanbanModel", "KanbanStore", "KanbanProtocol", "KanbanAgent", "KanbanRelay", "KanbanSimulation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "WSClient", package: "swift-websocket"),

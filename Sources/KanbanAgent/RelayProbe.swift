@@ -85,7 +85,10 @@ public enum RelayProbe {
     }
 
     /// Sends a WebSocket upgrade request (ws:// only) and reads the answer's head.
-    public static func upgrade(_ target: Target, token: String?, timeout: Double = 3) -> Result<UpgradeAnswer, LinkProblem> {
+    /// With `asUpgrade: false` the same request goes without the upgrade headers: servers built
+    /// on hummingbird-websocket answer every refused upgrade with an empty 400, and the plain
+    /// request is how to learn why (401 with a reason, 404 for a wrong path).
+    public static func upgrade(_ target: Target, token: String?, asUpgrade: Bool = true, timeout: Double = 3) -> Result<UpgradeAnswer, LinkProblem> {
         if target.scheme == "wss" {
             return .failure(LinkProblem(code: "tls_not_probed", message: "The upgrade step speaks plain TCP; wss:// is checked by the protocol step only.",
                                         fix: "Run the doctor against the relay's ws:// address behind the TLS proxy to see the raw answer."))
@@ -94,9 +97,14 @@ public enum RelayProbe {
         case .failure(let problem): return .failure(problem)
         case .success(let fd):
             defer { close(fd) }
-            var request = "GET \(target.path) HTTP/1.1\r\nHost: \(target.host):\(target.port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            request += "Sec-WebSocket-Key: a2FuYmFuLWRvY3Rvci1rZXk=\r\nSec-WebSocket-Version: 13\r\n"
-            request += "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+            var request = "GET \(target.path) HTTP/1.1\r\nHost: \(target.host):\(target.port)\r\n"
+            if asUpgrade {
+                request += "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                request += "Sec-WebSocket-Key: a2FuYmFuLWRvY3Rvci1rZXk=\r\nSec-WebSocket-Version: 13\r\n"
+                request += "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+            } else {
+                request += "Connection: close\r\n"
+            }
             if let token { request += "Authorization: Bearer \(token)\r\n" }
             request += "\r\n"
             let bytes = Array(request.utf8)

@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import KanbanModel
 import KanbanProtocol
+import NIOWebSocket
 import KanbanStore
 public import Logging
 public import ServiceLifecycle
@@ -97,29 +98,43 @@ public struct SyncClient: Service {
                 let session = SyncSession(agent: agent, configuration: configuration, logger: logger, welcomed: welcomed)
                 try await session.run(inbound: inbound, outbound: outbound)
             }
-            let code = closeFrame.map { "\($0.closeCode)" } ?? "none"
+            let problem = LinkProblem.closeCode(closeFrame.map { UInt16(webSocketErrorCode: $0.closeCode) } ?? 1006)
             return Outcome(welcomed: welcomed.welcomed.load(ordering: .relaxed),
-                           failure: .init(at: Date(), errorClass: "closed", message: "relay closed the link (code \(code)\(closeFrame?.reason.map { ": " + $0 } ?? ""))"))
+                           failure: .init(at: Date(), errorClass: problem.code,
+                                          message: problem.message + (closeFrame?.reason.map { " (\($0))" } ?? ""), fix: problem.fix))
         } catch {
+            let problem = LinkFailure.classify(error, url: configuration.relayURL, token: configuration.token)
             return Outcome(welcomed: welcomed.welcomed.load(ordering: .relaxed),
-                           failure: .init(at: Date(), errorClass: LinkFailure.classify(error), message: "\(error)"))
+                           failure: .init(at: Date(), errorClass: problem.code, message: problem.message, fix: problem.fix))
         }
     }
 }
 
-/// Coarse classes of link failures, for status and logs.
+/// Maps a link failure to the shared `LinkProblem` classification (also used by `kanban doctor`).
 enum LinkFailure {
-    static func classify(_ error: any Error) -> String {
-        let text = "\(error)".lowercased()
-        if error is WebSocketClientError {
-            return text.contains("upgrade") ? "upgrade_refused" : "websocket_protocol"
+    static func classify(_ error: any Error, url: String, token: String) -> LinkProblem {
+        if let problem = error as? LinkProblem { return problem }
+        if let violation = error as? ProtocolViolation {
+            return violation.code == .versionMismatch ? .versionMismatch
+                : LinkProblem(code: "protocol", message: "The relay sent something this agent does not understand: \(violation.message)",
+                              fix: "Run the same kanban release on both sides.")
         }
-        if text.contains("refused") { return "connection_refused" }
-        if text.contains("timed out") || text.contains("timeout") { return "timeout" }
-        if text.contains("resolve") || text.contains("getaddrinfo") || text.contains("dns") { return "dns" }
-        if text.contains("ssl") || text.contains("tls") { return "tls" }
-        if error is ProtocolViolation { return "protocol" }
-        return "network"
+        if let wsError = error as? WebSocketClientError, wsError == .webSocketUpgradeFailed {
+            // The client library does not say what came back; ask again without Upgrade to learn why.
+            if case .success(let target) = RelayProbe.parse(url),
+               case .success(let answer) = RelayProbe.upgrade(target, token: token, asUpgrade: false, timeout: 2) {
+                return answer.status == 426 ? LinkProblem(code: "upgrade_refused", message: "The relay refused the WebSocket upgrade.",
+                                                          fix: "Run `kanban doctor` for the details.")
+                                            : .upgradeStatus(answer.status, body: answer.body)
+            }
+            return LinkProblem(code: "upgrade_refused", message: "The WebSocket upgrade was refused.", fix: "Run `kanban doctor --relay URL --token T`.")
+        }
+        let text = "\(error)".lowercased()
+        if text.contains("refused") { return .refused }
+        if text.contains("timed out") || text.contains("timeout") { return .timeout }
+        if text.contains("resolve") || text.contains("getaddrinfo") || text.contains("dns") { return .dns }
+        if text.contains("ssl") || text.contains("tls") || text.contains("certificate") { return .tls }
+        return LinkProblem(code: "network", message: "The connection failed: \(error)", fix: "Run `kanban doctor` to walk the checks.")
     }
 }
 

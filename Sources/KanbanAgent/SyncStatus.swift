@@ -15,8 +15,11 @@ public struct SyncStatus: Sendable, Codable, Equatable {
     /// One connection attempt that failed or ended.
     public struct Attempt: Sendable, Codable, Equatable {
         public var at: Date
+        /// A `LinkProblem` code, shared with `kanban doctor`.
         public var errorClass: String
         public var message: String
+        /// What to do about it.
+        public var fix: String?
     }
 
     public var state: State

@@ -1,0 +1,197 @@
+import ArgumentParser
+import Foundation
+import HTTPTypes
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import KanbanAgent
+import KanbanModel
+import KanbanProtocol
+import Logging
+import Synchronization
+import WSClient
+
+/// Walks the connectivity checklist from the seeds: URL, DNS, TCP, the HTTP upgrade, compression,
+/// token, protocol version, round trip, clock skew, and the local agent.
+struct DoctorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "doctor",
+        abstract: "Check the link to a relay step by step and say what is wrong and how to fix it.",
+        discussion: "Exit code 0 only when every check passes.")
+
+    @Option(help: ArgumentHelp("Relay URL (default $KANBAN_RELAY).", valueName: "URL")) var relay: String?
+    @Option(help: ArgumentHelp("Relay token (default $KANBAN_TOKEN).", valueName: "TOKEN")) var token: String?
+    @Option(name: .customLong("agent"), help: ArgumentHelp("Local agent to check (default $KANBAN_AGENT or http://127.0.0.1:7420).", valueName: "URL"))
+    var agentURL: String?
+    @Flag(help: "Print the findings as JSON.") var json = false
+
+    struct Finding: Codable {
+        let step: String
+        let status: String  // pass, fail, skip
+        let detail: String
+        let problem: LinkProblem?
+    }
+
+    func run() async throws {
+        var findings: [Finding] = []
+        func add(_ step: String, _ status: String, _ detail: String, _ problem: LinkProblem? = nil) {
+            findings.append(Finding(step: step, status: status, detail: detail, problem: problem))
+        }
+        let env = ProcessInfo.processInfo.environment
+        let relayURL = relay ?? env["KANBAN_RELAY"]
+        let token = self.token ?? env["KANBAN_TOKEN"]
+        if let relayURL {
+            await checkRelay(relayURL, token: token, add: add)
+        } else {
+            add("config", "skip", "no relay configured (--relay or KANBAN_RELAY); the agent works alone")
+        }
+        await checkAgent(agentURL ?? env["KANBAN_AGENT"] ?? "http://127.0.0.1:7420", add: add)
+
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(findings), as: UTF8.self))
+        } else {
+            for f in findings {
+                let mark = f.status == "pass" ? "✔" : f.status == "skip" ? "–" : "✘"
+                print("\(mark) \(f.step.padding(toLength: 10, withPad: " ", startingAt: 0)) \(f.detail)")
+                if let p = f.problem, f.status == "fail" {
+                    print("    cause: \(p.message)")
+                    print("    fix:   \(p.fix)")
+                }
+            }
+        }
+        if findings.contains(where: { $0.status == "fail" }) { throw ExitCode(1) }
+    }
+
+    func checkRelay(_ url: String, token: String?, add: (String, String, String, LinkProblem?) -> Void) async {
+        let target: RelayProbe.Target
+        switch RelayProbe.parse(url) {
+        case .failure(let problem): add("config", "fail", url, problem); return
+        case .success(let t):
+            target = t
+            add("config", "pass", "\(t.scheme)://\(t.host):\(t.port)\(t.path)" + (t.path == "/sync" ? "" : " (the relay serves /sync)"), nil)
+        }
+        switch RelayProbe.resolve(target.host) {
+        case .failure(let problem): add("dns", "fail", target.host, problem); return
+        case .success(let addresses): add("dns", "pass", "\(target.host) → \(addresses.joined(separator: ", "))", nil)
+        }
+        switch RelayProbe.connect(host: target.host, port: target.port) {
+        case .failure(let problem): add("tcp", "fail", "\(target.host):\(target.port)", problem); return
+        case .success(let fd): close(fd); add("tcp", "pass", "connected to \(target.host):\(target.port)", nil)
+        }
+        switch RelayProbe.upgrade(target, token: token) {
+        case .failure(let problem) where problem.code == "tls_not_probed":
+            add("upgrade", "skip", problem.message, nil)
+        case .failure(let problem):
+            add("upgrade", "fail", "no HTTP answer to the upgrade", problem); return
+        case .success(let answer):
+            if answer.status == 101 {
+                add("upgrade", "pass", "101 Switching Protocols", nil)
+                add("deflate", answer.deflate ? "pass" : "fail", answer.deflate ? "permessage-deflate negotiated" : "no permessage-deflate in the answer",
+                    answer.deflate ? nil : LinkProblem(code: "no_deflate", message: "The server did not accept permessage-deflate.",
+                                                      fix: "A proxy may strip Sec-WebSocket-Extensions; pass it through."))
+                add("token", token == nil ? "skip" : "pass", token == nil ? "no token given" : "accepted", nil)
+            } else {
+                var answer = answer
+                if answer.status == 400, case .success(let plain) = RelayProbe.upgrade(target, token: token, asUpgrade: false),
+                   [401, 404].contains(plain.status) {
+                    // The refused upgrade said nothing; the same request without Upgrade says why.
+                    answer = plain
+                }
+                let problem = LinkProblem.upgradeStatus(answer.status, body: answer.body)
+                if answer.status == 401 {
+                    add("upgrade", "pass", "the relay refused the upgrade before switching protocols (HTTP 401 for the same request without Upgrade)", nil)
+                    add("token", "fail", token == nil ? "no token sent" : "refused", problem)
+                } else {
+                    add("upgrade", "fail", "HTTP \(answer.status) instead of 101" + (answer.headers["server"].map { " (server: \($0))" } ?? ""), problem)
+                }
+                return
+            }
+        }
+        await checkProtocol(url, token: token, add: add)
+    }
+
+    /// hello → welcome, then an application ping for round trip and clock skew.
+    func checkProtocol(_ url: String, token: String?, add: (String, String, String, LinkProblem?) -> Void) async {
+        final class Result: Sendable { let value = Mutex<(SyncMessage.Welcome?, Double?, Int64?, String?)>((nil, nil, nil, nil)) }
+        let result = Result()
+        var logger = Logger(label: "kanban.doctor")
+        logger.logLevel = .critical
+        var fields = HTTPFields()
+        if let token { fields[.authorization] = "Bearer \(token)" }
+        let headers = fields
+        let quiet = logger
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    try await WebSocketClient.connect(url: url, configuration: .init(maxFrameSize: ProtocolLimits.maxRelayMessageBytes,
+                                                                                   additionalHeaders: headers), logger: quiet) { inbound, outbound, _ in
+                        let hello = SyncMessage.hello(.init(replica: ReplicaID("doctor")!, cursors: [:], client: "kanban-doctor"))
+                        try await outbound.write(.text(hello.text))
+                        var sent: Int64 = 0
+                        for try await message in inbound.messages(maxSize: ProtocolLimits.maxRelayMessageBytes) {
+                            guard case .text(let text) = message,
+                                  let decoded = try? SyncMessage.decode(Data(text.utf8), limit: ProtocolLimits.maxRelayMessageBytes) else { continue }
+                            switch decoded {
+                            case .welcome(let welcome):
+                                result.value.withLock { $0.0 = welcome }
+                                sent = Int64(Date().timeIntervalSince1970 * 1000)
+                                try await outbound.write(.text(SyncMessage.ping(.init(t: sent)).text))
+                            case .pong(let pong):
+                                let now = Int64(Date().timeIntervalSince1970 * 1000)
+                                let rtt = Double(now - pong.t)
+                                result.value.withLock { $0.1 = rtt; $0.2 = pong.serverTime - (pong.t + Int64(rtt / 2)) }
+                                return
+                            case .error(let error):
+                                result.value.withLock { $0.3 = "\(error.code): \(error.message)" }
+                                return
+                            default: continue
+                            }
+                        }
+                    }
+                }
+                group.addTask {
+                    try await Task.sleep(for: .seconds(5))
+                    throw LinkProblem.timeout
+                }
+                try await group.next()
+                group.cancelAll()
+            }
+        } catch {
+            add("protocol", "fail", "\(error)", error as? LinkProblem ?? .timeout)
+            return
+        }
+        let (welcome, rtt, skew, refusal) = result.value.withLock { $0 }
+        guard let welcome else {
+            add("protocol", "fail", refusal ?? "no welcome from the relay", refusal?.contains("version") == true ? .versionMismatch : nil)
+            return
+        }
+        add("protocol", welcome.protocol == SyncMessage.protocolVersion ? "pass" : "fail",
+            "protocol \(welcome.protocol), team \(welcome.team), \(welcome.boards.count) boards, \(welcome.writable ? "read-write" : "read-only")",
+            welcome.protocol == SyncMessage.protocolVersion ? nil : .versionMismatch)
+        if let rtt { add("rtt", "pass", String(format: "%.1f ms round trip", rtt), nil) }
+        if let skew {
+            let ok = abs(skew) < 2_000
+            add("clock", ok ? "pass" : "fail", "relay clock is \(skew) ms \(skew >= 0 ? "ahead" : "behind")",
+                ok ? nil : LinkProblem(code: "clock_skew", message: "This machine's clock differs from the relay's by more than 2 s.",
+                                       fix: "Enable NTP (timedatectl set-ntp true). Sync stays correct, but \"last writer\" follows clocks."))
+        }
+    }
+
+    func checkAgent(_ base: String, add: (String, String, String, LinkProblem?) -> Void) async {
+        guard let url = URL(string: base + "/health/websocket") else { add("agent", "fail", "bad agent URL \(base)", nil); return }
+        do {
+            let (data, _) = try await URLSession.shared.data(from: url)
+            let status = try JSONDecoder().decode(SyncStatus.self, from: data)
+            var detail = "\(base): link \(status.state.rawValue), \(status.queuedOperations) queued"
+            if let error = status.lastError { detail += ", last error: \(error)" }
+            add("agent", status.state == .connected || status.state == .disabled ? "pass" : "fail", detail,
+                status.state == .connected || status.state == .disabled ? nil
+                    : LinkProblem(code: "agent_not_synced", message: "The agent is not connected to its relay.",
+                                  fix: "See the relay checks above and the agent's troubleshooting panel."))
+        } catch {
+            add("agent", "skip", "no agent answered at \(base) (start one with `kanban agent`)", nil)
+        }
+    }
+}

@@ -1,0 +1,81 @@
+import Foundation
+import Testing
+
+/// `kanban doctor` against real broken setups, read through `--json`.
+@Suite(.serialized)
+struct DoctorTests {
+    struct Finding: Decodable {
+        let step: String
+        let status: String
+        let problem: Problem?
+        struct Problem: Decodable { let code: String; let message: String; let fix: String }
+    }
+
+    func doctor(_ args: [String]) async throws -> (Int32, [Finding]) {
+        let (status, out) = try await CLITests().run(["doctor", "--json", "--agent", "http://127.0.0.1:9"] + args)
+        let json = out.drop { $0 != "[" }
+        let findings = try JSONDecoder().decode([Finding].self, from: Data(json.utf8))
+        return (status, findings)
+    }
+
+    func failure(_ findings: [Finding]) -> (step: String, code: String)? {
+        findings.first { $0.status == "fail" }.map { ($0.step, $0.problem?.code ?? "") }
+    }
+
+    @Test func eachBrokenSetupIsNamed() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-doctor-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let (_, tokenOut) = try await CLITests().run(["relay", "token", "create", "--data", root, "--team", "t"])
+        let token = tokenOut.trimmingCharacters(in: .whitespacesAndNewlines)
+        let relay = try ProcessSyncTests.Child(["relay", "--port", "0", "--data", root])
+        defer { relay.kill() }
+        let port = try await relay.port(after: "listening on ws://")
+        let agent = try ProcessSyncTests.Child(["agent", "--port", "0", "--data", root + "/agent"])
+        defer { agent.kill() }
+        let agentPort = try await agent.port(after: "Board:")
+
+        // All good.
+        var (status, findings) = try await doctor(["--relay", "ws://127.0.0.1:\(port)/sync", "--token", token])
+        #expect(status == 0, "\(findings.map { "\($0.step)=\($0.status)" })")
+        #expect(Set(findings.filter { $0.status == "pass" }.map(\.step)).isSuperset(of: ["dns", "tcp", "upgrade", "deflate", "token", "protocol", "rtt", "clock"]))
+
+        // Nothing listening.
+        (status, findings) = try await doctor(["--relay", "ws://127.0.0.1:9/sync", "--token", token])
+        #expect(status != 0)
+        #expect(failure(findings)?.step == "tcp" && failure(findings)?.code == "connection_refused")
+
+        // A plain HTTP server that is not the relay (the agent's port).
+        (status, findings) = try await doctor(["--relay", "ws://127.0.0.1:\(agentPort)/sync", "--token", token])
+        #expect(status != 0)
+        #expect(failure(findings)?.step == "upgrade" && failure(findings)?.code == "http_404")
+
+        // A bad token, and no token.
+        (status, findings) = try await doctor(["--relay", "ws://127.0.0.1:\(port)/sync", "--token", "kb1.bad.token"])
+        #expect(failure(findings)?.step == "token" && failure(findings)?.code == "token_invalid")
+        (status, findings) = try await doctor(["--relay", "ws://127.0.0.1:\(port)/sync"])
+        #expect(failure(findings)?.step == "token" && failure(findings)?.code == "token_missing")
+
+        // A proxy that drops Upgrade/Connection.
+        let proxy = Process()
+        proxy.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../Tools/diagnostics/strip_upgrade_proxy.py").standardized.path
+        proxy.arguments = ["python3", script, "0", String(port)]
+        let pipe = Pipe()
+        proxy.standardOutput = pipe
+        try proxy.run()
+        defer { proxy.terminate() }
+        var line = ""
+        while !line.contains("\n") {
+            let chunk = pipe.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            line += String(decoding: chunk, as: UTF8.self)
+        }
+        let proxyPort = try #require(Int(line.split(whereSeparator: \.isWhitespace).last ?? ""), "proxy said: \(line)")
+        (status, findings) = try await doctor(["--relay", "ws://127.0.0.1:\(proxyPort)/sync", "--token", token])
+        #expect(status != 0)
+        #expect(failure(findings)?.step == "upgrade" && failure(findings)?.code == "http_426",
+                "\(findings.map { "\($0.step)=\($0.status) \($0.problem?.code ?? "")" })")
+        #expect(findings.first { $0.status == "fail" }?.problem?.fix.contains("proxy_set_header Upgrade") == true)
+    }
+}
