@@ -1,7 +1,8 @@
 import GRDB
 import KanbanModel
 
-/// Reading and writing the materialized entity rows. Each register is three columns:
+/// Reading and writing the materialized entity rows (upserts update rows in place, so the
+/// by-ID indexes are not rewritten on every change). Each register is three columns:
 /// value, HLC stamp and operation ID.
 extension ReplicaStore {
     static func save(_ entity: EntityRef, of state: BoardState, in db: Database) throws {
@@ -10,23 +11,35 @@ extension ReplicaStore {
         case .board:
             let b = state.board
             try db.cachedStatement(sql: """
-                INSERT OR REPLACE INTO boards (id, created, title, title_hlc, title_op) VALUES (?, ?, ?, ?, ?)
+                INSERT INTO boards (id, created, title, title_hlc, title_op) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (id) DO UPDATE SET created = excluded.created, title = excluded.title,
+                  title_hlc = excluded.title_hlc, title_op = excluded.title_op
                 """).execute(arguments: StatementArguments([board, b.created] as [(any DatabaseValueConvertible)?] + reg(b.title) { $0 }))
         case .column(let id):
             guard let c = state.columns[id] else { return }
             try db.cachedStatement(sql: """
-                INSERT OR REPLACE INTO board_columns (board_id, id, created, title, title_hlc, title_op,
+                INSERT INTO board_columns (board_id, id, created, title, title_hlc, title_op,
                   position, position_hlc, position_op, deleted, deleted_hlc, deleted_op)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (board_id, id) DO UPDATE SET created = excluded.created,
+                  title = excluded.title, title_hlc = excluded.title_hlc, title_op = excluded.title_op,
+                  position = excluded.position, position_hlc = excluded.position_hlc, position_op = excluded.position_op,
+                  deleted = excluded.deleted, deleted_hlc = excluded.deleted_hlc, deleted_op = excluded.deleted_op
                 """).execute(arguments: StatementArguments([board, id.rawValue, c.created] as [(any DatabaseValueConvertible)?]
                     + reg(c.title) { $0 } + reg(c.position) { $0.rawValue } + reg(c.deleted) { $0 }))
         case .task(let id):
             guard let t = state.tasks[id] else { return }
             try db.cachedStatement(sql: """
-                INSERT OR REPLACE INTO tasks (board_id, id, created, title, title_hlc, title_op,
+                INSERT INTO tasks (board_id, id, created, title, title_hlc, title_op,
                   description, description_hlc, description_op, column_id, position, place_hlc, place_op,
                   deleted, deleted_hlc, deleted_op)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (board_id, id) DO UPDATE SET created = excluded.created,
+                  title = excluded.title, title_hlc = excluded.title_hlc, title_op = excluded.title_op,
+                  description = excluded.description, description_hlc = excluded.description_hlc,
+                  description_op = excluded.description_op, column_id = excluded.column_id, position = excluded.position,
+                  place_hlc = excluded.place_hlc, place_op = excluded.place_op,
+                  deleted = excluded.deleted, deleted_hlc = excluded.deleted_hlc, deleted_op = excluded.deleted_op
                 """).execute(arguments: StatementArguments([board, id.rawValue, t.created] as [(any DatabaseValueConvertible)?]
                     + reg(t.title) { $0 } + reg(t.description) { $0 }
                     + [t.place?.value.column.rawValue, t.place?.value.position.rawValue,
