@@ -1,5 +1,6 @@
 public import KanbanModel
 public import KanbanStore
+import CoreMetrics
 import HTTPTypes
 
 /// The edits front-ends ask for. Each validates against the current state, then authors one
@@ -168,7 +169,12 @@ extension Agent {
 
     func author(_ board: EntityID, restores: OperationID? = nil,
                 _ build: (BoardState) throws -> BoardOperation.Action) throws -> AppliedChange {
-        try store.author(board: board, restores: restores, build)
+        let start = ContinuousClock.now
+        defer {
+            let elapsed = (ContinuousClock.now - start).components
+            metrics.commitLatency.recordNanoseconds(elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
+        }
+        return try store.author(board: board, restores: restores, build)
     }
 
     func boardOf(task: EntityID) throws -> EntityID {

@@ -1,5 +1,6 @@
 public import KanbanModel
 public import KanbanStore
+import CoreMetrics
 import Synchronization
 
 /// The local agent's core: the replica store, the local event hub and the sync status.
@@ -13,14 +14,18 @@ public final class Agent: Sendable {
     /// Fired after every commit of a local operation; the sync session pushes on it.
     let localChange = Signal()
     let presence = LocalPresence()
+    public let metrics = AgentMetrics()
 
     public init(store: ReplicaStore, configuration: AgentConfiguration = .init()) {
         self.store = store
         self.configuration = configuration
         self.hub = EventHub(bufferSize: configuration.maxQueuedEvents)
         self.status = Mutex(SyncStatus(state: .disabled))
-        store.addChangeListener { [hub, localChange] changes in
+        store.addChangeListener { [hub, localChange, metrics] changes in
             hub.publish(changes)
+            let local = changes.count { $0.local }
+            metrics.opsAuthored.increment(by: local)
+            metrics.opsReceived.increment(by: changes.count - local)
             if changes.contains(where: \.local) { localChange.fire() }
         }
     }

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -69,6 +70,12 @@ struct AgentRoutes {
             try json(Health(status: "ok", replicaId: agent.store.replicaID.rawValue, version: agent.store.version))
         }
         router.get("health/websocket") { _, _ in try json(agent.syncStatus) }
+        router.get("metrics") { _, _ in
+            agent.metrics.queued.record((try? agent.store.outboxCount()) ?? 0)
+            agent.metrics.localClients.record(agent.hub.subscriberCount)
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                            body: .init(byteBuffer: ByteBuffer(string: agent.metrics.render())))
+        }
         api.post("sync/reconnect") { _, _ in
             agent.reconnectNow()
             return try json(agent.syncStatus, status: .accepted)

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import HTTPTypes
 import KanbanModel
@@ -49,7 +50,15 @@ public struct SyncClient: Service {
         try await cancelWhenGracefulShutdown {
             var failures = 0
             while !Task.isCancelled {
+                agent.metrics.linkAttempts.increment()
+                let linkStart = ContinuousClock.now
                 let outcome = await connectOnce()
+                agent.metrics.linkUp.record(0)
+                if outcome.welcomed {
+                    let up = (ContinuousClock.now - linkStart).components
+                    agent.metrics.linkDuration(Double(up.seconds) + Double(up.attoseconds) / 1e18)
+                }
+                agent.metrics.linkFailure(outcome.failure?.errorClass ?? "closed")
                 if Task.isCancelled { break }
                 failures = outcome.welcomed ? 1 : failures + 1
                 let exponent = min(failures - 1, 20)

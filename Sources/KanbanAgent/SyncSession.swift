@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import KanbanModel
 import KanbanProtocol
@@ -74,6 +75,8 @@ struct SyncSession {
                 throw ProtocolViolation(.versionMismatch, "relay speaks protocol \(welcome.protocol), agent \(SyncMessage.protocolVersion)")
             }
             welcomed.welcomed.store(true, ordering: .relaxed)
+            agent.metrics.linkConnects.increment()
+            agent.metrics.linkUp.record(1)
             let skew = welcome.serverTime - Int64(Date().timeIntervalSince1970 * 1000)
             agent.updateSyncStatus { status in
                 status.state = .connected

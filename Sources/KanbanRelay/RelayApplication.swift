@@ -5,11 +5,28 @@ import HummingbirdWebSocket
 import HummingbirdWSCompression
 import KanbanModel
 import KanbanProtocol
+import CoreMetrics
+import Prometheus
 public import Logging
 import NIOCore
 
 /// A relay: storage, token authority and hub.
 public final class Relay: Sendable {
+    let registry = PrometheusCollectorRegistry()
+
+    /// Prometheus text exposition of the relay's gauges and counters.
+    public func metricsText() async -> String {
+        let factory = PrometheusMetricsFactory(registry: registry)
+        let stats = await hub.stats
+        CoreMetrics.Gauge(label: "kanban_relay_connections", factory: factory).record(stats.connections)
+        CoreMetrics.Gauge(label: "kanban_relay_rooms", factory: factory).record(stats.rooms)
+        CoreMetrics.Gauge(label: "kanban_relay_operations_accepted", factory: factory).record(await hub.acceptedOperations)
+        CoreMetrics.Gauge(label: "kanban_relay_digest_mismatches", factory: factory).record(await hub.digestMismatches)
+        CoreMetrics.Gauge(label: "kanban_relay_compactions", factory: factory).record(await hub.compactions)
+        CoreMetrics.Gauge(label: "kanban_relay_log_operations", factory: factory).record((try? storage.operationCount()) ?? 0)
+        return registry.emitToString()
+    }
+
     public let storage: any RelayStorage
     public let hub: RelayHub
     public let tokens: TokenAuthority
@@ -48,6 +65,11 @@ public func buildRelayApplication(
         let mismatches = await relay.hub.digestMismatches
         let count = (try? relay.storage.operationCount()) ?? -1
         return relayJSON(["connections": stats.connections, "rooms": stats.rooms, "logOperations": count, "digestMismatches": mismatches])
+    }
+
+    router.get("metrics") { _, _ in
+        Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                 body: .init(byteBuffer: ByteBuffer(string: await relay.metricsText())))
     }
 
     let wsRouter = Router(context: BasicWebSocketRequestContext.self)

@@ -30,6 +30,7 @@ struct RouteContractTests {
         Route("GET", "/api/events"),
         Route("GET", "/health"),
         Route("GET", "/health/websocket"),
+        Route("GET", "/metrics"),
     ]
 
     /// One planned call of a documented route.
@@ -166,6 +167,7 @@ struct RouteContractTests {
             let calls: [Call] = [
                 Call("GET", "/health", expect: 200),
                 Call("GET", "/health/websocket", expect: 200),
+                Call("GET", "/metrics", expect: 200),
                 Call("GET", "/api/boards", expect: 200),
                 Call("POST", "/api/boards", body: #"{"title": "Another"}"#, expect: 201),
                 Call("GET", "/api/boards/{id}", b, expect: 200),

@@ -213,6 +213,31 @@ struct SyncTests {
         }
     }
 
+    @Test func agentAndRelayExposePrometheusMetrics() async throws {
+        let cluster = try await SyncCluster(agents: 1)
+        defer { Task { await cluster.shutdown() } }
+        try await cluster.connect(0)
+        let a = cluster.agents[0]
+        let board = try a.createBoard(title: "Metrics").id
+        _ = try a.createColumn(board: board, title: "Todo", after: nil)
+        try await eventually("operations reach the relay") { try a.store.outboxCount() == 0 && a.syncStatus.state == .connected }
+        func scrape(_ port: Int) async throws -> String {
+            let (data, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/metrics")!)
+            #expect((response as? HTTPURLResponse)?.value(forHTTPHeaderField: "Content-Type")?.hasPrefix("text/plain") == true)
+            return String(decoding: data, as: UTF8.self)
+        }
+        let agentPort = try #require(cluster.syncServers.withLock { $0[0]?.port })
+        let agentText = try await scrape(agentPort)
+        #expect(agentText.contains("kanban_operations_authored_total 2"), "\(agentText)")
+        #expect(agentText.contains("kanban_link_connects_total 1"))
+        #expect(agentText.contains("kanban_link_up 1"))
+        #expect(agentText.contains("kanban_queued_operations 0"))
+        #expect(agentText.contains("kanban_operation_commit_seconds_count 2"))
+        let relayText = try await scrape(cluster.relayPort.withLock { $0 })
+        #expect(relayText.contains("kanban_relay_connections 1"), "\(relayText)")
+        #expect(relayText.contains("kanban_relay_log_operations 2"))
+    }
+
     @Test func tokensAreEnforced() async throws {
         let cluster = try await SyncCluster(agents: 1)
         defer { Task { await cluster.shutdown() } }
