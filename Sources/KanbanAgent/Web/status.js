@@ -45,6 +45,11 @@ const LABELS = {
   compression: 'Compression',
   cursors: 'Relay cursor by board',
   repairs: 'Repairs after catch-up',
+  // one failed attempt
+  at: 'When',
+  errorClass: 'Problem',
+  message: 'What happened',
+  fix: 'How to fix it',
 };
 
 const ISO_DATE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/;
