@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh machine: installs what the tests need from Debian
-# (SQLite and zlib headers; Chromium for the browser test), then `swift test`.
+# (SQLite and zlib headers, nginx; Chromium for the browser test), then `swift test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in libsqlite3-dev zlib1g-dev; do
+for pkg in libsqlite3-dev zlib1g-dev nginx-light; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -14,7 +14,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 swift build --build-tests
-swift test --skip-build "$@"
+# nginx is started by the tests themselves (foreground, own prefix, loopback port); require it.
+KANBAN_REQUIRE_NGINX=1 swift test --skip-build "$@"
 
 # The web board in headless Chromium against a real agent (installs chromium and Playwright if missing).
 Tools/browser/run.sh

@@ -1,0 +1,76 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Testing
+
+/// Agents syncing through a real nginx (`Tools/nginx/kanban-relay.conf`), and `kanban doctor`
+/// naming the cause behind a broken one. Tools/test.sh installs nginx and sets
+/// KANBAN_REQUIRE_NGINX=1, so in CI a missing nginx fails instead of skipping.
+@Suite(.serialized, .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/sbin/nginx")
+                                  || ProcessInfo.processInfo.environment["KANBAN_REQUIRE_NGINX"] == "1"))
+struct NginxTests {
+    static let nginxDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../../Tools/nginx").standardized
+
+    /// Renders a config and runs nginx in the foreground on a free port; returns (process, port).
+    func startNginx(_ config: String, relayPort: Int, root: String) async throws -> (Process, Int) {
+        #expect(FileManager.default.isExecutableFile(atPath: "/usr/sbin/nginx"), "nginx is not installed (Tools/test.sh installs it)")
+        for _ in 0..<10 {
+            let port = Int.random(in: 30_000..<32_000)
+            let prefix = root + "/nginx-\(port)"
+            try FileManager.default.createDirectory(atPath: prefix + "/tmp", withIntermediateDirectories: true)
+            let template = try String(contentsOf: Self.nginxDirectory.appendingPathComponent(config), encoding: .utf8)
+            let rendered = template.replacingOccurrences(of: "@LISTEN_PORT@", with: String(port))
+                .replacingOccurrences(of: "@RELAY_PORT@", with: String(relayPort)).replacingOccurrences(of: "@PREFIX@", with: prefix)
+            try rendered.write(toFile: prefix + "/nginx.conf", atomically: true, encoding: .utf8)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/sbin/nginx")
+            process.arguments = ["-c", prefix + "/nginx.conf", "-p", prefix, "-g", "daemon off;"]
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            let deadline = ContinuousClock.now + .seconds(5)
+            while process.isRunning && ContinuousClock.now < deadline {
+                if (try? await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/health")!)) != nil { return (process, port) }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            if process.isRunning { process.terminate(); process.waitUntilExit() }
+        }
+        throw TestError("nginx did not start")
+    }
+
+    @Test func agentsSyncThroughNginxAndDoctorNamesABrokenProxy() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-nginx-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let (_, tokenOut) = try await CLITests().run(["relay", "token", "create", "--data", root + "/relay", "--team", "t"])
+        let token = tokenOut.trimmingCharacters(in: .whitespacesAndNewlines)
+        let relay = try ProcessSyncTests.Child(["relay", "--port", "0", "--data", root + "/relay"])
+        defer { relay.kill() }
+        let relayPort = try await relay.port(after: "listening on ws://")
+
+        let (nginx, proxyPort) = try await startNginx("kanban-relay.conf", relayPort: relayPort, root: root)
+        defer { nginx.terminate(); nginx.waitUntilExit() }
+        let url = "ws://127.0.0.1:\(proxyPort)/sync"
+        let a = try ProcessSyncTests.Child(["agent", "--port", "0", "--data", root + "/a", "--relay", url, "--token", token])
+        let b = try ProcessSyncTests.Child(["agent", "--port", "0", "--data", root + "/b", "--relay", url, "--token", token])
+        defer { a.kill(); b.kill() }
+        let (pa, pb) = (try await a.port(after: "Board:"), try await b.port(after: "Board:"))
+        let sync = ProcessSyncTests()
+        let board = try await sync.request("POST", "http://127.0.0.1:\(pa)/api/boards", ["title": "Via nginx"])["id"] as! String
+        let column = try await sync.request("POST", "http://127.0.0.1:\(pa)/api/boards/\(board)/columns", ["title": "Todo"])["id"] as! String
+        _ = try await sync.request("POST", "http://127.0.0.1:\(pa)/api/columns/\(column)/tasks", ["title": "through the proxy"])
+        try await eventually("B sees A's task through nginx") { try await sync.taskTitles(pb, board) == ["through the proxy"] }
+        let health = try await sync.request("GET", "http://127.0.0.1:\(pb)/health/websocket")
+        #expect(health["state"] as? String == "connected")
+
+        // The doctor passes through the good proxy and names the broken one.
+        let (okStatus, _) = try await CLITests().run(["doctor", "--relay", url, "--token", token, "--agent", "http://127.0.0.1:\(pa)"])
+        #expect(okStatus == 0)
+        let (broken, brokenPort) = try await startNginx("broken-no-upgrade.conf", relayPort: relayPort, root: root)
+        defer { broken.terminate(); broken.waitUntilExit() }
+        let (status, out) = try await CLITests().run(["doctor", "--json", "--relay", "ws://127.0.0.1:\(brokenPort)/sync", "--token", token,
+                                                       "--agent", "http://127.0.0.1:9"])
+        #expect(status != 0)
+        #expect(out.contains("\"http_426\"") && out.contains("proxy_set_header Upgrade"), "\(out)")
+    }
+}
