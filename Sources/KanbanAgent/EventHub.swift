@@ -55,6 +55,8 @@ public final class EventHub: Sendable {
     public var subscriberCount: Int { subscribers.withLock { $0.count } }
 
     func publish(_ changes: [AppliedChange]) {
+        // Runs after every commit: with no local client there is nothing to encode.
+        guard subscribers.withLock({ !$0.isEmpty }) else { return }
         let visible = changes.filter(\.changed).map { change in
             Published(change: change, text: String(decoding: (try? apiEncoder.encode(LocalEvent(change))) ?? Data(), as: UTF8.self))
         }

@@ -101,12 +101,16 @@ struct SyncSession {
                     try await outbound.write(.text(SyncMessage.digest(.init(board: batch.board, seq: cursor, digest: digest)).text))
                 }
             }
-            publishCursors()
+            if let last = batch.ops.last {
+                agent.updateSyncStatus(publish: false) { $0.cursors[batch.board.rawValue] = max($0.cursors[batch.board.rawValue] ?? 0, last.seq) }
+            }
         case .ack(let ack):
             var cursors: [EntityID: Int64] = [:]
             for entry in ack.acks { cursors[entry.board] = max(cursors[entry.board] ?? 0, entry.seq) }
             try store.acknowledge(ack.acks.map(\.op), cursors: cursors)
-            publishCursors(publish: true)
+            agent.updateSyncStatus { status in
+                for (board, seq) in cursors { status.cursors[board.rawValue] = max(status.cursors[board.rawValue] ?? 0, seq) }
+            }
         case .snapshot(let snapshot):
             try store.applySnapshot(snapshot.state, seq: snapshot.seq)
             agent.hub.publishResync(board: snapshot.board)
@@ -132,9 +136,4 @@ struct SyncSession {
         }
     }
 
-    /// Records the cursors in the status; `publish` also tells local clients (for the queue count).
-    func publishCursors(publish: Bool = false) {
-        let cursors = (try? store.cursors()) ?? [:]
-        agent.updateSyncStatus(publish: publish) { $0.cursors = Dictionary(uniqueKeysWithValues: cursors.map { ($0.key.rawValue, $0.value) }) }
-    }
 }

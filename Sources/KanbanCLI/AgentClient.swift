@@ -94,6 +94,16 @@ struct AgentClient {
     }
 }
 
+extension BoardDocument.ColumnView {
+    /// A task of this column by ID prefix or exact title.
+    func task(_ selector: String) throws -> BoardDocument.TaskView {
+        guard let task = tasks.first(where: { $0.id.rawValue.hasPrefix(selector.lowercased()) || $0.title == selector }) else {
+            throw ValidationError("no task '\(selector)' in column \(title)")
+        }
+        return task
+    }
+}
+
 extension BoardDocument {
     /// A column by ID prefix or exact (case-insensitive) title.
     func column(_ selector: String) throws -> ColumnView {

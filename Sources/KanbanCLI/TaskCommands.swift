@@ -19,12 +19,7 @@ struct AddCommand: AsyncParsableCommand {
         guard let target = try column.map({ try doc.column($0) }) ?? doc.columns.first else {
             throw ValidationError("board \(doc.title) has no columns yet; add one in the web board")
         }
-        let afterID = try after.map { selector -> String in
-            guard let task = target.tasks.first(where: { $0.id.rawValue.hasPrefix(selector.lowercased()) || $0.title == selector }) else {
-                throw ValidationError("no task '\(selector)' in column \(target.title)")
-            }
-            return task.id.rawValue
-        }
+        let afterID = try after.map { try target.task($0).id.rawValue }
         let task = try await client.send("POST", "/api/columns/\(target.id)/tasks",
                                          body: ["title": title, "description": description, "after": afterID],
                                          as: EntitySnapshot.TaskSnapshot.self)
@@ -43,12 +38,7 @@ struct MoveCommand: AsyncParsableCommand {
         let client = agent.client
         let (doc, found) = try await client.findTask(task)
         let target = try doc.column(column)
-        let afterID = try after.map { selector -> String in
-            guard let t = target.tasks.first(where: { $0.id.rawValue.hasPrefix(selector.lowercased()) || $0.title == selector }) else {
-                throw ValidationError("no task '\(selector)' in column \(target.title)")
-            }
-            return t.id.rawValue
-        }
+        let afterID = try after.map { try target.task($0).id.rawValue }
         _ = try await client.send("POST", "/api/tasks/\(found.id)/move", body: ["columnId": target.id.rawValue, "after": afterID],
                                   as: Ignored.self)
         print("moved \(found.title) → \(target.title)")
