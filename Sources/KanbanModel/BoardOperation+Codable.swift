@@ -273,10 +273,4 @@ extension BoardOperation {
         out.append(0x22)
         return String(decoding: out, as: UTF8.self)
     }
-
-    static let encoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return encoder
-    }()
 }

@@ -60,13 +60,4 @@ extension ReplicaStore {
             return out
         }
     }
-
-    /// Sets a board's cursor exactly (used after a snapshot replaces the board's history).
-    public func setCursor(_ board: EntityID, to seq: Int64) throws {
-        try write { db in
-            try db.execute(sql: """
-                INSERT INTO cursor (board_id, seq) VALUES (?, ?) ON CONFLICT (board_id) DO UPDATE SET seq = excluded.seq
-                """, arguments: [board.rawValue, seq])
-        }
-    }
 }

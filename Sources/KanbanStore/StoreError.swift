@@ -1,5 +1,3 @@
-public import KanbanModel
-
 /// Why a store call failed. `code` is stable; `message` says what to do.
 public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, RawRepresentable, CustomStringConvertible {
@@ -28,13 +26,5 @@ public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
 
     static func corrupt(_ detail: String) -> StoreError {
         StoreError(.corrupt, "the database holds an unreadable value (\(detail)); restore from a backup or re-sync")
-    }
-
-    public static func notFound(_ what: String, _ id: some CustomStringConvertible, field: String? = nil) -> StoreError {
-        StoreError(.notFound, "no \(what) with ID \(id)", field: field)
-    }
-
-    public init(_ error: OperationError) {
-        self.init(.invalid, error.message, field: error.field.isEmpty ? nil : error.field)
     }
 }
