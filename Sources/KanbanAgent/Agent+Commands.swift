@@ -174,7 +174,9 @@ extension Agent {
             let elapsed = (ContinuousClock.now - start).components
             metrics.commitLatency.recordNanoseconds(elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
         }
-        return try store.author(board: board, restores: restores, build)
+        let change = try store.author(board: board, restores: restores, build)
+        CommittedOperations.current?.append(change.operation.id)
+        return change
     }
 
     func boardOf(task: EntityID) throws -> EntityID {

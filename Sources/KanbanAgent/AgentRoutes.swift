@@ -11,7 +11,7 @@ struct AgentRoutes {
 
     func register(on router: Router<BasicRequestContext>) {
         let limit = agent.configuration.maxBodyBytes
-        let api = router.group("api")
+        let api = router.group("api").add(middleware: CommittedOperationsMiddleware())
 
         api.get("boards") { _, _ in try json(try agent.store.boards()) }
         api.post("boards") { request, _ in
@@ -28,6 +28,18 @@ struct AgentRoutes {
             let column = try agent.createColumn(board: try id(context, "id"), title: try body.string("title"),
                                                 after: try body.optionalID("after") ?? nil)
             return try json(column, status: .created)
+        }
+        api.get("boards/:id/digest") { _, context in
+            let board = try id(context, "id")
+            _ = try agent.document(board)
+            let (digest, version) = try agent.store.withState(board) { state, version in (state.digest, version) }
+            return try json(BoardDigest(board: board, digest: digest, version: version,
+                                        operations: try agent.store.operationIDs(board).count))
+        }
+        api.get("boards/:id/operations") { _, context in
+            let board = try id(context, "id")
+            _ = try agent.document(board)
+            return try json(BoardOperations(board: board, operations: try agent.store.operationIDs(board)))
         }
         api.get("boards/:id/conflicts") { _, context in try json(try agent.conflicts(try id(context, "id"))) }
         api.post("boards/:id/conflicts/:op/restore") { _, context in
@@ -80,6 +92,18 @@ struct AgentRoutes {
             agent.reconnectNow()
             return try json(agent.syncStatus, status: .accepted)
         }
+    }
+
+    struct BoardDigest: Encodable {
+        let board: EntityID
+        let digest: String
+        let version: Int64
+        let operations: Int
+    }
+
+    struct BoardOperations: Encodable {
+        let board: EntityID
+        let operations: [String]
     }
 
     struct Health: Encodable {

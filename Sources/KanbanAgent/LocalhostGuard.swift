@@ -99,7 +99,7 @@ struct LocalhostGuardMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 
     static func corsHeaders(_ origin: String) -> HTTPFields {
-        [.accessControlAllowOrigin: origin, .vary: "Origin"]
+        [.accessControlAllowOrigin: origin, .vary: "Origin", .accessControlExposeHeaders: "Kanban-Operations"]
     }
 }
 

@@ -65,6 +65,13 @@ extension ReplicaStore {
         }
     }
 
+    /// The IDs of a board's logged operations, in local arrival order.
+    public func operationIDs(_ board: EntityID) throws -> [String] {
+        try writer.read { db in
+            try String.fetchAll(db, sql: "SELECT id FROM op WHERE board_id = ? ORDER BY seq", arguments: [board.rawValue])
+        }
+    }
+
     /// Whether the log holds an operation.
     public func contains(_ id: OperationID) throws -> Bool {
         try writer.read { db in

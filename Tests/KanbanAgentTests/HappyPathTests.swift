@@ -40,6 +40,44 @@ struct HappyPathTests {
         }
     }
 
+    @Test func everyWriteNamesItsOperationsAndTheLogListsThem() async throws {
+        try await withAgent { server in
+            let board = try await server.createBoard("Audit")
+            let column = try await server.createColumn(board: board, "Todo")
+            let created = try await server.send(.post, "/api/columns/\(column)/tasks", json: #"{"title": "A"}"#)
+            #expect(created.status == .created)
+            let createOp = try #require(created.headers[HTTPField.Name("Kanban-Operations")!])
+            #expect(createOp.split(separator: ":").count == 2)
+            let task = try #require(try created.json()["id"]?.string)
+
+            // A column update with title and place commits two operations, named in order.
+            let second = try await server.createColumn(board: board, "Done")
+            let both = try await server.send(.patch, "/api/columns/\(column)", json: #"{"title": "Doing", "after": "\#(second)"}"#)
+            let twoOps = try #require(both.headers[HTTPField.Name("Kanban-Operations")!]).split(separator: ",").map(String.init)
+            #expect(twoOps.count == 2)
+
+            // A refused write commits nothing and names nothing.
+            let refused = try await server.send(.patch, "/api/tasks/\(task)", json: #"{}"#)
+            #expect(refused.status == .badRequest)
+            #expect(refused.headers[HTTPField.Name("Kanban-Operations")!] == nil)
+            // Reads name nothing.
+            #expect(try await server.send(.get, "/api/boards/\(board)").headers[HTTPField.Name("Kanban-Operations")!] == nil)
+
+            let listed = try await server.expectJSON(.get, "/api/boards/\(board)/operations")
+            let ids = (listed["operations"]?.array ?? []).compactMap(\.string)
+            #expect(ids.count == 6)  // board, two columns, the task, rename + move
+            #expect(ids.contains(createOp))
+            #expect(ids.suffix(2) == twoOps[...])
+
+            let digest = try await server.expectJSON(.get, "/api/boards/\(board)/digest")
+            #expect(digest["digest"]?.string?.count == 64)
+            #expect(digest["operations"]?.int == 6)
+            #expect(digest["version"]?.int == (try await server.board(board))["version"]?.int)
+            #expect(digest["digest"]?.string == (try await server.agent.store.digest(EntityID(board)!)))
+            expectError(try await server.send(.get, "/api/boards/\(randomID())/digest"), .notFound, code: "not_found")
+        }
+    }
+
     @Test func columnsGoFirstWithoutAfterAndDirectlyRightOfAfter() async throws {
         try await withAgent { server in
             let board = try await server.createBoard("Columns")
