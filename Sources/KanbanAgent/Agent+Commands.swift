@@ -1,5 +1,5 @@
 public import KanbanModel
-public import KanbanStore
+import KanbanStore
 import CoreMetrics
 import HTTPTypes
 

@@ -1,4 +1,4 @@
-public import KanbanModel
+import KanbanModel
 public import KanbanStore
 import CoreMetrics
 import Synchronization

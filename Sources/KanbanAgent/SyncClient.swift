@@ -47,7 +47,7 @@ public struct SyncClient: Service {
 
     public func run() async throws {
         agent.updateSyncStatus { $0.state = .connecting; $0.relayURL = configuration.relayURL }
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             var failures = 0
             while !Task.isCancelled {
                 agent.metrics.linkAttempts.increment()

@@ -205,72 +205,108 @@ extension BoardOperation {
     ///
     /// Written by hand because it runs once per logged operation and Foundation's encoder was
     /// 40% of the store's apply time; `jsonDataMatchesJSONEncoder` checks both agree.
-    public func jsonData() -> Data {
-        var fields: [(String, String)] = []  // key, already-encoded JSON value
-        func string(_ key: String, _ value: String) { fields.append((key, Self.quote(value))) }
-        if !base.isEmpty {
-            let inner = base.sorted { $0.key.rawValue < $1.key.rawValue }
-                .map { Self.quote($0.key.rawValue) + ":" + Self.quote($0.value.description) }.joined(separator: ",")
-            fields.append(("base", "{" + inner + "}"))
-        }
-        string("board", board.rawValue)
-        string("hlc", stamp.description)
-        string("id", id.description)
-        string("kind", action.kind.rawValue)
+    public func jsonData() -> Data { Data(jsonBytes()) }
+
+    /// The same JSON as `jsonData()`, as a string (what the store logs).
+    public func jsonString() -> String { String(decoding: jsonBytes(), as: UTF8.self) }
+
+    func jsonBytes() -> [UInt8] {
+        var column: EntityID?, task: EntityID?, position: PositionKey?, title: String?, description: String?
         switch action {
-        case .createBoard(let title), .renameBoard(let title):
-            string("title", title)
-        case .createColumn(let column, let title, let position):
-            string("column", column.rawValue); string("title", title); string("position", position.rawValue)
-        case .renameColumn(let column, let title):
-            string("column", column.rawValue); string("title", title)
-        case .moveColumn(let column, let position):
-            string("column", column.rawValue); string("position", position.rawValue)
-        case .deleteColumn(let column), .restoreColumn(let column):
-            string("column", column.rawValue)
-        case .createTask(let task, let column, let position, let title, let description):
-            string("task", task.rawValue); string("column", column.rawValue); string("position", position.rawValue)
-            string("title", title); string("description", description)
-        case .updateTask(let task, let title, let description):
-            string("task", task.rawValue)
-            if let title { string("title", title) }
-            if let description { string("description", description) }
-        case .moveTask(let task, let column, let position):
-            string("task", task.rawValue); string("column", column.rawValue); string("position", position.rawValue)
-        case .deleteTask(let task), .restoreTask(let task):
-            string("task", task.rawValue)
+        case .createBoard(let t), .renameBoard(let t):
+            title = t
+        case .createColumn(let c, let t, let p):
+            (column, title, position) = (c, t, p)
+        case .renameColumn(let c, let t):
+            (column, title) = (c, t)
+        case .moveColumn(let c, let p):
+            (column, position) = (c, p)
+        case .deleteColumn(let c), .restoreColumn(let c):
+            column = c
+        case .createTask(let k, let c, let p, let t, let d):
+            (task, column, position, title, description) = (k, c, p, t, d)
+        case .updateTask(let k, let t, let d):
+            (task, title, description) = (k, t, d)
+        case .moveTask(let k, let c, let p):
+            (task, column, position) = (k, c, p)
+        case .deleteTask(let k), .restoreTask(let k):
+            task = k
         }
-        if let restores { string("restores", restores.description) }
-        fields.sort { $0.0 < $1.0 }
-        var out = "{"
-        for (i, (key, value)) in fields.enumerated() {
-            if i > 0 { out += "," }
-            out += "\"" + key + "\":" + value
+        // Keys in sorted order, each written only when present.
+        var out = JSONBytes(capacity: 256 + (title?.utf8.count ?? 0) + (description?.utf8.count ?? 0))
+        if !base.isEmpty {
+            out.key("base")
+            out.bytes.append(UInt8(ascii: "{"))
+            for (i, entry) in base.sorted(by: { $0.key.rawValue < $1.key.rawValue }).enumerated() {
+                if i > 0 { out.bytes.append(UInt8(ascii: ",")) }
+                out.string(entry.key.rawValue)
+                out.bytes.append(UInt8(ascii: ":"))
+                out.string(entry.value.description)
+            }
+            out.bytes.append(UInt8(ascii: "}"))
         }
-        out += "}"
-        return Data(out.utf8)
+        out.field("board", board.rawValue)
+        if let column { out.field("column", column.rawValue) }
+        if let description { out.field("description", description) }
+        out.field("hlc", stamp.description)
+        out.field("id", id.description)
+        out.field("kind", action.kind.rawValue)
+        if let position { out.field("position", position.rawValue) }
+        if let restores { out.field("restores", restores.description) }
+        if let task { out.field("task", task.rawValue) }
+        if let title { out.field("title", title) }
+        out.bytes.append(UInt8(ascii: "}"))
+        return out.bytes
+    }
+}
+
+/// A compact JSON object written straight into bytes: `{"key":"value",...`.
+private struct JSONBytes {
+    var bytes: [UInt8]
+    private var first = true
+
+    init(capacity: Int) {
+        bytes = [UInt8(ascii: "{")]
+        bytes.reserveCapacity(capacity)
     }
 
-    /// A JSON string literal: quotes, backslashes and control characters escaped.
-    static func quote(_ text: String) -> String {
-        // Most strings need no escaping: copy them whole.
-        if !text.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) { return "\"" + text + "\"" }
-        var out: [UInt8] = [0x22]
-        out.reserveCapacity(text.utf8.count + 8)
-        for byte in text.utf8 {
-            switch byte {
-            case 0x22: out += [0x5C, 0x22]
-            case 0x5C: out += [0x5C, 0x5C]
-            case 0x0A: out += [0x5C, UInt8(ascii: "n")]
-            case 0x0D: out += [0x5C, UInt8(ascii: "r")]
-            case 0x09: out += [0x5C, UInt8(ascii: "t")]
-            case let c where c < 0x20:
-                let hex = Array("0123456789abcdef".utf8)
-                out += Array("\\u00".utf8) + [hex[Int(c >> 4)], hex[Int(c & 0xF)]]
-            default: out.append(byte)
+    mutating func key(_ key: StaticString) {
+        if !first { bytes.append(UInt8(ascii: ",")) }
+        first = false
+        bytes.append(UInt8(ascii: "\""))
+        bytes.append(contentsOf: UnsafeBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount))
+        bytes.append(contentsOf: [UInt8(ascii: "\""), UInt8(ascii: ":")])
+    }
+
+    mutating func field(_ name: StaticString, _ value: String) {
+        key(name)
+        string(value)
+    }
+
+    /// A JSON string literal: quotes, backslashes and control characters escaped; everything
+    /// else (including non-ASCII UTF-8 and "/") copied as is.
+    mutating func string(_ text: String) {
+        bytes.append(UInt8(ascii: "\""))
+        var text = text
+        text.withUTF8 { utf8 in
+            if !utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) {
+                bytes.append(contentsOf: utf8)
+                return
+            }
+            let hex = Array("0123456789abcdef".utf8)
+            for byte in utf8 {
+                switch byte {
+                case 0x22: bytes += [0x5C, 0x22]
+                case 0x5C: bytes += [0x5C, 0x5C]
+                case 0x0A: bytes += [0x5C, UInt8(ascii: "n")]
+                case 0x0D: bytes += [0x5C, UInt8(ascii: "r")]
+                case 0x09: bytes += [0x5C, UInt8(ascii: "t")]
+                case let c where c < 0x20:
+                    bytes += [0x5C, UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(c >> 4)], hex[Int(c & 0xF)]]
+                default: bytes.append(byte)
+                }
             }
         }
-        out.append(0x22)
-        return String(decoding: out, as: UTF8.self)
+        bytes.append(UInt8(ascii: "\""))
     }
 }

@@ -64,7 +64,7 @@ public final class SQLiteRelayStorage: RelayStorage {
                 }
                 let seq = head + 1
                 try db.cachedStatement(sql: "INSERT INTO relay_op (board_id, seq, op_id, body) VALUES (?, ?, ?, ?)")
-                    .execute(arguments: [board, seq, op.id.description, String(decoding: op.jsonData(), as: UTF8.self)])
+                    .execute(arguments: [board, seq, op.id.description, op.jsonString()])
                 try db.cachedStatement(sql: "UPDATE relay_board SET head = ? WHERE id = ?").execute(arguments: [seq, board])
                 results.append(.stored(op: op.id, board: op.board, seq: seq, new: true))
             }

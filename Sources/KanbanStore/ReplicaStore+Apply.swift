@@ -115,7 +115,7 @@ extension ReplicaStore {
 
     /// Logs and applies one operation inside an open transaction; nil if it was already logged.
     func insert(_ op: BoardOperation, local: Bool, in db: Database) throws -> AppliedChange? {
-        let body = String(decoding: op.jsonData(), as: UTF8.self)
+        let body = op.jsonString()
         try db.cachedStatement(sql: """
             INSERT INTO op (id, board_id, body, local) VALUES (?, ?, ?, ?)
             ON CONFLICT (id) DO NOTHING
@@ -126,14 +126,13 @@ extension ReplicaStore {
             try db.cachedStatement(sql: "INSERT INTO outbox (seq, op_id) VALUES (?, ?)")
                 .execute(arguments: [seq, op.id.description])
         }
-        let (outcome, snapshot, state) = cache.withLock { cache in
+        let (outcome, snapshot) = cache.withLock { cache in
             cache.lastSeq = seq
             cache.touched.insert(op.board)
             let outcome = cache.boards[op.board]!.apply(op)
-            let state = cache.boards[op.board]!
-            return (outcome, state.snapshot(of: outcome.target), outcome.changed ? state : nil)
+            if outcome.changed { cache.dirty.insert(DirtyRow(board: op.board, entity: outcome.target)) }
+            return (outcome, cache.boards[op.board]!.snapshot(of: outcome.target))
         }
-        if let state { try Self.save(outcome.target, of: state, in: db) }
         return AppliedChange(operation: op, seq: seq, changed: outcome.changed, local: local, entity: snapshot)
     }
 
@@ -143,17 +142,30 @@ extension ReplicaStore {
         try writer.write { db in
             let saved = cache.withLock { cache in
                 cache.touched = []
+                cache.dirty = []
                 return (cache.author, cache.lastSeq)
             }
             db.afterNextTransaction(onCommit: { _ in }, onRollback: { _ in
                 self.cache.withLock { cache in
                     for board in cache.touched { cache.boards.removeValue(forKey: board) }
                     cache.touched = []
+                    cache.dirty = []
                     (cache.author, cache.lastSeq) = saved
                 }
             })
-            return try body(db)
+            let result = try body(db)
+            try saveDirtyRows(in: db)
+            return result
         }
+    }
+
+    /// Writes each row the transaction changed once, however many of its operations touched it.
+    private func saveDirtyRows(in db: Database) throws {
+        let rows: [(DirtyRow, BoardState)] = cache.withLock { cache in
+            defer { cache.dirty = [] }
+            return cache.dirty.map { ($0, cache.boards[$0.board]!) }
+        }
+        for (row, state) in rows { try Self.save(row.entity, of: state, in: db) }
     }
 
     /// Loads a board's rows into the cache if it is not there yet. Call inside a write.

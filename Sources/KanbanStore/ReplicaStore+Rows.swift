@@ -5,52 +5,79 @@ import KanbanModel
 /// by-ID indexes are not rewritten on every change). Each register is three columns:
 /// value, HLC stamp and operation ID.
 extension ReplicaStore {
+    /// Writes one entity's row (inserted, or updated in place).
     static func save(_ entity: EntityRef, of state: BoardState, in db: Database) throws {
-        let board = state.id.rawValue
+        let board = state.id.rawValue.databaseValue
+        var values: [DatabaseValue] = []  // the non-key columns, in table order
+        values.reserveCapacity(16)
+        let table: Table
+        let key: [DatabaseValue]
         switch entity {
         case .board:
             let b = state.board
-            try db.cachedStatement(sql: """
-                INSERT INTO boards (id, created, title, title_hlc, title_op) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT (id) DO UPDATE SET created = excluded.created, title = excluded.title,
-                  title_hlc = excluded.title_hlc, title_op = excluded.title_op
-                """).execute(arguments: StatementArguments([board, b.created] as [(any DatabaseValueConvertible)?] + reg(b.title) { $0 }))
+            values.append(b.created.databaseValue)
+            append(b.title, to: &values) { $0.databaseValue }
+            (table, key) = (.boards, [board])
         case .column(let id):
             guard let c = state.columns[id] else { return }
-            try db.cachedStatement(sql: """
-                INSERT INTO board_columns (board_id, id, created, title, title_hlc, title_op,
-                  position, position_hlc, position_op, deleted, deleted_hlc, deleted_op)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (board_id, id) DO UPDATE SET created = excluded.created,
-                  title = excluded.title, title_hlc = excluded.title_hlc, title_op = excluded.title_op,
-                  position = excluded.position, position_hlc = excluded.position_hlc, position_op = excluded.position_op,
-                  deleted = excluded.deleted, deleted_hlc = excluded.deleted_hlc, deleted_op = excluded.deleted_op
-                """).execute(arguments: StatementArguments([board, id.rawValue, c.created] as [(any DatabaseValueConvertible)?]
-                    + reg(c.title) { $0 } + reg(c.position) { $0.rawValue } + reg(c.deleted) { $0 }))
+            values.append(c.created.databaseValue)
+            append(c.title, to: &values) { $0.databaseValue }
+            append(c.position, to: &values) { $0.rawValue.databaseValue }
+            append(c.deleted, to: &values) { $0.databaseValue }
+            (table, key) = (.columns, [board, id.rawValue.databaseValue])
         case .task(let id):
             guard let t = state.tasks[id] else { return }
-            try db.cachedStatement(sql: """
-                INSERT INTO tasks (board_id, id, created, title, title_hlc, title_op,
-                  description, description_hlc, description_op, column_id, position, place_hlc, place_op,
-                  deleted, deleted_hlc, deleted_op)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (board_id, id) DO UPDATE SET created = excluded.created,
-                  title = excluded.title, title_hlc = excluded.title_hlc, title_op = excluded.title_op,
-                  description = excluded.description, description_hlc = excluded.description_hlc,
-                  description_op = excluded.description_op, column_id = excluded.column_id, position = excluded.position,
-                  place_hlc = excluded.place_hlc, place_op = excluded.place_op,
-                  deleted = excluded.deleted, deleted_hlc = excluded.deleted_hlc, deleted_op = excluded.deleted_op
-                """).execute(arguments: StatementArguments([board, id.rawValue, t.created] as [(any DatabaseValueConvertible)?]
-                    + reg(t.title) { $0 } + reg(t.description) { $0 }
-                    + [t.place?.value.column.rawValue, t.place?.value.position.rawValue,
-                       t.place?.stamp.description, t.place?.op.description]
-                    + reg(t.deleted) { $0 }))
+            values.append(t.created.databaseValue)
+            append(t.title, to: &values) { $0.databaseValue }
+            append(t.description, to: &values) { $0.databaseValue }
+            if let place = t.place {
+                values.append(place.value.column.rawValue.databaseValue)
+                values.append(place.value.position.rawValue.databaseValue)
+                values.append(place.stamp.description.databaseValue)
+                values.append(place.op.description.databaseValue)
+            } else {
+                values.append(contentsOf: repeatElement(.null, count: 4))
+            }
+            append(t.deleted, to: &values) { $0.databaseValue }
+            (table, key) = (.tasks, [board, id.rawValue.databaseValue])
+        }
+        try db.cachedStatement(sql: table.upsert).execute(arguments: StatementArguments(key + values))
+    }
+
+    /// The upsert that writes each kind of entity row.
+    enum Table {
+        case boards, columns, tasks
+
+        static let boardColumns = ["created", "title", "title_hlc", "title_op"]
+        static let columnColumns = ["created", "title", "title_hlc", "title_op", "position", "position_hlc", "position_op",
+                                    "deleted", "deleted_hlc", "deleted_op"]
+        static let taskColumns = ["created", "title", "title_hlc", "title_op", "description", "description_hlc", "description_op",
+                                  "column_id", "position", "place_hlc", "place_op", "deleted", "deleted_hlc", "deleted_op"]
+        static let sql: [Table: String] = [
+            .boards: statements("boards", keys: ["id"], boardColumns),
+            .columns: statements("board_columns", keys: ["board_id", "id"], columnColumns),
+            .tasks: statements("tasks", keys: ["board_id", "id"], taskColumns),
+        ]
+
+        var upsert: String { Self.sql[self]! }
+
+        private static func statements(_ table: String, keys: [String], _ columns: [String]) -> String {
+            let all = keys + columns
+            return "INSERT INTO \(table) (\(all.joined(separator: ", "))) VALUES (\(all.map { _ in "?" }.joined(separator: ", ")))"
+                + " ON CONFLICT (\(keys.joined(separator: ", "))) DO UPDATE SET "
+                + columns.map { "\($0) = excluded.\($0)" }.joined(separator: ", ")
         }
     }
 
-    private static func reg<V>(_ r: Register<V>?, _ value: (V) -> some DatabaseValueConvertible) -> [(any DatabaseValueConvertible)?] {
-        guard let r else { return [nil, nil, nil] }
-        return [value(r.value), r.stamp.description, r.op.description]
+    /// A register as three column values: value, stamp, operation ID (all NULL when unset).
+    private static func append<V>(_ r: Register<V>?, to values: inout [DatabaseValue], _ value: (V) -> DatabaseValue) {
+        guard let r else {
+            values.append(contentsOf: repeatElement(.null, count: 3))
+            return
+        }
+        values.append(value(r.value))
+        values.append(r.stamp.description.databaseValue)
+        values.append(r.op.description.databaseValue)
     }
 
     /// Rebuilds a board's state from its rows (not from the log).

@@ -1,5 +1,5 @@
-public import Foundation
-public import GRDB
+import Foundation
+import GRDB
 public import KanbanModel
 import Synchronization
 
@@ -38,6 +38,14 @@ public final class ReplicaStore: Sendable {
         var lastSeq: Int64
         /// Boards changed by the open transaction.
         var touched: Set<EntityID> = []
+        /// Rows the open transaction changed in the mirror and has yet to write, once each,
+        /// just before it commits.
+        var dirty: Set<DirtyRow> = []
+    }
+
+    struct DirtyRow: Hashable {
+        let board: EntityID
+        let entity: EntityRef
     }
 
     let writer: any DatabaseWriter

@@ -1,7 +1,7 @@
 // Store benchmark: apply throughput into the SQLite replica, batched and one operation per
 // transaction, and digest time for a 10,000-task board.
 //
-//   swift run -c release kanban-store-bench [--ops 100000] [--durability full|normal]
+//   swift run -c release kanban-store-bench [--ops 100000] [--durability full|normal] [--batch N] [--no-digest]
 import Foundation
 import KanbanModel
 import KanbanSimulation
@@ -12,20 +12,24 @@ struct StoreBench {
     static func main() throws {
         var opsCount = 100_000
         var durabilities: [ReplicaStore.Configuration.Durability] = [.normal, .full]
+        var batches = [1_000, 1]
+        var digest = true
         var args = CommandLine.arguments.dropFirst()
         while let arg = args.popFirst() {
             switch arg {
             case "--ops": opsCount = Int(args.popFirst() ?? "") ?? opsCount
             case "--durability": durabilities = [ReplicaStore.Configuration.Durability(rawValue: args.popFirst() ?? "") ?? .full]
+            case "--batch": batches = [max(1, Int(args.popFirst() ?? "") ?? 1_000)]
+            case "--no-digest": digest = false
             default:
-                FileHandle.standardError.write(Data("usage: kanban-store-bench [--ops N] [--durability full|normal]\n".utf8))
+                FileHandle.standardError.write(Data("usage: kanban-store-bench [--ops N] [--durability full|normal] [--batch N] [--no-digest]\n".utf8))
                 exit(2)
             }
         }
         let ops = SyntheticWorkload.operations(count: opsCount, boards: 10, seed: 1)
         print("workload: \(ops.count) operations over 10 boards (create 40%, edit 30%, move 20%, delete 10%)")
         for durability in durabilities {
-            for batch in [1_000, 1] {
+            for batch in batches {
                 let dir = NSTemporaryDirectory() + "kanban-bench-\(UUID().uuidString)"
                 try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
                 defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -44,7 +48,7 @@ struct StoreBench {
                              slice.count, seconds, Double(slice.count) / seconds))
             }
         }
-        try digestBenchmark()
+        if digest { try digestBenchmark() }
     }
 
     static func digestBenchmark() throws {
