@@ -17,5 +17,9 @@ swift build --build-tests
 # nginx is started by the tests themselves (foreground, own prefix, loopback port); require it.
 KANBAN_REQUIRE_NGINX=1 swift test --skip-build "$@"
 
+# Fault-injection soak, short run (about 70 s): 1 relay + 4 agents behind fault proxies, random
+# operations while links are cut/delayed/paused and processes are killed; nothing lost, all converge.
+Tools/soak/run.sh --binary .build/debug/kanban --duration 60 --converge-timeout 60
+
 # The web board in headless Chromium against a real agent (installs chromium and Playwright if missing).
 Tools/browser/run.sh
