@@ -561,7 +561,6 @@ class Soak:
         self.hangs: list[str] = []
         self.lifetime_metrics = defaultdict(float)   # agent counters summed over finished lifetimes
         self.relay_metrics = defaultdict(float)
-        self.agent_repairs_prev = 0
         self.capabilities = {"operations": False, "digest": False}
         self.timeline: list[tuple[float, int, str, tuple]] = []   # heap of undo actions
         self.seq = 0
@@ -965,7 +964,6 @@ def main() -> int:
                     help="relay ping interval in seconds, so long pauses hit heartbeat timeouts (default 5; 0: relay default)")
     ap.add_argument("--faults", default=",".join(FAULT_KINDS),
                     help="fault kinds to inject, comma-separated (default: all: %(default)s)")
-    ap.add_argument("--drop-one", action="store_true", help=argparse.SUPPRESS)   # self-check: pretend one op was acked
     args = ap.parse_args()
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1, 1 << 31)
@@ -992,10 +990,6 @@ def main() -> int:
         soak.load()
         soak.heal()
         ok, took, snap = soak.converge()
-        if args.drop_one:
-            with soak.ledger.lock:
-                soak.ledger.acked["soak-selfcheck:1"] = (soak.ledger.boards[0], "self-check: never sent")
-                soak.ledger.created.append(("task", "00000000-0000-7000-8000-000000000000", soak.ledger.boards[0]))
         res = soak.verify(snap)
         if not ok or res["lost"] or res["divergent"]:
             soak.dump_state(snap, res)
