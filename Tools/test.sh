@@ -21,5 +21,8 @@ KANBAN_REQUIRE_NGINX=1 swift test --skip-build "$@"
 # operations while links are cut/delayed/paused and processes are killed; nothing lost, all converge.
 Tools/soak/run.sh --binary .build/debug/kanban --duration 60 --converge-timeout 60
 
+# The HTTP API fuzzed against Protocol/agent-api.openapi.json by schemathesis (installs it if missing).
+Tools/fuzz/run.sh
+
 # The web board in headless Chromium against a real agent (installs chromium and Playwright if missing).
 Tools/browser/run.sh

@@ -18,11 +18,12 @@ public func buildAgentApplication(
     let configuration = agent.configuration
     let policy = LocalhostPolicy(configuration: configuration)
 
-    let router = Router(context: BasicRequestContext.self)
+    let methods = RouteMethods()
+    let router = MethodRecordingRouter(router: Router(context: BasicRequestContext.self), methods: methods)
     // The guard is outermost so CORS headers reach error responses too; its own refusals are
     // AgentErrors, which Hummingbird renders as JSON.
     router.add(middleware: LocalhostGuardMiddleware(policy: policy))
-    router.add(middleware: JSONErrorMiddleware())
+    router.add(middleware: JSONErrorMiddleware(methods: methods))
     AgentRoutes(agent: agent).register(on: router)
     WebAssets().register(on: router)
     router.get("api/events") { _, _ -> Response in
@@ -35,7 +36,7 @@ public func buildAgentApplication(
     EventStream(agent: agent, policy: policy).register(on: wsRouter)
 
     return Application(
-        router: router,
+        router: router.router,
         server: .http1WebSocketUpgrade(
             webSocketRouter: wsRouter,
             configuration: .init(

@@ -9,7 +9,7 @@ import KanbanStore
 struct AgentRoutes {
     let agent: Agent
 
-    func register(on router: Router<BasicRequestContext>) {
+    func register(on router: some RouterMethods<BasicRequestContext>) {
         let limit = agent.configuration.maxBodyBytes
         let api = router.group("api").add(middleware: CommittedOperationsMiddleware())
 

@@ -105,6 +105,9 @@ struct LocalhostGuardMiddleware<Context: RequestContext>: RouterMiddleware {
 
 /// Turns every error into the API's JSON error shape.
 struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    /// The routes, to tell an unknown path (404) from a known path with another method (405).
+    let methods: RouteMethods
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
@@ -114,6 +117,16 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             let agentError: AgentError
             switch error.status {
             case .notFound:
+                let allowed = methods.allowed(for: request.uri.path)
+                if !allowed.isEmpty {
+                    let list = allowed.map(\.rawValue).joined(separator: ", ")
+                    var response = try AgentError(.methodNotAllowed, code: "method_not_allowed",
+                                                  "\(request.method) is not allowed on \(request.uri.path.prefix(200))",
+                                                  hint: "This path accepts \(list); see Protocol/agent-api.openapi.json.")
+                        .response(from: request, context: context)
+                    response.headers[.allow] = list
+                    return response
+                }
                 agentError = AgentError(.notFound, code: "no_route", "no route for \(request.method) \(request.uri.path)",
                                         hint: "See Protocol/agent-api.openapi.json for the routes.")
             case .methodNotAllowed:

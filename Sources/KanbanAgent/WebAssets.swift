@@ -24,7 +24,7 @@ struct WebAssets {
         self.files = files
     }
 
-    func register(on router: Router<BasicRequestContext>) {
+    func register(on router: some RouterMethods<BasicRequestContext>) {
         for (path, file) in files {
             router.get(RouterPath(path)) { _, _ in
                 Response(status: .ok, headers: [.contentType: file.contentType, .cacheControl: "no-cache"],

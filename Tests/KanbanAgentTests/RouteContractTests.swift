@@ -279,4 +279,65 @@ struct RouteContractTests {
             #expect(try await server.board(board)["title"]?.string == "Old title")
         }
     }
+
+    /// Found by schemathesis (Tools/fuzz): a method a path does not have was answered 404
+    /// `no_route`, as if the path did not exist. RFC 9110 wants 405 with `Allow` listing the
+    /// methods the path has; an unknown path stays 404.
+    @Test func aMethodThePathDoesNotHaveIs405WithAllow() async throws {
+        let document = try OpenAPIDocument.load()
+        try await withAgent { server in
+            let board = try await server.createBoard("Methods")
+            let cases: [(HTTPRequest.Method, String, String)] = [
+                (.put, "/api/boards", "GET, POST"),
+                (.delete, "/api/boards/\(board)", "GET, PATCH"),
+                (.patch, "/api/boards/\(board)/digest", "GET"),
+                (.get, "/api/sync/reconnect", "POST"),
+                (.get, "/api/columns/\(randomID())", "DELETE, PATCH"),
+                (.post, "/health", "GET"),
+                (.delete, "/metrics", "GET"),
+                (.post, "/api/events", "GET"),
+                (.init("TRACE")!, "/api/tasks/\(randomID())/move", "POST"),
+            ]
+            for (method, path, allow) in cases {
+                let reply = try await server.send(method, path)
+                expectError(reply, .methodNotAllowed, code: "method_not_allowed")
+                #expect(reply.headers[.allow] == allow, "\(method) \(path): \(reply.headers)")
+                // Only for methods the document does not list for that path.
+                let template = document.routes.first { route in
+                    let a = route.path.split(separator: "/"), b = path.split(separator: "/")
+                    return a.count == b.count && zip(a, b).allSatisfy { $0.hasPrefix("{") || $0 == $1 }
+                }
+                let documented = document.routes.filter { $0.path == template?.path }.map(\.method).sorted()
+                #expect(documented.joined(separator: ", ") == allow, "\(path): the document lists \(documented)")
+                #expect(!documented.contains(method.rawValue))
+            }
+            // Unknown paths, whatever the method, are still 404.
+            expectError(try await server.send(.put, "/api/nothing-here"), .notFound, code: "no_route")
+            expectError(try await server.send(.get, "/api/boards/\(board)/nothing"), .notFound, code: "no_route")
+            // And the methods a path has still work.
+            #expect(try await server.send(.get, "/api/boards/\(board)/digest").status == .ok)
+        }
+    }
+
+    /// Found by schemathesis (Tools/fuzz): the document let an operation ID's counter have 20
+    /// digits, more than an unsigned 64-bit counter holds, so a request the document calls valid
+    /// was refused 400. The document now allows 19 digits; what it allows, the agent parses.
+    @Test func operationIDsTheDocumentAllowsAreParsed() async throws {
+        let document = try OpenAPIDocument.load()
+        let schema = document.schema("OperationID")
+        let largest = "r:" + String(repeating: "9", count: 19)
+        let tooLong = "r:" + String(repeating: "9", count: 20)
+        #expect(document.violations(of: .string(largest), against: schema) == [])
+        #expect(OperationID(largest) != nil)
+        #expect(!document.violations(of: .string(tooLong), against: schema).isEmpty)
+        #expect(OperationID("r:\(UInt64.max)") != nil)
+        try await withAgent { server in
+            let board = try await server.createBoard("Counters")
+            // Allowed by the document: routed and answered "no such conflict".
+            expectError(try await server.send(.post, "/api/boards/\(board)/conflicts/\(largest)/restore"), .notFound, code: "not_found")
+            // A 20-digit counter past UInt64.max: refused as malformed, as the document now says.
+            expectError(try await server.send(.post, "/api/boards/\(board)/conflicts/gze0lu2kg6%3A60845032025750445159/restore"),
+                        .badRequest, code: "invalid_request")
+        }
+    }
 }
