@@ -16,6 +16,12 @@ public final class AgentMetrics: Sendable {
     let queued: CoreMetrics.Gauge
     let localClients: CoreMetrics.Gauge
     let linkUp: CoreMetrics.Gauge
+    /// WebSocket message payloads on the relay link, as the agent writes and reads them (before
+    /// permessage-deflate compresses them and without frame headers). One atomic add per message.
+    let linkBytesSent: Prometheus.Counter
+    let linkBytesReceived: Prometheus.Counter
+    let linkMessagesSent: Prometheus.Counter
+    let linkMessagesReceived: Prometheus.Counter
 
     init() {
         let factory = PrometheusMetricsFactory(registry: registry)
@@ -27,6 +33,16 @@ public final class AgentMetrics: Sendable {
         queued = .init(label: "kanban_queued_operations", factory: factory)
         localClients = .init(label: "kanban_local_clients", factory: factory)
         linkUp = .init(label: "kanban_link_up", factory: factory)
+        linkBytesSent = registry.makeCounter(
+            name: "kanban_link_bytes_sent_total",
+            help: "Payload bytes of WebSocket messages sent to the relay, before compression.")
+        linkBytesReceived = registry.makeCounter(
+            name: "kanban_link_bytes_received_total",
+            help: "Payload bytes of WebSocket messages received from the relay, after decompression.")
+        linkMessagesSent = registry.makeCounter(
+            name: "kanban_link_messages_sent_total", help: "WebSocket messages sent to the relay.")
+        linkMessagesReceived = registry.makeCounter(
+            name: "kanban_link_messages_received_total", help: "WebSocket messages received from the relay.")
     }
 
     /// A failed or ended link, by its `LinkProblem` code.
@@ -37,6 +53,16 @@ public final class AgentMetrics: Sendable {
     /// How long a link stayed up.
     func linkDuration(_ seconds: Double) {
         CoreMetrics.Timer(label: "kanban_link_duration_seconds", factory: factory).recordNanoseconds(Int64(seconds * 1e9))
+    }
+
+    func sent(bytes: Int) {
+        linkMessagesSent.increment()
+        linkBytesSent.increment(by: Int64(bytes))
+    }
+
+    func received(bytes: Int) {
+        linkMessagesReceived.increment()
+        linkBytesReceived.increment(by: Int64(bytes))
     }
 
     /// Prometheus text exposition.

@@ -19,11 +19,12 @@ struct SyncSession {
 
     func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
         let hello = SyncMessage.hello(.init(replica: store.replicaID, cursors: try store.cursors(), client: "kanban-agent"))
-        try await outbound.write(.text(hello.text))
+        try await send(hello, outbound)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 for try await message in inbound.messages(maxSize: ProtocolLimits.maxRelayMessageBytes) {
                     guard case .text(let text) = message else { throw ProtocolViolation(.malformed, "binary frame from relay") }
+                    agent.metrics.received(bytes: text.utf8.count)
                     let decoded = try SyncMessage.decode(Data(text.utf8), limit: ProtocolLimits.maxRelayMessageBytes)
                     try await handle(decoded, outbound: outbound)
                     if case .welcome = decoded {
@@ -43,13 +44,13 @@ struct SyncSession {
                 let (extra, continuation) = AsyncStream<SyncMessage>.makeStream(bufferingPolicy: .bufferingNewest(256))
                 agent.setRelayLink { continuation.yield($0) }
                 defer { agent.setRelayLink(nil) }
-                for await message in extra { try await outbound.write(.text(message.text)) }
+                for await message in extra { try await send(message, outbound) }
             }
             group.addTask {
                 while !Task.isCancelled {
                     try await Task.sleep(for: configuration.probeInterval)
                     let now = Int64(Date().timeIntervalSince1970 * 1000)
-                    try await outbound.write(.text(SyncMessage.ping(.init(t: now)).text))
+                    try await send(.ping(.init(t: now)), outbound)
                 }
             }
             // The link is over when the inbound stream ends or any loop fails.
@@ -58,12 +59,19 @@ struct SyncSession {
         }
     }
 
+    /// Every message to the relay goes through here, so the byte and message counters see it.
+    func send(_ message: SyncMessage, _ outbound: WebSocketOutboundWriter) async throws {
+        let text = message.text
+        try await outbound.write(.text(text))
+        agent.metrics.sent(bytes: text.utf8.count)
+    }
+
     func pushOutbox(outbound: WebSocketOutboundWriter) async throws {
         while true {
             let after = welcomed.pushed.withLock { $0 }
             let batch = try store.outbox(after: after, limit: configuration.pushBatch)
             guard let last = batch.last else { return }
-            try await outbound.write(.text(SyncMessage.push(.init(ops: batch.map(\.op))).text))
+            try await send(.push(.init(ops: batch.map(\.op))), outbound)
             welcomed.pushed.withLock { $0 = max($0, last.seq) }
         }
     }
@@ -98,7 +106,7 @@ struct SyncSession {
                 if cursor == batch.head, !(try store.outboxHasOperations(for: batch.board)) {
                     welcomed.digested.withLock { _ = $0.insert(batch.board) }
                     let digest = try store.digest(batch.board)
-                    try await outbound.write(.text(SyncMessage.digest(.init(board: batch.board, seq: cursor, digest: digest)).text))
+                    try await send(.digest(.init(board: batch.board, seq: cursor, digest: digest)), outbound)
                 }
             }
             if let last = batch.ops.last {

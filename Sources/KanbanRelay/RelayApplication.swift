@@ -28,6 +28,7 @@ public final class Relay: Sendable {
     }
 
     public let storage: any RelayStorage
+    public let traffic: RelayTraffic
     public let hub: RelayHub
     public let tokens: TokenAuthority
     public let configuration: RelayConfiguration
@@ -36,7 +37,8 @@ public final class Relay: Sendable {
         self.storage = storage
         self.configuration = configuration
         self.tokens = TokenAuthority(secret: try storage.secret())
-        self.hub = RelayHub(storage: storage, configuration: configuration, logger: logger)
+        self.traffic = RelayTraffic(registry: registry)
+        self.hub = RelayHub(storage: storage, configuration: configuration, logger: logger, traffic: traffic)
     }
 }
 
@@ -73,7 +75,7 @@ public func buildRelayApplication(
     }
 
     let wsRouter = Router(context: BasicWebSocketRequestContext.self)
-    let session = RelaySession(hub: relay.hub, configuration: configuration, logger: logger)
+    let session = RelaySession(hub: relay.hub, configuration: configuration, logger: logger, traffic: relay.traffic)
     wsRouter.ws("sync") { request, _ in
         guard case .success = relay.tokens.verify(authorization: request.headers[.authorization]) else { return .dontUpgrade }
         return .upgrade([:])

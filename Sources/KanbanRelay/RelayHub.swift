@@ -2,6 +2,7 @@ public import Foundation
 public import KanbanModel
 public import KanbanProtocol
 public import Logging
+import Prometheus
 
 /// The relay's rooms: which connection sees which board, the durable append, and fan-out.
 ///
@@ -30,10 +31,14 @@ public actor RelayHub {
     public private(set) var acceptedOperations = 0
     public private(set) var compactions = 0
 
-    public init(storage: any RelayStorage, configuration: RelayConfiguration, logger: Logger) {
+    let traffic: RelayTraffic
+
+    public init(storage: any RelayStorage, configuration: RelayConfiguration, logger: Logger,
+                traffic: RelayTraffic = RelayTraffic()) {
         self.storage = storage
         self.configuration = configuration
         self.logger = logger
+        self.traffic = traffic
     }
 
     public func register(token: RelayToken, send: @escaping @Sendable (String) -> Bool,
@@ -231,6 +236,7 @@ public actor RelayHub {
     private func slow(_ id: Int) {
         guard let connection = connections[id] else { return }
         logger.notice("closing slow connection", metadata: ["connection": "\(id)"])
+        traffic.slowCloses.increment()
         connection.close(SyncCloseCode.tooSlow, "too far behind; reconnect and catch up")
         unregister(id)
     }

@@ -3,6 +3,7 @@ import HummingbirdWebSocket
 import KanbanModel
 import KanbanProtocol
 import Logging
+import NIOCore
 import NIOWebSocket
 import Synchronization
 
@@ -12,6 +13,7 @@ struct RelaySession {
     let hub: RelayHub
     let configuration: RelayConfiguration
     let logger: Logger
+    let traffic: RelayTraffic
 
     func run(token: RelayToken, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
         let (queue, continuation) = AsyncStream<String>.makeStream(bufferingPolicy: .bufferingOldest(configuration.maxQueuedMessages))
@@ -28,7 +30,10 @@ struct RelaySession {
 
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                for await text in queue { try await outbound.write(.text(text)) }
+                for await text in queue {
+                    try await outbound.write(.text(text))
+                    traffic.sent(bytes: text.utf8.count)
+                }
                 if let (code, reason) = closing.value.withLock({ $0 }) {
                     try await outbound.close(WebSocketErrorCode(codeNumber: Int(code)), reason: reason)
                 }
@@ -38,9 +43,11 @@ struct RelaySession {
                 var greeted = false
                 for try await message in inbound.messages(maxSize: configuration.maxMessageBytes) {
                     guard case .text(let text) = message else {
+                        if case .binary(let bytes) = message { traffic.received(bytes: bytes.readableBytes) }
                         await fail(id, close, .init(.malformed, "binary frames are not part of the protocol; send JSON text"))
                         return
                     }
+                    traffic.received(bytes: text.utf8.count)
                     let decoded: SyncMessage
                     do {
                         decoded = try SyncMessage.decode(Data(text.utf8))

@@ -236,6 +236,47 @@ struct SyncTests {
         let relayText = try await scrape(cluster.relayPort.withLock { $0 })
         #expect(relayText.contains("kanban_relay_connections 1"), "\(relayText)")
         #expect(relayText.contains("kanban_relay_log_operations 2"))
+        #expect(relayText.contains("kanban_relay_slow_closes_total 0"))
+
+        // Traffic counters: message payload bytes and messages, both directions, on both sides.
+        let linkNames = ["kanban_link_bytes_sent_total", "kanban_link_bytes_received_total",
+                         "kanban_link_messages_sent_total", "kanban_link_messages_received_total"]
+        let relayNames = ["kanban_relay_bytes_sent_total", "kanban_relay_bytes_received_total",
+                          "kanban_relay_messages_sent_total", "kanban_relay_messages_received_total"]
+        func values(_ text: String, _ names: [String]) -> [Double] {
+            names.map { name in
+                text.split(separator: "\n").first { $0.hasPrefix(name + " ") }
+                    .flatMap { Double($0.split(separator: " ")[1]) } ?? -1
+            }
+        }
+        #expect(agentText.contains("# HELP kanban_link_bytes_sent_total Payload bytes of WebSocket messages sent to the relay, before compression."))
+        #expect(relayText.contains("# HELP kanban_relay_bytes_sent_total Payload bytes of WebSocket messages sent to agents, before compression."))
+        // Once nothing is in flight, what one side sent is what the other received (one agent).
+        func quiescent() async throws -> (agent: [Double], relay: [Double]) {
+            var last: ([Double], [Double]) = ([], [])
+            try await eventually("agent and relay agree on the traffic between them") {
+                let agent = values(try await scrape(agentPort), linkNames)
+                let relay = values(try await scrape(cluster.relayPort.withLock { $0 }), relayNames)
+                last = (agent, relay)
+                return agent[0] == relay[1] && agent[1] == relay[0] && agent[2] == relay[3] && agent[3] == relay[2]
+            }
+            return last
+        }
+        let before = try await quiescent()
+        // hello + push from the agent; welcome, catch-up and ack from the relay.
+        #expect(before.agent.allSatisfy { $0 > 0 }, "\(linkNames) = \(before.agent)")
+        #expect(before.relay.allSatisfy { $0 > 0 }, "\(relayNames) = \(before.relay)")
+        #expect(before.agent[0] > before.agent[2] * 10, "bytes, not messages: \(before.agent)")
+
+        let title = String(repeating: "x", count: 400)
+        for i in 0..<5 { _ = try await a.createColumn(board: board, title: "\(title) \(i)", after: nil) }
+        try await eventually("the new columns reach the relay") { try a.store.outboxCount() == 0 }
+        let after = try await quiescent()
+        // Five pushes of at least 400 bytes each went out, and acks came back.
+        #expect(after.agent[0] - before.agent[0] >= 5 * 400, "\(before.agent) -> \(after.agent)")
+        #expect(after.agent[2] > before.agent[2])
+        #expect(after.agent[1] > before.agent[1] && after.agent[3] > before.agent[3])
+        #expect(after.relay[1] - before.relay[1] >= 5 * 400, "\(before.relay) -> \(after.relay)")
     }
 
     @Test func tokensAreEnforced() async throws {

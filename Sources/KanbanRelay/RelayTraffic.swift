@@ -1,0 +1,42 @@
+import Prometheus
+
+/// Counters the relay bumps as traffic passes (the other relay metrics are read at scrape time).
+/// Each is an atomic add; no lock on the message path.
+public final class RelayTraffic: Sendable {
+    /// Payload bytes of WebSocket messages as the relay writes and reads them: before
+    /// permessage-deflate compresses them, after it inflates them, without frame headers.
+    let bytesSent: Prometheus.Counter
+    let bytesReceived: Prometheus.Counter
+    let messagesSent: Prometheus.Counter
+    let messagesReceived: Prometheus.Counter
+    /// Connections closed because their outbound queue was full (close code 4008).
+    let slowCloses: Prometheus.Counter
+
+    /// Counters in a registry of their own (not served anywhere).
+    public convenience init() { self.init(registry: PrometheusCollectorRegistry()) }
+
+    init(registry: PrometheusCollectorRegistry) {
+        bytesSent = registry.makeCounter(
+            name: "kanban_relay_bytes_sent_total",
+            help: "Payload bytes of WebSocket messages sent to agents, before compression.")
+        bytesReceived = registry.makeCounter(
+            name: "kanban_relay_bytes_received_total",
+            help: "Payload bytes of WebSocket messages received from agents, after decompression.")
+        messagesSent = registry.makeCounter(name: "kanban_relay_messages_sent_total", help: "WebSocket messages sent to agents.")
+        messagesReceived = registry.makeCounter(
+            name: "kanban_relay_messages_received_total", help: "WebSocket messages received from agents.")
+        slowCloses = registry.makeCounter(
+            name: "kanban_relay_slow_closes_total",
+            help: "Connections closed for falling too far behind (their outbound queue was full).")
+    }
+
+    func sent(bytes: Int) {
+        messagesSent.increment()
+        bytesSent.increment(by: Int64(bytes))
+    }
+
+    func received(bytes: Int) {
+        messagesReceived.increment()
+        bytesReceived.increment(by: Int64(bytes))
+    }
+}
