@@ -6,16 +6,16 @@ import HTTPTypes
 /// The edits front-ends ask for. Each validates against the current state, then authors one
 /// operation; it returns after the operation is committed to the log.
 extension Agent {
-    public func createBoard(title: String) throws -> BoardDocument {
+    public func createBoard(title: String) async throws -> BoardDocument {
         try check { try OperationLimits.checkTitle(title) }
         let board = EntityID.make()
-        _ = try author(board) { _ in .createBoard(title: title) }
+        _ = try await author(board) { _ in .createBoard(title: title) }
         return try document(board)
     }
 
-    public func renameBoard(_ board: EntityID, title: String) throws -> BoardDocument {
+    public func renameBoard(_ board: EntityID, title: String) async throws -> BoardDocument {
         try check { try OperationLimits.checkTitle(title) }
-        _ = try author(board) { state in
+        _ = try await author(board) { state in
             try Self.requireBoard(state)
             return .renameBoard(title: title)
         }
@@ -27,9 +27,9 @@ extension Agent {
         return doc
     }
 
-    public func createColumn(board: EntityID, title: String, after: EntityID?) throws -> EntitySnapshot {
+    public func createColumn(board: EntityID, title: String, after: EntityID?) async throws -> EntitySnapshot {
         try check { try OperationLimits.checkTitle(title) }
-        return try author(board) { state in
+        return try await author(board) { state in
             try Self.requireBoard(state)
             guard let position = state.columnPosition(after: after) else {
                 throw AgentError.badRequest("'after' is not a column of this board", field: "after")
@@ -39,7 +39,7 @@ extension Agent {
     }
 
     /// Renames and/or moves a column. `after`: absent = stay, null = first, ID = right of it.
-    public func updateColumn(_ column: EntityID, title: String?, after: EntityID??) throws -> EntitySnapshot {
+    public func updateColumn(_ column: EntityID, title: String?, after: EntityID??) async throws -> EntitySnapshot {
         if let title { try check { try OperationLimits.checkTitle(title) } }
         guard title != nil || after != nil else {
             throw AgentError.badRequest("nothing to change: send 'title' and/or 'after'")
@@ -57,13 +57,13 @@ extension Agent {
         }
         var last: AppliedChange?
         if let title {
-            last = try author(board) { state in
+            last = try await author(board) { state in
                 try Self.requireColumn(state, column)
                 return .renameColumn(column: column, title: title)
             }
         }
         if let after {
-            last = try author(board) { state in
+            last = try await author(board) { state in
                 try Self.requireColumn(state, column)
                 if after == column { throw AgentError.badRequest("a column cannot go after itself", field: "after") }
                 guard let position = state.columnPosition(after: after, moving: column) else {
@@ -75,26 +75,26 @@ extension Agent {
         return last!.entity
     }
 
-    public func deleteColumn(_ column: EntityID) throws -> EntitySnapshot {
+    public func deleteColumn(_ column: EntityID) async throws -> EntitySnapshot {
         let board = try boardOf(column: column)
-        return try author(board) { state in
+        return try await author(board) { state in
             try Self.requireColumn(state, column, allowDeleted: true)
             return .deleteColumn(column: column)
         }.entity
     }
 
-    public func restoreColumn(_ column: EntityID) throws -> EntitySnapshot {
+    public func restoreColumn(_ column: EntityID) async throws -> EntitySnapshot {
         let board = try boardOf(column: column)
-        return try author(board) { _ in .restoreColumn(column: column) }.entity
+        return try await author(board) { _ in .restoreColumn(column: column) }.entity
     }
 
-    public func createTask(column: EntityID, title: String, description: String?, after: EntityID?) throws -> EntitySnapshot {
+    public func createTask(column: EntityID, title: String, description: String?, after: EntityID?) async throws -> EntitySnapshot {
         try check {
             try OperationLimits.checkTitle(title)
             if let description { try OperationLimits.checkDescription(description) }
         }
         let board = try boardOf(column: column)
-        return try author(board) { state in
+        return try await author(board) { state in
             try Self.requireColumn(state, column)
             guard let position = state.taskPosition(in: column, after: after) else {
                 throw AgentError.badRequest("'after' is not a task in this column", field: "after")
@@ -104,7 +104,7 @@ extension Agent {
         }.entity
     }
 
-    public func updateTask(_ task: EntityID, title: String?, description: String?) throws -> EntitySnapshot {
+    public func updateTask(_ task: EntityID, title: String?, description: String?) async throws -> EntitySnapshot {
         try check {
             if let title { try OperationLimits.checkTitle(title) }
             if let description { try OperationLimits.checkDescription(description) }
@@ -113,12 +113,12 @@ extension Agent {
             throw AgentError.badRequest("nothing to change: send 'title' and/or 'description'")
         }
         let board = try boardOf(task: task)
-        return try author(board) { _ in .updateTask(task: task, title: title, description: description) }.entity
+        return try await author(board) { _ in .updateTask(task: task, title: title, description: description) }.entity
     }
 
-    public func moveTask(_ task: EntityID, to column: EntityID, after: EntityID?) throws -> EntitySnapshot {
+    public func moveTask(_ task: EntityID, to column: EntityID, after: EntityID?) async throws -> EntitySnapshot {
         let board = try boardOf(task: task)
-        return try author(board) { state in
+        return try await author(board) { state in
             try Self.requireColumn(state, column, field: "columnId")
             if after == task { throw AgentError.badRequest("a task cannot go below itself", field: "after") }
             guard let position = state.taskPosition(in: column, after: after, moving: task) else {
@@ -128,14 +128,14 @@ extension Agent {
         }.entity
     }
 
-    public func deleteTask(_ task: EntityID) throws -> EntitySnapshot {
+    public func deleteTask(_ task: EntityID) async throws -> EntitySnapshot {
         let board = try boardOf(task: task)
-        return try author(board) { _ in .deleteTask(task: task) }.entity
+        return try await author(board) { _ in .deleteTask(task: task) }.entity
     }
 
-    public func restoreTask(_ task: EntityID) throws -> EntitySnapshot {
+    public func restoreTask(_ task: EntityID) async throws -> EntitySnapshot {
         let board = try boardOf(task: task)
-        return try author(board) { _ in .restoreTask(task: task) }.entity
+        return try await author(board) { _ in .restoreTask(task: task) }.entity
     }
 
     public func conflicts(_ board: EntityID) throws -> [Conflict] {
@@ -144,11 +144,11 @@ extension Agent {
     }
 
     /// Writes a losing value back, recording which conflict it resolves.
-    public func restoreConflict(board: EntityID, loser: OperationID) throws -> EntitySnapshot {
+    public func restoreConflict(board: EntityID, loser: OperationID) async throws -> EntitySnapshot {
         guard let conflict = try store.conflicts(board).first(where: { $0.loser == loser }) else {
             throw AgentError.notFound("conflict", loser.description)
         }
-        return try author(board, restores: loser) { _ in
+        return try await author(board, restores: loser) { _ in
             let id = conflict.entityId
             switch (conflict.entity, conflict.loserValue) {
             case ("board", .text(let title)): return .renameBoard(title: title)
@@ -168,13 +168,13 @@ extension Agent {
     // MARK: - Helpers
 
     func author(_ board: EntityID, restores: OperationID? = nil,
-                _ build: (BoardState) throws -> BoardOperation.Action) throws -> AppliedChange {
+                _ build: @escaping @Sendable (BoardState) throws -> BoardOperation.Action) async throws -> AppliedChange {
         let start = ContinuousClock.now
         defer {
             let elapsed = (ContinuousClock.now - start).components
             metrics.commitLatency.recordNanoseconds(elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
         }
-        let change = try store.author(board: board, restores: restores, build)
+        let change = try await store.author(board: board, restores: restores, build)
         CommittedOperations.current?.append(change.operation.id)
         return change
     }

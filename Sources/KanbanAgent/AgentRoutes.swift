@@ -16,16 +16,16 @@ struct AgentRoutes {
         api.get("boards") { _, _ in try json(try agent.store.boards()) }
         api.post("boards") { request, _ in
             let body = try await JSONBody.read(request, limit: limit, allowed: ["title"])
-            return try json(try agent.createBoard(title: try body.string("title")), status: .created)
+            return try json(try await agent.createBoard(title: try body.string("title")), status: .created)
         }
         api.get("boards/:id") { _, context in try json(try agent.document(try id(context, "id"))) }
         api.patch("boards/:id") { request, context in
             let body = try await JSONBody.read(request, limit: limit, allowed: ["title"])
-            return try json(try agent.renameBoard(try id(context, "id"), title: try body.string("title")))
+            return try json(try await agent.renameBoard(try id(context, "id"), title: try body.string("title")))
         }
         api.post("boards/:id/columns") { request, context in
             let body = try await JSONBody.read(request, limit: limit, allowed: ["title", "after"])
-            let column = try agent.createColumn(board: try id(context, "id"), title: try body.string("title"),
+            let column = try await agent.createColumn(board: try id(context, "id"), title: try body.string("title"),
                                                 after: try body.optionalID("after") ?? nil)
             return try json(column, status: .created)
         }
@@ -47,19 +47,19 @@ struct AgentRoutes {
             guard let op = OperationID(raw.removingPercentEncoding ?? raw) else {
                 throw AgentError.badRequest("the path must end in an operation ID like replica:42")
             }
-            return try json(try agent.restoreConflict(board: try id(context, "id"), loser: op))
+            return try json(try await agent.restoreConflict(board: try id(context, "id"), loser: op))
         }
 
         api.patch("columns/:id") { request, context in
             let body = try await JSONBody.read(request, limit: limit, allowed: ["title", "after"])
-            return try json(try agent.updateColumn(try id(context, "id"), title: try body.optionalString("title"),
+            return try json(try await agent.updateColumn(try id(context, "id"), title: try body.optionalString("title"),
                                                    after: try body.optionalID("after")))
         }
-        api.delete("columns/:id") { _, context in try json(try agent.deleteColumn(try id(context, "id"))) }
-        api.post("columns/:id/restore") { _, context in try json(try agent.restoreColumn(try id(context, "id"))) }
+        api.delete("columns/:id") { _, context in try json(try await agent.deleteColumn(try id(context, "id"))) }
+        api.post("columns/:id/restore") { _, context in try json(try await agent.restoreColumn(try id(context, "id"))) }
         api.post("columns/:id/tasks") { request, context in
             let body = try await JSONBody.read(request, limit: limit, allowed: ["title", "description", "after"])
-            let task = try agent.createTask(column: try id(context, "id"), title: try body.string("title"),
+            let task = try await agent.createTask(column: try id(context, "id"), title: try body.string("title"),
                                             description: try body.optionalString("description"),
                                             after: try body.optionalID("after") ?? nil)
             return try json(task, status: .created)
@@ -67,16 +67,16 @@ struct AgentRoutes {
 
         api.patch("tasks/:id") { request, context in
             let body = try await JSONBody.read(request, limit: limit, allowed: ["title", "description"])
-            return try json(try agent.updateTask(try id(context, "id"), title: try body.optionalString("title"),
+            return try json(try await agent.updateTask(try id(context, "id"), title: try body.optionalString("title"),
                                                  description: try body.optionalString("description")))
         }
         api.post("tasks/:id/move") { request, context in
             let body = try await JSONBody.read(request, limit: limit, allowed: ["columnId", "after"])
-            return try json(try agent.moveTask(try id(context, "id"), to: try body.id("columnId"),
+            return try json(try await agent.moveTask(try id(context, "id"), to: try body.id("columnId"),
                                                after: try body.optionalID("after") ?? nil))
         }
-        api.delete("tasks/:id") { _, context in try json(try agent.deleteTask(try id(context, "id"))) }
-        api.post("tasks/:id/restore") { _, context in try json(try agent.restoreTask(try id(context, "id"))) }
+        api.delete("tasks/:id") { _, context in try json(try await agent.deleteTask(try id(context, "id"))) }
+        api.post("tasks/:id/restore") { _, context in try json(try await agent.restoreTask(try id(context, "id"))) }
 
         router.get("health") { _, _ in
             try json(Health(status: "ok", replicaId: agent.store.replicaID.rawValue, version: agent.store.version))

@@ -98,7 +98,7 @@ struct SyncSession {
             logger.info("relay link up", metadata: ["team": "\(welcome.team)", "boards": "\(welcome.boards.count)"])
         case .ops(let batch):
             if let last = batch.ops.last {
-                try store.apply(batch.ops.map(\.op), cursors: [batch.board: last.seq])
+                try await store.apply(batch.ops.map(\.op), cursors: [batch.board: last.seq])
             }
             // Once per board per link, when caught up with nothing of ours in flight, compare digests.
             if !welcomed.digested.withLock({ $0.contains(batch.board) }) {
@@ -115,7 +115,7 @@ struct SyncSession {
         case .ack(let ack):
             var cursors: [EntityID: Int64] = [:]
             for entry in ack.acks { cursors[entry.board] = max(cursors[entry.board] ?? 0, entry.seq) }
-            try store.acknowledge(ack.acks.map(\.op), cursors: cursors)
+            try await store.acknowledge(ack.acks.map(\.op), cursors: cursors)
             agent.updateSyncStatus { status in
                 for (board, seq) in cursors { status.cursors[board.rawValue] = max(status.cursors[board.rawValue] ?? 0, seq) }
             }

@@ -31,9 +31,10 @@ struct DebugCommand: AsyncParsableCommand {
                 let n = min(ops.count, 1 + Int(rng.next() % 8))
                 let batch = Array(ops.prefix(n))
                 ops = ops.dropFirst(n)
-                try store.apply(batch)
+                try await store.apply(batch)
                 // An authored operation too, so the outbox and counter are exercised.
-                let mine = try store.author(board: sim.board) { _ in .renameBoard(title: "renamed \(written)") }
+                let title = "renamed \(written)"
+                let mine = try await store.author(board: sim.board) { _ in .renameBoard(title: title) }
                 var lines = batch.map { "committed \($0.id)" }
                 lines.append("committed \(mine.operation.id)")
                 print(lines.joined(separator: "\n"))

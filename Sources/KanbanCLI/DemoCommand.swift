@@ -44,11 +44,11 @@ struct DemoCommand: AsyncParsableCommand {
             agentApps.append(buildAgentApplication(agent: agent, logger: logger, services: [sync]) { urls.append(name, $0) })
         }
         if try agents[0].store.boards().isEmpty {
-            let board = try agents[0].createBoard(title: "Demo board")
-            guard case .column(let todo) = try agents[0].createColumn(board: board.id, title: "To do", after: nil) else { return }
-            guard case .column(let doing) = try agents[0].createColumn(board: board.id, title: "Doing", after: todo.id) else { return }
-            _ = try agents[0].createColumn(board: board.id, title: "Done", after: doing.id)
-            _ = try agents[0].createTask(column: todo.id, title: "Drag me to Doing", description: "", after: nil)
+            let board = try await agents[0].createBoard(title: "Demo board")
+            guard case .column(let todo) = try await agents[0].createColumn(board: board.id, title: "To do", after: nil) else { return }
+            guard case .column(let doing) = try await agents[0].createColumn(board: board.id, title: "Doing", after: todo.id) else { return }
+            _ = try await agents[0].createColumn(board: board.id, title: "Done", after: doing.id)
+            _ = try await agents[0].createTask(column: todo.id, title: "Drag me to Doing", description: "", after: nil)
         }
         let group = ServiceGroup(configuration: .init(services: agentApps, gracefulShutdownSignals: [.sigint, .sigterm], logger: logger))
         let printer = Task {

@@ -6,26 +6,113 @@ import Foundation
 extension ReplicaStore {
     /// Authors one local operation: `build` sees the board's current state and returns the action
     /// (or throws to refuse); the operation is stamped, logged, applied and queued in the outbox
-    /// in one transaction. Returns only after the commit.
+    /// in one transaction. Returns only after the commit. Blocks the calling thread; async code
+    /// uses the `async` overload, which shares commits between concurrent callers.
+    @discardableResult
     public func author(
         board: EntityID, restores: OperationID? = nil,
         _ build: (BoardState) throws -> BoardOperation.Action
     ) throws -> AppliedChange {
         try write { db in
-            try self.ensureLoaded(board, in: db)
-            let op: BoardOperation = try self.cache.withLock { cache in
-                let state = cache.boards[board]!
-                let action = try build(state)
-                return cache.author.make(action, board: board, base: state.base(for: action), restores: restores,
-                                         nowMillis: self.clock.nowMillis())
+            let op: BoardOperation
+            do {
+                op = try self.makeOperation(board: board, restores: restores, build, in: db)
+            } catch let refusal as RefusedBuild {
+                throw refusal.error
             }
-            try db.cachedStatement(sql: "UPDATE meta SET value = ? WHERE key = 'counter'")
-                .execute(arguments: [String(op.id.counter)])
-            try self.saveClock(in: db)
-            guard let change = try self.insert(op, local: true, in: db) else {
+            let change = try self.logAuthored([op], in: db)[0]
+            self.announceAfterCommit([change], in: db)
+            return change
+        }
+    }
+
+    /// Authors one local operation like the synchronous overload, without blocking a thread.
+    ///
+    /// Group commit: while one transaction commits, operations from other callers queue; the
+    /// next transaction takes all of them, so concurrent writers share one commit (and one
+    /// fsync). A refused `build` fails only its own caller; a database error fails the batch,
+    /// which rolls back entirely.
+    @discardableResult
+    public func author(
+        board: EntityID, restores: OperationID? = nil,
+        _ build: @escaping @Sendable (BoardState) throws -> BoardOperation.Action
+    ) async throws -> AppliedChange {
+        try await withCheckedThrowingContinuation { continuation in
+            let job = AuthorJob(board: board, restores: restores, build: build, continuation: continuation)
+            let startDrain = commitQueue.withLock { queue in
+                queue.jobs.append(job)
+                defer { queue.draining = true }
+                return !queue.draining
+            }
+            if startDrain {
+                writer.asyncWriteWithoutTransaction { db in self.drainAuthorJobs(db) }
+            }
+        }
+    }
+
+    /// Runs on the database writer until the queue is empty: one transaction per batch.
+    private func drainAuthorJobs(_ db: Database) {
+        while true {
+            let jobs: [AuthorJob] = commitQueue.withLock { queue in
+                let jobs = queue.jobs
+                queue.jobs = []
+                if jobs.isEmpty { queue.draining = false }
+                return jobs
+            }
+            if jobs.isEmpty { return }
+            // Per job: its refusal, or the index of its operation among the ones logged.
+            var outcomes: [Result<Int, any Error>] = []
+            let committed: Result<[AppliedChange], any Error> = Result {
+                try transaction(db) { db in
+                    outcomes = []
+                    var ops: [BoardOperation] = []
+                    for job in jobs {
+                        do {
+                            ops.append(try makeOperation(board: job.board, restores: job.restores, job.build, in: db))
+                            outcomes.append(.success(ops.count - 1))
+                        } catch let refusal as RefusedBuild {
+                            outcomes.append(.failure(refusal.error))
+                        }
+                    }
+                    let changes = try logAuthored(ops, in: db)
+                    announceAfterCommit(changes, in: db)
+                    return changes
+                }
+            }
+            switch committed {
+            case .success(let changes):
+                for (job, outcome) in zip(jobs, outcomes) { job.continuation.resume(with: outcome.map { changes[$0] }) }
+            case .failure(let error):
+                for job in jobs { job.continuation.resume(throwing: error) }
+            }
+        }
+    }
+
+    /// Stamps the operation `build` asks for. A refusal from `build` is thrown as `RefusedBuild`
+    /// and leaves nothing changed; other errors are the database's.
+    private func makeOperation(
+        board: EntityID, restores: OperationID?, _ build: (BoardState) throws -> BoardOperation.Action, in db: Database
+    ) throws -> BoardOperation {
+        try ensureLoaded(board, in: db)
+        return try cache.withLock { cache in
+            let state = cache.boards[board]!
+            let action: BoardOperation.Action
+            do { action = try build(state) } catch { throw RefusedBuild(error: error) }
+            return cache.author.make(action, board: board, base: state.base(for: action), restores: restores,
+                                     nowMillis: clock.nowMillis())
+        }
+    }
+
+    /// Logs freshly stamped local operations and saves the counter and clock once.
+    private func logAuthored(_ ops: [BoardOperation], in db: Database) throws -> [AppliedChange] {
+        guard let last = ops.last else { return [] }
+        try db.cachedStatement(sql: "UPDATE meta SET value = ? WHERE key = 'counter'")
+            .execute(arguments: [String(last.id.counter)])
+        try saveClock(in: db)
+        return try ops.map { op in
+            guard let change = try insert(op, local: true, in: db) else {
                 throw StoreError(.conflict, "operation ID \(op.id) is already in the log; the replica's counter is behind its log")
             }
-            self.announceAfterCommit([change], in: db)
             return change
         }
     }
@@ -35,31 +122,41 @@ extension ReplicaStore {
     /// (never backwards) in the same transaction.
     @discardableResult
     public func apply(_ ops: [BoardOperation], local: Bool = false, cursors: [EntityID: Int64] = [:]) throws -> [AppliedChange] {
-        try write { db in
-            var changes: [AppliedChange] = []
-            changes.reserveCapacity(ops.count)
-            for op in ops {
-                if !local && op.id.replica == self.replicaID {
-                    // One of ours came back from the relay: it is stored there, so it is acknowledged.
-                    try db.cachedStatement(sql: "DELETE FROM outbox WHERE op_id = ?").execute(arguments: [op.id.description])
-                }
-                try self.ensureLoaded(op.board, in: db)
-                if let change = try self.insert(op, local: local, in: db) { changes.append(change) }
-            }
-            let now = self.clock.nowMillis()
-            if let newest = ops.map(\.stamp).max() {
-                self.cache.withLock { $0.author.observe(newest, nowMillis: now) }
-                try self.saveClock(in: db)
-            }
-            for (board, seq) in cursors {
-                try db.cachedStatement(sql: """
-                    INSERT INTO cursor (board_id, seq) VALUES (?, ?)
-                    ON CONFLICT (board_id) DO UPDATE SET seq = max(seq, excluded.seq)
-                    """).execute(arguments: [board.rawValue, seq])
-            }
-            self.announceAfterCommit(changes, in: db)
-            return changes
+        try write { db in try self.applyInTransaction(ops, local: local, cursors: cursors, in: db) }
+    }
+
+    /// `apply` without blocking the calling thread while the transaction commits.
+    @discardableResult
+    public func apply(_ ops: [BoardOperation], local: Bool = false, cursors: [EntityID: Int64] = [:]) async throws -> [AppliedChange] {
+        try await writer.writeWithoutTransaction { db in
+            try self.transaction(db) { db in try self.applyInTransaction(ops, local: local, cursors: cursors, in: db) }
         }
+    }
+
+    private func applyInTransaction(_ ops: [BoardOperation], local: Bool, cursors: [EntityID: Int64], in db: Database) throws -> [AppliedChange] {
+        var changes: [AppliedChange] = []
+        changes.reserveCapacity(ops.count)
+        for op in ops {
+            if !local && op.id.replica == self.replicaID {
+                // One of ours came back from the relay: it is stored there, so it is acknowledged.
+                try db.cachedStatement(sql: "DELETE FROM outbox WHERE op_id = ?").execute(arguments: [op.id.description])
+            }
+            try self.ensureLoaded(op.board, in: db)
+            if let change = try self.insert(op, local: local, in: db) { changes.append(change) }
+        }
+        let now = self.clock.nowMillis()
+        if let newest = ops.map(\.stamp).max() {
+            self.cache.withLock { $0.author.observe(newest, nowMillis: now) }
+            try self.saveClock(in: db)
+        }
+        for (board, seq) in cursors {
+            try db.cachedStatement(sql: """
+                INSERT INTO cursor (board_id, seq) VALUES (?, ?)
+                ON CONFLICT (board_id) DO UPDATE SET seq = max(seq, excluded.seq)
+                """).execute(arguments: [board.rawValue, seq])
+        }
+        self.announceAfterCommit(changes, in: db)
+        return changes
     }
 
     /// Persists the clock with the transaction, so a restart resumes above every logged stamp.
@@ -139,7 +236,13 @@ extension ReplicaStore {
     /// Runs a write transaction. If it rolls back, the author and version go back to what they
     /// were before it, and the boards it changed are dropped from the mirror (reloaded on next use).
     func write<T>(_ body: (Database) throws -> T) throws -> T {
-        try writer.write { db in
+        try writer.writeWithoutTransaction { db in try transaction(db, body) }
+    }
+
+    /// One transaction on the writer's connection, with the mirror kept in step (see `write`).
+    func transaction<T>(_ db: Database, _ body: (Database) throws -> T) throws -> T {
+        var result: T?
+        try db.inTransaction(.immediate) {
             let saved = cache.withLock { cache in
                 cache.touched = []
                 cache.dirty = []
@@ -153,10 +256,11 @@ extension ReplicaStore {
                     (cache.author, cache.lastSeq) = saved
                 }
             })
-            let result = try body(db)
+            result = try body(db)
             try saveDirtyRows(in: db)
-            return result
+            return .commit
         }
+        return result!
     }
 
     /// Writes each row the transaction changed once, however many of its operations touched it.
@@ -174,4 +278,23 @@ extension ReplicaStore {
         let state = try Self.loadState(board, in: db)
         cache.withLock { $0.boards[board] = state }
     }
+}
+
+/// A local edit waiting for the next group commit.
+struct AuthorJob: Sendable {
+    let board: EntityID
+    let restores: OperationID?
+    let build: @Sendable (BoardState) throws -> BoardOperation.Action
+    let continuation: CheckedContinuation<AppliedChange, any Error>
+}
+
+/// The queue of local edits and whether a drain is scheduled on the writer.
+struct CommitQueue {
+    var jobs: [AuthorJob] = []
+    var draining = false
+}
+
+/// `build` refused the edit; carries its error.
+struct RefusedBuild: Error {
+    let error: any Error
 }

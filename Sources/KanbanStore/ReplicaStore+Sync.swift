@@ -37,16 +37,25 @@ extension ReplicaStore {
 
     /// Drops acknowledged operations from the outbox, advancing cursors in the same transaction.
     public func acknowledge(_ ids: [OperationID], cursors: [EntityID: Int64] = [:]) throws {
-        try write { db in
-            for id in ids {
-                try db.cachedStatement(sql: "DELETE FROM outbox WHERE op_id = ?").execute(arguments: [id.description])
-            }
-            for (board, seq) in cursors {
-                try db.cachedStatement(sql: """
-                    INSERT INTO cursor (board_id, seq) VALUES (?, ?)
-                    ON CONFLICT (board_id) DO UPDATE SET seq = max(seq, excluded.seq)
-                    """).execute(arguments: [board.rawValue, seq])
-            }
+        try write { db in try Self.acknowledge(ids, cursors: cursors, in: db) }
+    }
+
+    /// `acknowledge` without blocking the calling thread while the transaction commits.
+    public func acknowledge(_ ids: [OperationID], cursors: [EntityID: Int64] = [:]) async throws {
+        try await writer.writeWithoutTransaction { db in
+            try self.transaction(db) { db in try Self.acknowledge(ids, cursors: cursors, in: db) }
+        }
+    }
+
+    private static func acknowledge(_ ids: [OperationID], cursors: [EntityID: Int64], in db: Database) throws {
+        for id in ids {
+            try db.cachedStatement(sql: "DELETE FROM outbox WHERE op_id = ?").execute(arguments: [id.description])
+        }
+        for (board, seq) in cursors {
+            try db.cachedStatement(sql: """
+                INSERT INTO cursor (board_id, seq) VALUES (?, ?)
+                ON CONFLICT (board_id) DO UPDATE SET seq = max(seq, excluded.seq)
+                """).execute(arguments: [board.rawValue, seq])
         }
     }
 

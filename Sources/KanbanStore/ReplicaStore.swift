@@ -51,6 +51,7 @@ public final class ReplicaStore: Sendable {
     let writer: any DatabaseWriter
     let cache: Mutex<Cache>
     let listeners = Mutex<[@Sendable ([AppliedChange]) -> Void]>([])
+    let commitQueue = Mutex(CommitQueue())
     let clock: WallClock
     public let replicaID: ReplicaID
     public let path: String

@@ -175,7 +175,7 @@ struct EventStreamTests {
                 group.addTask {
                     var ids = Set<String>()
                     for i in 0..<total {
-                        let snapshot = try server.agent.createTask(column: columnID, title: "T\(i)", description: nil, after: nil)
+                        let snapshot = try await server.agent.createTask(column: columnID, title: "T\(i)", description: nil, after: nil)
                         guard case .task(let task) = snapshot else { throw RawWebSocket.Failure.malformed("not a task: \(snapshot)") }
                         ids.insert(task.id.rawValue)
                         if i % 10 == 0 { await Task.yield() }

@@ -154,7 +154,7 @@ struct RouteContractTests {
             // Two writes from another replica with old stamps lose and become conflicts.
             let remote = try #require(ReplicaID("remote-replica"))
             let boardID = try #require(EntityID(board))
-            try server.agent.store.apply([
+            try await server.agent.store.apply([
                 BoardOperation(id: OperationID(replica: remote, counter: 1),
                                stamp: HLCStamp(wallMillis: 1, counter: 0, replica: remote), board: boardID,
                                action: .renameBoard(title: "An old remote title")),
@@ -232,7 +232,7 @@ struct RouteContractTests {
             let task = try await server.createTask(column: column, "Task")
             let remote = try #require(ReplicaID("remote"))
             let boardID = try #require(EntityID(board))
-            try server.agent.store.apply([
+            try await server.agent.store.apply([
                 BoardOperation(id: OperationID(replica: remote, counter: 7),
                                stamp: HLCStamp(wallMillis: 1, counter: 0, replica: remote), board: boardID,
                                action: .moveTask(task: try #require(EntityID(task)), column: try #require(EntityID(other)),
@@ -268,7 +268,7 @@ struct RouteContractTests {
         try await withAgent { server in
             let board = try await server.createBoard("Conflicts")
             let remote = try #require(ReplicaID("remote"))
-            try server.agent.store.apply([
+            try await server.agent.store.apply([
                 BoardOperation(id: OperationID(replica: remote, counter: 3),
                                stamp: HLCStamp(wallMillis: 1, counter: 0, replica: remote), board: try #require(EntityID(board)),
                                action: .renameBoard(title: "Old title")),

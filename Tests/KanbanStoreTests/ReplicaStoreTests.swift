@@ -134,6 +134,60 @@ struct ReplicaStoreTests {
         #expect(next.operation.id.counter == 1)
     }
 
+    /// The async `author` shares transactions between concurrent callers (group commit): each
+    /// caller still gets its own operation or its own refusal, and the log, outbox, counters and
+    /// tables agree with one another afterwards, also after reopening.
+    @Test func concurrentAuthorsEachGetTheirOwnOutcome() async throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("replica.sqlite").path
+        let store = try ReplicaStore(path: path)
+        let board = EntityID.make()
+        try await store.author(board: board) { _ in .createBoard(title: "Group") }
+        let column = EntityID.make()
+        try await store.author(board: board) { _ in .createColumn(column: column, title: "C", position: PositionKey("V")!) }
+        struct Refused: Error, Equatable { let index: Int }
+
+        let outcomes = await withTaskGroup(of: (Int, Result<AppliedChange, any Error>).self) { group in
+            for i in 0..<200 {
+                group.addTask {
+                    do {
+                        let change = try await store.author(board: board) { state in
+                            if i % 10 == 3 { throw Refused(index: i) }
+                            return .createTask(task: EntityID.make(), column: column,
+                                               position: state.taskPosition(in: column, after: nil)!, title: "T\(i)", description: "")
+                        }
+                        return (i, .success(change))
+                    } catch {
+                        return (i, .failure(error))
+                    }
+                }
+            }
+            return await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
+        }
+        var committed: [AppliedChange] = []
+        for (i, outcome) in outcomes {
+            switch outcome {
+            case .success(let change):
+                #expect(i % 10 != 3, "task \(i) should have been refused")
+                committed.append(change)
+            case .failure(let error):
+                #expect((error as? Refused) == Refused(index: i), "task \(i) got someone else's outcome: \(error)")
+            }
+        }
+        #expect(committed.count == 180)
+        #expect(Set(committed.map(\.operation.id.counter)) == Set((3...182).map { UInt64($0) }), "counters are dense")
+        #expect(Set(committed.map(\.seq)).count == 180)
+        #expect(try store.outboxCount() == 182)
+        let titles = Set(try #require(try store.document(board)).columns[0].tasks.map(\.title))
+        #expect(titles == Set((0..<200).filter { $0 % 10 != 3 }.map { "T\($0)" }))
+        #expect(try store.stateFromDisk(board) == (try store.stateFromLog(board)))
+        let digest = try store.digest(board)
+        let reopened = try ReplicaStore(path: path)
+        #expect(try reopened.digest(board) == digest)
+        #expect(try await reopened.author(board: board) { _ in .renameBoard(title: "next") }.operation.id.counter == 183)
+    }
+
     @Test func concurrentEditsAreListedAsConflictsAndCanBeRestored() throws {
         let a = try ReplicaStore.inMemory(), b = try ReplicaStore.inMemory()
         let board = EntityID.make()

@@ -52,7 +52,7 @@ struct HostileRelayTests {
         defer { Task { await cluster.shutdown() } }
         try await cluster.connect(0)
         let a = cluster.agents[0]
-        let board = try a.createBoard(title: "Keep working").id
+        let board = try await a.createBoard(title: "Keep working").id
         try await eventually("the board reaches the relay") { try a.store.outboxCount() == 0 }
         let relay = try #require(cluster.relayRef.withLock { $0 })
         let before = try relay.storage.operationCount()
@@ -81,7 +81,7 @@ struct HostileRelayTests {
 
         #expect(try relay.storage.operationCount() == before, "no bad input was stored")
         // The relay still serves the good agent.
-        _ = try a.renameBoard(board, title: "Still here")
+        _ = try await a.renameBoard(board, title: "Still here")
         try await eventually("the good agent still syncs") { try a.store.outboxCount() == 0 }
         #expect(try relay.storage.operationCount() == before + 1)
     }
@@ -106,7 +106,7 @@ struct HostileRelayTests {
             #expect(refused == 200)
         }
         let a = cluster.agents[0]
-        let board = try a.createBoard(title: "After the storm").id
+        let board = try await a.createBoard(title: "After the storm").id
         try await eventually("the real agent still syncs") { try a.store.outboxCount() == 0 }
         #expect(try cluster.relayRef.withLock { $0 }!.storage.team(of: board) == "team")
     }

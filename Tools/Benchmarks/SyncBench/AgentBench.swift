@@ -34,12 +34,12 @@ struct LocalAgent {
     }
 
     /// A board with `columns` columns, made through the agent core.
-    func makeBoard(columns: Int) throws -> (board: EntityID, columns: [EntityID]) {
-        let board = try agent.createBoard(title: "Bench board").id
+    func makeBoard(columns: Int) async throws -> (board: EntityID, columns: [EntityID]) {
+        let board = try await agent.createBoard(title: "Bench board").id
         var ids: [EntityID] = []
         var after: EntityID? = nil
         for i in 0..<columns {
-            guard case .column(let c) = try agent.createColumn(board: board, title: "Column \(i)", after: after) else {
+            guard case .column(let c) = try await agent.createColumn(board: board, title: "Column \(i)", after: after) else {
                 throw BenchError("createColumn returned no column")
             }
             ids.append(c.id)
@@ -227,7 +227,7 @@ final class EventListeners: Sendable {
 
 func runHTTPBench(rate: Double, duration: Double, closedDuration: Double, clientCounts: [Int]) async throws {
     let local = try await LocalAgent.start("http")
-    let (_, columns) = try local.makeBoard(columns: 10)
+    let (_, columns) = try await local.makeBoard(columns: 10)
     note("agent on port \(local.port); open loop \(rate) req/s for \(duration)s")
     var rows: [[String]] = []
 
@@ -256,7 +256,7 @@ func runEventsBench(counts: [Int], rate: Double, duration: Double) async throws 
     var rows: [[String]] = []
     for n in counts {
         let local = try await LocalAgent.start("events")
-        let (board, columns) = try local.makeBoard(columns: 10)
+        let (board, columns) = try await local.makeBoard(columns: 10)
         let listeners = EventListeners()
         try await listeners.connect(count: n, port: local.port, board: board)
         listeners.measureFrom.store(nowNs() + 1_000_000_000, ordering: .relaxed)

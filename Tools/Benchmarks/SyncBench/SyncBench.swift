@@ -96,7 +96,7 @@ func runE2EBench(rates: [Double], duration: Double) async throws {
         let token = relay.token()
         let a = try await LocalAgent.start("a") { [SyncClient(agent: $0, configuration: syncConfiguration(relay.url, token), logger: quietLogger("sync"))] }
         let b = try await LocalAgent.start("b") { [SyncClient(agent: $0, configuration: syncConfiguration(relay.url, token), logger: quietLogger("sync"))] }
-        let (board, columns) = try a.makeBoard(columns: 10)
+        let (board, columns) = try await a.makeBoard(columns: 10)
         try await waitUntil("B has the board", timeout: .seconds(30)) {
             try b.agent.store.document(board)?.columns.count == 10 && a.agent.store.outboxCount() == 0
         }
@@ -303,7 +303,7 @@ func runConvergeBench(queued: Int) async throws {
     let token = relay.token()
     let a = try await LocalAgent.start("conv-a") { [SyncClient(agent: $0, configuration: syncConfiguration(relay.url, token), logger: quietLogger("sync"))] }
     let b = try await LocalAgent.start("conv-b") { [SyncClient(agent: $0, configuration: syncConfiguration(relay.url, token), logger: quietLogger("sync"))] }
-    let (board, columns) = try a.makeBoard(columns: 10)
+    let (board, columns) = try await a.makeBoard(columns: 10)
     try await waitUntil("B has the board", timeout: .seconds(30)) {
         try b.agent.store.document(board)?.columns.count == 10 && a.agent.store.outboxCount() == 0
     }
@@ -314,13 +314,13 @@ func runConvergeBench(queued: Int) async throws {
     var rng = SplitMix(seed: 42)
     for i in 0..<queued {
         if tasks.count < 10 || i % 4 == 0 {
-            guard case .task(let t) = try a.agent.createTask(column: columns[i % columns.count], title: "Task \(i) fix login redirect",
+            guard case .task(let t) = try await a.agent.createTask(column: columns[i % columns.count], title: "Task \(i) fix login redirect",
                                                                description: "write release notes", after: nil) else { continue }
             tasks.append(t.id)
         } else if i % 4 == 1 {
-            _ = try a.agent.moveTask(tasks[Int(rng.next() % UInt64(tasks.count))], to: columns[Int(rng.next() % 10)], after: nil)
+            _ = try await a.agent.moveTask(tasks[Int(rng.next() % UInt64(tasks.count))], to: columns[Int(rng.next() % 10)], after: nil)
         } else {
-            _ = try a.agent.updateTask(tasks[Int(rng.next() % UInt64(tasks.count))], title: "Edited \(i) review accessibility audit", description: nil)
+            _ = try await a.agent.updateTask(tasks[Int(rng.next() % UInt64(tasks.count))], title: "Edited \(i) review accessibility audit", description: nil)
         }
     }
     let authoring = Double(nowNs() - t0) / 1e9
