@@ -24,5 +24,9 @@ Tools/soak/run.sh --binary .build/debug/kanban --duration 60 --converge-timeout 
 # The HTTP API fuzzed against Protocol/agent-api.openapi.json by schemathesis (installs it if missing).
 Tools/fuzz/run.sh
 
+# Prometheus alert rules (promtool check/test rules) and a real agent's and relay's /metrics
+# (promtool check metrics); installs Debian's prometheus package for promtool if missing.
+Tools/monitoring/check.sh
+
 # The web board in headless Chromium against a real agent (installs chromium and Playwright if missing).
 Tools/browser/run.sh

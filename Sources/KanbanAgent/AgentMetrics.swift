@@ -6,7 +6,6 @@ import Prometheus
 /// process, as in the tests), served at `/metrics`.
 public final class AgentMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
-    var factory: PrometheusMetricsFactory { PrometheusMetricsFactory(registry: registry) }
 
     let linkAttempts: CoreMetrics.Counter
     let linkConnects: CoreMetrics.Counter
@@ -24,15 +23,29 @@ public final class AgentMetrics: Sendable {
     let linkMessagesReceived: Prometheus.Counter
 
     init() {
+        let registry = self.registry
         let factory = PrometheusMetricsFactory(registry: registry)
-        linkAttempts = .init(label: "kanban_link_attempts_total", factory: factory)
-        linkConnects = .init(label: "kanban_link_connects_total", factory: factory)
-        opsAuthored = .init(label: "kanban_operations_authored_total", factory: factory)
-        opsReceived = .init(label: "kanban_operations_received_total", factory: factory)
-        commitLatency = .init(label: "kanban_operation_commit_seconds", factory: factory)
-        queued = .init(label: "kanban_queued_operations", factory: factory)
-        localClients = .init(label: "kanban_local_clients", factory: factory)
-        linkUp = .init(label: "kanban_link_up", factory: factory)
+        // Each metric is made in the registry with its HELP text (the swift-metrics factory
+        // cannot pass one) and wrapped in the swift-metrics type the call sites use.
+        func counter(_ name: String, _ help: String) -> CoreMetrics.Counter {
+            .init(label: name, dimensions: [], handler: registry.makeCounter(name: name, help: help), factory: factory)
+        }
+        func gauge(_ name: String, _ help: String) -> CoreMetrics.Gauge {
+            .init(label: name, dimensions: [], aggregate: false, handler: registry.makeGauge(name: name, help: help), factory: factory)
+        }
+        linkAttempts = counter("kanban_link_attempts_total", "Connection attempts to the relay.")
+        linkConnects = counter("kanban_link_connects_total", "Connections to the relay that got as far as its welcome.")
+        opsAuthored = counter("kanban_operations_authored_total", "Operations written by this agent (committed locally).")
+        opsReceived = counter("kanban_operations_received_total", "Operations of other replicas applied here.")
+        commitLatency = .init(
+            label: "kanban_operation_commit_seconds", dimensions: [],
+            handler: registry.makeDurationHistogram(
+                name: "kanban_operation_commit_seconds", buckets: Self.commitBuckets,
+                help: "Time to commit one local write (from the API call to durable in SQLite)."),
+            factory: factory)
+        queued = gauge("kanban_queued_operations", "Operations written here and not yet acknowledged by the relay (the outbox).")
+        localClients = gauge("kanban_local_clients", "Local event-stream WebSocket clients (open web boards and `kanban watch`).")
+        linkUp = gauge("kanban_link_up", "1 while the relay link is up (welcomed), else 0.")
         linkBytesSent = registry.makeCounter(
             name: "kanban_link_bytes_sent_total",
             help: "Payload bytes of WebSocket messages sent to the relay, before compression.")
@@ -45,14 +58,25 @@ public final class AgentMetrics: Sendable {
             name: "kanban_link_messages_received_total", help: "WebSocket messages received from the relay.")
     }
 
+    static let commitBuckets: [Duration] = [
+        .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
+        .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .seconds(1),
+    ]
+    static let linkDurationBuckets: [Duration] = [
+        .seconds(1), .seconds(10), .seconds(60), .seconds(600), .seconds(3600), .seconds(6 * 3600), .seconds(86400),
+    ]
+
     /// A failed or ended link, by its `LinkProblem` code.
     func linkFailure(_ code: String) {
-        CoreMetrics.Counter(label: "kanban_link_failures_total", dimensions: [("class", code)], factory: factory).increment()
+        registry.makeCounter(name: "kanban_link_failures_total", labels: [("class", code)],
+                             help: "Relay links that failed or ended, by LinkProblem code (see `kanban doctor`).").increment()
     }
 
     /// How long a link stayed up.
     func linkDuration(_ seconds: Double) {
-        CoreMetrics.Timer(label: "kanban_link_duration_seconds", factory: factory).recordNanoseconds(Int64(seconds * 1e9))
+        registry.makeDurationHistogram(name: "kanban_link_duration_seconds", buckets: Self.linkDurationBuckets,
+                                       help: "How long relay links stayed up.")
+            .record(.nanoseconds(Int64(seconds * 1e9)))
     }
 
     func sent(bytes: Int) {

@@ -16,14 +16,18 @@ public final class Relay: Sendable {
 
     /// Prometheus text exposition of the relay's gauges and counters.
     public func metricsText() async -> String {
-        let factory = PrometheusMetricsFactory(registry: registry)
         let stats = await hub.stats
-        CoreMetrics.Gauge(label: "kanban_relay_connections", factory: factory).record(stats.connections)
-        CoreMetrics.Gauge(label: "kanban_relay_rooms", factory: factory).record(stats.rooms)
-        CoreMetrics.Gauge(label: "kanban_relay_operations_accepted", factory: factory).record(await hub.acceptedOperations)
-        CoreMetrics.Gauge(label: "kanban_relay_digest_mismatches", factory: factory).record(await hub.digestMismatches)
-        CoreMetrics.Gauge(label: "kanban_relay_compactions", factory: factory).record(await hub.compactions)
-        CoreMetrics.Gauge(label: "kanban_relay_log_operations", factory: factory).record((try? storage.operationCount()) ?? 0)
+        func gauge(_ name: String, _ help: String, _ value: Int) {
+            registry.makeGauge(name: name, help: help).set(to: Double(value))
+        }
+        gauge("kanban_relay_connections", "Open agent connections.", stats.connections)
+        gauge("kanban_relay_rooms", "Boards with at least one connection joined.", stats.rooms)
+        gauge("kanban_relay_operations_accepted", "Operations accepted and sequenced since the relay started.", await hub.acceptedOperations)
+        gauge("kanban_relay_digest_mismatches",
+              "Agents whose board digest did not match the relay's after catch-up, since the relay started (each repaired by a resend).",
+              await hub.digestMismatches)
+        gauge("kanban_relay_compactions", "Board logs compacted into snapshots since the relay started.", await hub.compactions)
+        gauge("kanban_relay_log_operations", "Operations in the relay's log (after compaction).", (try? storage.operationCount()) ?? 0)
         return registry.emitToString()
     }
 
