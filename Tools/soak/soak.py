@@ -651,6 +651,7 @@ class Soak:
         for ch in [self.relay] + self.agents:
             if ch is not None and ch.check_crash():
                 log(f"CRASH: {ch.crashes[-1]}; log {ch.log_path}")
+                self.note(f"CRASH: {ch.crashes[-1]}")
                 self.schedule(0.5, "restart", (ch,))
 
     # -- metrics across restarts -----------------------------------------------------------------
@@ -681,19 +682,53 @@ class Soak:
             _, _, action, args = heapq.heappop(self.timeline)
             self.do(action, args)
 
+    def note(self, msg: str) -> None:
+        """One line of the fault timeline (faults.log in the run directory)."""
+        with open(os.path.join(self.dir, "faults.log"), "a") as f:
+            f.write(f"{time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d} {msg}\n")
+
+    def proxy_states(self) -> str:
+        bad = []
+        for p in self.proxies:
+            st = self.pt.call(p.stats)["state"]
+            flags = [k for k, v in (("paused", st["paused"]), ("delay", st["delayMs"]), ("cut", st["cutAfter"] is not None),
+                                    ("refusing", st["refusing"])) if v]
+            if flags:
+                bad.append(f"{p.name}: {'+'.join(flags)}")
+        return ", ".join(bad) or "all proxies normal"
+
     def do(self, action: str, args: tuple) -> None:
         if action == "restart":
             (ch,) = args
             if not ch.alive():
                 try:
                     ch.start()
+                    self.note(f"{ch.name} started (pid {ch.proc.pid})")
                 except RuntimeError as e:
                     self.start_failures.append(str(e))
+                    self.note(f"{ch.name} FAILED to start: {e}")
                     log(f"FAILED restart: {e}")
                     self.schedule(2.0, "restart", (ch,))
         elif action == "proxy":
             p, method, margs = args
             self.pt.call(getattr(p, method), *margs)
+            self.note(f"{p.name} {method}{margs if margs else ''}")
+
+    def kill(self, ch: Child, sig: int) -> None:
+        pid = ch.proc.pid
+        around = self.proxy_states()
+        start = time.monotonic()
+        rc = ch.kill(sig)
+        took = time.monotonic() - start
+        name = signal.Signals(sig).name
+        self.events[f"{'relay' if ch is self.relay else 'agent'} {name}"] += 1
+        self.note(f"{ch.name} (pid {pid}) {name}: exit {rc} after {took:.2f} s ({around})")
+        if rc is None:
+            msg = f"{time.strftime('%H:%M:%S')} {ch.name} did not exit within 15 s of {name} ({around})"
+            self.hangs.append(msg)
+            log(msg)
+        elif sig == signal.SIGTERM and rc != 0:
+            self.hangs.append(f"{time.strftime('%H:%M:%S')} {ch.name} exited with {rc} after SIGTERM")
 
     def inject(self) -> None:
         rng, a = self.fault_rng, self.args
@@ -707,43 +742,32 @@ class Soak:
         long_ok = a.duration >= 300
         if kind == "delay":
             ms, jitter = rng.choice([20, 50, 100, 200, 500, 1000]), rng.choice([0, 10, 50, 100, 300])
-            self.pt.call(p.set_delay, ms, jitter)
+            self.do("proxy", (p, "set_delay", (ms, jitter)))
             self.schedule(rng.uniform(1, 10), "proxy", (p, "set_delay", (0, 0)))
         elif kind == "pause":
             dur = rng.uniform(20, 40) if long_ok and rng.random() < 0.1 else rng.uniform(0.3, 6)
-            self.pt.call(p.pause)
+            self.do("proxy", (p, "pause", ()))
             self.schedule(dur, "proxy", (p, "resume", ()))
         elif kind == "cut":
-            self.pt.call(p.set_cut_after, rng.choice([0, 1, 20, 100, 500, 2000, 10000, 50000]) + rng.randrange(100))
+            n = rng.choice([0, 1, 20, 100, 500, 2000, 10000, 50000]) + rng.randrange(100)
+            self.do("proxy", (p, "set_cut_after", (n,)))
             self.schedule(rng.uniform(0.5, 8), "proxy", (p, "set_cut_after", (None,)))
         elif kind == "reset":
-            self.pt.call(p.reset_all)
+            self.do("proxy", (p, "reset_all", ()))
         elif kind == "refuse":
-            self.pt.call(p.refuse, rng.choice(["closed", "rst"]))
+            self.do("proxy", (p, "refuse", (rng.choice(["closed", "rst"]),)))
             self.schedule(rng.uniform(0.5, 8), "proxy", (p, "accept", ()))
         elif kind == "agent_kill":
             if not ag.alive():
                 return
             self.harvest_agent(ag)
-            sig = signal.SIGKILL if rng.random() < 0.85 else signal.SIGTERM
-            rc = ag.kill(sig)
-            self.events[f"agent {signal.Signals(sig).name}"] += 1
-            if rc is None:
-                self.hangs.append(f"{ag.name} did not exit within 15 s of {signal.Signals(sig).name}")
-            elif sig == signal.SIGTERM and rc != 0:
-                self.hangs.append(f"{ag.name} exited with {rc} after SIGTERM")
+            self.kill(ag, signal.SIGKILL if rng.random() < 0.85 else signal.SIGTERM)
             self.schedule(rng.uniform(0.1, 3), "restart", (ag,))
         elif kind == "relay_restart":
             if not self.relay.alive():
                 return
             self.harvest_relay()
-            sig = signal.SIGKILL if rng.random() < 0.6 else signal.SIGTERM
-            rc = self.relay.kill(sig)
-            self.events[f"relay {signal.Signals(sig).name}"] += 1
-            if rc is None:
-                self.hangs.append(f"relay did not exit within 15 s of {signal.Signals(sig).name}")
-            elif sig == signal.SIGTERM and rc != 0:
-                self.hangs.append(f"relay exited with {rc} after SIGTERM")
+            self.kill(self.relay, signal.SIGKILL if rng.random() < 0.6 else signal.SIGTERM)
             self.schedule(rng.uniform(0.1, 3), "restart", (self.relay,))
 
     # -- main phases --------------------------------------------------------------------------------
