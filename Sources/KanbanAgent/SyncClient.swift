@@ -24,6 +24,9 @@ public struct SyncConfiguration: Sendable {
     /// Application-level ping for round-trip time and clock skew.
     public var probeInterval: Duration = .seconds(10)
     public var pushBatch: Int = 500
+    /// How long the TCP connect plus the WebSocket upgrade may take before the attempt is
+    /// abandoned and retried.
+    public var handshakeTimeout: Duration = .seconds(10)
 
     public init(relayURL: String, token: String) {
         self.relayURL = relayURL
@@ -101,9 +104,37 @@ public struct SyncClient: Service {
                                             maxDecompressedFrameSize: ProtocolLimits.maxRelayMessageBytes, minFrameSizeToCompress: 64)],
             autoPing: .enabled(timePeriod: configuration.heartbeat)
         )
+        // The client library can wait forever for an upgrade answer that never comes (the peer
+        // read the request and closed), and then ignores cancellation. So the attempt runs in its
+        // own task and a watchdog gives up on it when the handshake overruns; an abandoned
+        // attempt holds only its closed channel.
+        let race = OnceContinuation<Outcome>()
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                race.set(continuation)
+                let timeout = configuration.handshakeTimeout
+                let attempt = Task { race.resume(await self.attempt(wsConfiguration, welcomed: welcomed)) }
+                race.onCancel { attempt.cancel() }
+                Task {
+                    try? await Task.sleep(for: timeout)
+                    guard !welcomed.upgraded.load(ordering: .acquiring) else { return }
+                    let problem = LinkProblem.handshakeTimeout
+                    if race.resume(Outcome(failure: .init(at: Date(), errorClass: problem.code, message: problem.message, fix: problem.fix))) {
+                        attempt.cancel()
+                        logger.warning("relay handshake timed out; abandoning the attempt", metadata: ["timeout": "\(timeout)"])
+                    }
+                }
+            }
+        } onCancel: {
+            race.cancel(with: Outcome())
+        }
+    }
+
+    private func attempt(_ wsConfiguration: WebSocketClientConfiguration, welcomed: LinkFlags) async -> Outcome {
         do {
             let closeFrame = try await WebSocketClient.connect(url: configuration.relayURL, configuration: wsConfiguration, logger: logger) {
                 inbound, outbound, _ in
+                welcomed.upgraded.store(true, ordering: .releasing)
                 let session = SyncSession(agent: agent, configuration: configuration, logger: logger, welcomed: welcomed)
                 try await session.run(inbound: inbound, outbound: outbound)
             }
@@ -153,9 +184,65 @@ extension Duration {
 
 /// Per-connection state shared by the session's loops.
 final class LinkFlags: Sendable {
+    /// The WebSocket upgrade completed.
+    let upgraded = Atomic<Bool>(false)
     let welcomed = Atomic<Bool>(false)
     /// Local seq of the last outbox entry sent on this connection.
     let pushed = Mutex<Int64>(0)
     /// Boards whose digest was already compared on this connection.
     let digested = Mutex<Set<EntityID>>([])
+}
+
+/// A continuation resumed by whichever of several racers comes first; later resumes are ignored.
+final class OnceContinuation<T: Sendable>: Sendable {
+    private struct State {
+        var continuation: CheckedContinuation<T, Never>?
+        /// A value that arrived before `set`.
+        var early: T?
+        var done = false
+        var cancelled = false
+        var cancelHook: (@Sendable () -> Void)?
+    }
+    private let state = Mutex(State())
+
+    func set(_ continuation: CheckedContinuation<T, Never>) {
+        let early: T? = state.withLock { state in
+            if state.early == nil { state.continuation = continuation }
+            return state.early
+        }
+        if let early { continuation.resume(returning: early) }
+    }
+
+    /// Resumes with `value` unless a value was already given; true if this call won.
+    @discardableResult
+    func resume(_ value: T) -> Bool {
+        let (won, waiting): (Bool, CheckedContinuation<T, Never>?) = state.withLock { state in
+            if state.done { return (false, nil) }
+            state.done = true
+            if state.continuation == nil { state.early = value }
+            defer { state.continuation = nil }
+            return (true, state.continuation)
+        }
+        waiting?.resume(returning: value)
+        return won
+    }
+
+    /// Runs `hook` when `cancel(with:)` is called, or now if it already was.
+    func onCancel(_ hook: @escaping @Sendable () -> Void) {
+        let already = state.withLock { state in
+            state.cancelHook = hook
+            return state.cancelled
+        }
+        if already { hook() }
+    }
+
+    /// Resumes with `value` (if nothing did yet) and runs the cancel hook.
+    func cancel(with value: T) {
+        let hook = state.withLock { state in
+            state.cancelled = true
+            return state.cancelHook
+        }
+        resume(value)
+        hook?()
+    }
 }

@@ -21,6 +21,9 @@ public struct LinkProblem: Error, Sendable, Hashable, Codable {
         fix: "Start the relay (`kanban relay --port N`), or fix the port: the relay's default is 7421, the agent's is 7420.")
     public static let timeout = LinkProblem(code: "timeout", message: "The relay did not answer in time.",
         fix: "A firewall may drop the traffic, or the host is down; check that the port is open from this machine.")
+    public static let handshakeTimeout = LinkProblem(code: "handshake_timeout",
+        message: "The connection opened but the WebSocket handshake did not finish in time (the peer closed or never answered the upgrade).",
+        fix: "Something between the agent and the relay accepts connections without passing them on (a restarting relay, a proxy or load balancer with no healthy upstream); check the relay and the proxy's upstream.")
     public static let tls = LinkProblem(code: "tls", message: "The TLS handshake failed.",
         fix: "Use ws:// for a plain relay, or check the certificate and the proxy's TLS setup for wss://.")
     public static let notWebSocket = LinkProblem(code: "no_upgrade",

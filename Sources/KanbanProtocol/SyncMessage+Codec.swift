@@ -1,5 +1,5 @@
 public import Foundation
-public import KanbanModel
+import KanbanModel
 
 extension SyncMessage {
     public var type: String {
