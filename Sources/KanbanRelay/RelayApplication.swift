@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 public import Hummingbird
+import HummingbirdCore
 import HummingbirdWebSocket
 import HummingbirdWSCompression
 import KanbanModel
@@ -88,22 +89,25 @@ public func buildRelayApplication(
         try await session.run(token: token, inbound: inbound, outbound: outbound)
     }
 
+    let wsResponder = wsRouter.buildResponder()
+    let channelConfiguration: HTTP1WebSocketUpgradeChannel.Configuration = .init(
+        http1: .init(idleTimeout: .seconds(60)),
+        ws: .init(
+            maxFrameSize: configuration.maxMessageBytes,
+            // memoryLevel 3: ~10 KiB of zlib state per connection instead of ~88 KiB at the
+            // default 8, with the same ratio on our messages (Tools/Benchmarks/RESULTS.md).
+            extensions: [.perMessageDeflate(clientMaxWindow: 12, serverMaxWindow: 12, memoryLevel: 3,
+                                            maxDecompressedFrameSize: configuration.maxMessageBytes, minFrameSizeToCompress: 64)],
+            autoPing: .enabled(timePeriod: .seconds(Int64(configuration.heartbeatSeconds)))
+        )
+    )
     return Application(
         router: router,
-        server: .http1WebSocketUpgrade(
-            webSocketRouter: wsRouter,
-            configuration: .init(
-                http1: .init(idleTimeout: .seconds(60)),
-                ws: .init(
-                    maxFrameSize: configuration.maxMessageBytes,
-                    // memoryLevel 3: ~10 KiB of zlib state per connection instead of ~88 KiB at the
-                    // default 8, with the same ratio on our messages (Tools/Benchmarks/RESULTS.md).
-                    extensions: [.perMessageDeflate(clientMaxWindow: 12, serverMaxWindow: 12, memoryLevel: 3,
-                                                    maxDecompressedFrameSize: configuration.maxMessageBytes, minFrameSizeToCompress: 64)],
-                    autoPing: .enabled(timePeriod: .seconds(Int64(configuration.heartbeatSeconds)))
-                )
-            )
-        ),
+        server: HTTPServerBuilder { responder in
+            UpgradeAuthChannel(
+                inner: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: wsResponder, configuration: channelConfiguration),
+                tokens: relay.tokens)
+        },
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "kanban-relay"),
         onServerRunning: { channel in await onListening(channel.localAddress?.port ?? configuration.port) },
         logger: logger
@@ -118,5 +122,7 @@ func relayJSON(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Re
 }
 
 func relayError(_ status: HTTPResponse.Status, code: String, _ message: String, hint: String) -> Response {
-    relayJSON(["error": ["code": code, "message": message, "hint": hint]], status: status)
+    var response = relayJSON(["error": ["code": code, "message": message, "hint": hint]], status: status)
+    if status == .unauthorized { response.headers[.wwwAuthenticate] = "Bearer realm=\"kanban-relay\"" }
+    return response
 }

@@ -279,6 +279,20 @@ struct SyncTests {
         #expect(after.relay[1] - before.relay[1] >= 5 * 400, "\(before.relay) -> \(after.relay)")
     }
 
+    /// The board's status panel shows the round-trip time: it must be known as soon as the link
+    /// is up, not one probe interval (10 s) later.
+    @Test func roundTripTimeIsKnownRightAfterConnecting() async throws {
+        let cluster = try await SyncCluster(agents: 1)
+        defer { Task { await cluster.shutdown() } }
+        let a = cluster.agents[0]
+        let start = ContinuousClock.now
+        try await cluster.connect(0)
+        try await eventually("the link is up") { a.syncStatus.state == .connected }
+        try await eventually("a round-trip time is measured", timeout: .seconds(5)) { a.syncStatus.roundTripMs != nil }
+        #expect(ContinuousClock.now - start < SyncConfiguration(relayURL: "", token: "").probeInterval)
+        #expect(a.syncStatus.clockSkewMs != nil)
+    }
+
     @Test func tokensAreEnforced() async throws {
         let cluster = try await SyncCluster(agents: 1)
         defer { Task { await cluster.shutdown() } }
@@ -291,6 +305,16 @@ struct SyncTests {
             #expect((response as? HTTPURLResponse)?.statusCode == 401)
             #expect(String(decoding: data, as: UTF8.self).contains("token_"))
         }
+        // The same on a real WebSocket upgrade request: 401 with the reason, never a 101.
+        let target = try RelayProbe.parse(cluster.relayURL).get()
+        for (token, code) in [(nil, "token_missing"), ("kb1.bogus.sig", "token_invalid"), (String(cluster.token.dropLast(2)) + "xx", "token_invalid")]
+            as [(String?, String)] {
+            let answer = try RelayProbe.upgrade(target, token: token, asUpgrade: true, timeout: 5).get()
+            #expect(answer.status == 401, "\(answer.status) \(answer.body)")
+            #expect(answer.body.contains(code), "\(answer.body)")
+            #expect(answer.headers["www-authenticate"]?.hasPrefix("Bearer") == true)
+        }
+        #expect(try RelayProbe.upgrade(target, token: cluster.token, asUpgrade: true, timeout: 5).get().status == 101)
         // A read-only token may read but its pushes change nothing.
         let storage = try SQLiteRelayStorage(path: cluster.relayDirectory.appendingPathComponent("relay.sqlite").path)
         let authority = TokenAuthority(secret: try storage.secret())
