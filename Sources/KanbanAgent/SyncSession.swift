@@ -47,10 +47,12 @@ struct SyncSession {
                 for await message in extra { try await send(message, outbound) }
             }
             group.addTask {
+                // First probe at once, so the round-trip time and clock skew are known as soon as
+                // the link is up (the board's status panel shows them), then every probeInterval.
                 while !Task.isCancelled {
-                    try await Task.sleep(for: configuration.probeInterval)
                     let now = Int64(Date().timeIntervalSince1970 * 1000)
                     try await send(.ping(.init(t: now)), outbound)
+                    try await Task.sleep(for: configuration.probeInterval)
                 }
             }
             // The link is over when the inbound stream ends or any loop fails.

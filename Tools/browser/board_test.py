@@ -7,8 +7,16 @@ task, edits its title, drags it into the other column and deletes it; page B res
 its Trash panel; page A deletes that column, page B moves one of its recovered tasks back into a
 column, and page A restores the column. After each step it checks that the other page shows the
 change within 1 s (printing each latency, measured from the step's last input) and that both
-pages show exactly what `GET /api/boards/{id}` says. Saves a screenshot to artifacts/board.png,
-prints `browser: N passed, M failed` last and exits non-zero on any failure.
+pages show exactly what `GET /api/boards/{id}` says. Saves a screenshot to artifacts/board.png.
+
+Then the relay outage: a `kanban relay` and an agent syncing through it, one page. The relay is
+SIGKILLed: the always-visible relay indicator turns to reconnecting, an edit made offline is
+queued, and the troubleshooting panel shows the classified failure in plain words with its fix
+and the queued count (screenshot: artifacts/relay-outage.png). The relay restarts on the same
+port and data; "Reconnect now" reconnects before the agent's own next try, and the queue drains.
+
+Prints `browser: N passed, M failed` last and exits non-zero on any failure. Every wait is for a
+condition, with a timeout.
 
 Run it with Tools/browser/run.sh, which installs Chromium and Playwright if missing.
 """
@@ -25,6 +33,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from datetime import datetime, timezone
 from pathlib import Path
 
 from playwright.sync_api import Error as PlaywrightError
@@ -36,7 +45,8 @@ CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
 ARTIFACTS = ROOT / "artifacts"
 LATENCY_LIMIT_S = 1.0
 WAIT_S = 5.0  # how long to wait for a change before calling it missing (the limit is checked apart)
-TEST_DEADLINE_S = 60.0
+TEST_DEADLINE_S = 150.0
+RUNNING: list = []  # every process started, so the watchdog can stop them
 
 
 class Checks:
@@ -54,30 +64,32 @@ class Checks:
         return ok
 
 
-class Agent:
-    """`kanban agent --port 0 --data DIR` as a subprocess; stopped by PID."""
+class KanbanProcess:
+    """A `kanban` subprocess that prints a line matching `ready` once it listens; stopped by PID."""
 
-    def __init__(self, data_dir: str) -> None:
+    def __init__(self, args: list[str], ready: str, what: str) -> None:
         self.log: list[str] = []
+        self.what = what
         self.proc = subprocess.Popen(
-            [str(KANBAN_BIN), "agent", "--port", "0", "--data", data_dir],
+            [str(KANBAN_BIN), *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
         )
-        self._port: int | None = None
+        RUNNING.append(self)
+        self._ready_pattern = re.compile(ready)
+        self.match: re.Match | None = None
         self._ready = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
-        if not self._ready.wait(15) or self._port is None:
+        if not self._ready.wait(15) or self.match is None:
             self.stop()
-            raise RuntimeError("agent did not print 'Board: http://127.0.0.1:PORT/' within 15 s:\n" + self.tail())
-        self.base = f"http://127.0.0.1:{self._port}"
+            raise RuntimeError(f"{what} did not print {ready!r} within 15 s:\n" + self.tail())
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:  # drained to the end so the pipe never fills
             self.log.append(line.rstrip())
-            m = re.search(r"Board: http://127\.0\.0\.1:(\d+)/", line)
-            if m and self._port is None:
-                self._port = int(m.group(1))
+            m = self._ready_pattern.search(line)
+            if m and self.match is None:
+                self.match = m
                 self._ready.set()
         self._ready.set()
 
@@ -93,12 +105,49 @@ class Agent:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
 
+    def kill(self) -> None:
+        """SIGKILL: the process dies at once, as in a crash or a power cut."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(5)
+
+
+class Agent(KanbanProcess):
+    """`kanban agent --port 0 --data DIR [ARGS]`."""
+
+    def __init__(self, data_dir: str, args: tuple[str, ...] = ()) -> None:
+        super().__init__(["agent", "--port", "0", "--data", data_dir, *args],
+                         r"Board: http://127\.0\.0\.1:(\d+)/", "agent")
+        self.base = f"http://127.0.0.1:{self.match.group(1)}"
+
     def api(self, method: str, path: str, body: dict | None = None):
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.base + path, data=data, method=method,
                                          headers={"Content-Type": "application/json"} if data else {})
         with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read() or b"null")
+
+
+class Relay(KanbanProcess):
+    """`kanban relay --port PORT --data DIR` (PORT 0: a free one)."""
+
+    def __init__(self, data_dir: str, port: int = 0) -> None:
+        super().__init__(["relay", "--port", str(port), "--data", data_dir],
+                         r"listening on ws://\S+:(\d+)/sync", "relay")
+        self.port = int(self.match.group(1))
+        self.url = f"ws://127.0.0.1:{self.port}/sync"
+
+
+def poll(what: str, condition, timeout: float, interval: float = 0.05):
+    """Calls `condition` until it returns something truthy (returned) or `timeout` s pass (raises)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
 
 
 # What a page shows, in the board document's shape (IDs and titles in order).
@@ -136,25 +185,16 @@ def wait_until(page: Page, predicate_js: str, arg) -> float:
     return time.monotonic()
 
 
-def main() -> int:
-    checks = Checks()
+def launch(pw):
+    return pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True, timeout=20000)
+
+
+def two_pages_test(checks: Checks) -> None:
+    """Two pages on one agent: every edit in one shows in the other within 1 s."""
     data_dir = tempfile.mkdtemp(prefix="kanban-browser-")
     agent: Agent | None = None
     latencies: dict[str, float] = {}
     page_errors: list[str] = []
-
-    # The whole test is bounded: past the deadline, stop the agent and leave.
-    def watchdog() -> None:
-        print(f"browser: test exceeded {TEST_DEADLINE_S:.0f} s, aborting", flush=True)
-        if agent is not None:
-            agent.stop()
-        print(f"browser: {checks.passed} passed, {checks.failed + 1} failed", flush=True)
-        os._exit(1)
-
-    timer = threading.Timer(TEST_DEADLINE_S, watchdog)
-    timer.daemon = True
-    timer.start()
-    started = time.monotonic()
     try:
         agent = Agent(data_dir)
         print(f"agent at {agent.base} (pid {agent.proc.pid}, data {data_dir})", flush=True)
@@ -166,7 +206,7 @@ def main() -> int:
         url = f"{agent.base}/?board={board['id']}"
 
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True, timeout=20000)
+            browser = launch(pw)
             try:
                 pages: dict[str, Page] = {}
                 for name in ("A", "B"):
@@ -321,11 +361,10 @@ def main() -> int:
             finally:
                 browser.close()
     except Exception as error:  # noqa: BLE001 - any failure is a failed check, reported with context
-        checks.check("test ran to the end", False, f"{type(error).__name__}: {error}")
+        checks.check("two pages: test ran to the end", False, f"{type(error).__name__}: {error}")
         if agent is not None:
             print("agent log (tail):\n" + agent.tail(), flush=True)
     finally:
-        timer.cancel()
         if agent is not None:
             agent.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -333,6 +372,190 @@ def main() -> int:
     if latencies:
         print("latencies (action in one page → the other page shows it): "
               + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in latencies.items()), flush=True)
+
+
+# The troubleshooting panel's rendering of /health/websocket (status.js renderFields).
+PANEL = '[data-testid="troubleshoot-sync"]'
+SYNC_PILL = '[data-testid="sync-status"]'
+
+
+def panel_field(page: Page, field: str) -> str | None:
+    return page.evaluate("""(f) => document.querySelector(`[data-testid="troubleshoot-sync"] > dl > dd[data-field="${f}"]`)?.textContent ?? null""", field)
+
+
+def panel_attempts(page: Page) -> list[dict]:
+    """The failed attempts the panel lists: [{errorClass, message, fix}] as shown."""
+    return page.evaluate("""() => [...document.querySelectorAll('[data-testid="troubleshoot-sync"] dd[data-field="attempts"] li')]
+        .map(li => Object.fromEntries(['errorClass', 'message', 'fix']
+            .map(f => [f, li.querySelector(`dd[data-field="${f}"]`)?.textContent ?? null])))""")
+
+
+def iso_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def relay_outage_test(checks: Checks) -> None:
+    """One agent synced through a relay; the relay is killed and restarted while the page watches.
+
+    The always-visible relay indicator goes from connected to reconnecting; the troubleshooting
+    panel lists the classified failure in plain words with its fix, and the queued count after
+    an edit made offline; "Reconnect now" reconnects at once (before the agent's own next try)
+    and the queue drains to 0.
+    """
+    relay_dir = tempfile.mkdtemp(prefix="kanban-browser-relay-")
+    agent_dir = tempfile.mkdtemp(prefix="kanban-browser-agent-")
+    relay: Relay | None = None
+    agent: Agent | None = None
+    page_errors: list[str] = []
+    try:
+        relay = Relay(relay_dir)
+        token = subprocess.run([str(KANBAN_BIN), "relay", "token", "create", "--data", relay_dir, "--team", "browser"],
+                               capture_output=True, text=True, timeout=15, check=True).stdout.strip()
+        agent = Agent(agent_dir, ("--relay", relay.url, "--token", token))
+        print(f"relay at {relay.url} (pid {relay.proc.pid}), agent at {agent.base} (pid {agent.proc.pid})", flush=True)
+        status = lambda: agent.api("GET", "/health/websocket")  # noqa: E731
+        board = agent.api("POST", "/api/boards", {"title": "Relay outage"})
+        todo = agent.api("POST", f"/api/boards/{board['id']}/columns", {"title": "To do"})
+        poll("the agent to sync its board", lambda: status()["state"] == "connected" and status()["queuedOperations"] == 0, 15)
+
+        with sync_playwright() as pw:
+            browser = launch(pw)
+            try:
+                page = browser.new_context(viewport={"width": 1360, "height": 900}).new_page()
+                page.set_default_timeout(10000)
+                page.on("pageerror", lambda e: page_errors.append(f"{e}"))
+                page.on("console", lambda m: m.type == "error" and page_errors.append(f"console: {m.text}"))
+                page.goto(f"{agent.base}/?board={board['id']}", timeout=10000)
+                page.wait_for_selector('[data-testid="stream-status"][data-state="live"]')
+
+                # 1. Connected: the indicator says so; the panel shows the link, with a round-trip time.
+                page.wait_for_selector(f'{SYNC_PILL}[data-state="connected"]')
+                checks.check("outage: the relay indicator shows connected",
+                             page.inner_text(f"{SYNC_PILL} .pill-text").strip() == "Synced"
+                             and page.get_attribute(SYNC_PILL, "data-tone") == "good",
+                             page.inner_text(SYNC_PILL).strip())
+                page.click('[data-testid="toggle-troubleshoot"]')
+                page.wait_for_function("""() => /^\\d+(\\.\\d+)?$/.test(document.querySelector(
+                    '[data-testid="troubleshoot-sync"] > dl > dd[data-field="roundTripMs"]')?.textContent ?? '')""")
+                checks.check("outage: the panel shows the link connected, its relay URL and round-trip time",
+                             panel_field(page, "state") == "connected" and panel_field(page, "relayURL") == relay.url,
+                             f"state {panel_field(page, 'state')}, URL {panel_field(page, 'relayURL')}, RTT {panel_field(page, 'roundTripMs')} ms")
+
+                # 2. The relay dies (SIGKILL by PID).
+                port = relay.port
+                relay.kill()
+                # One predicate, so that state, words and colour are read at the same moment.
+                pill = page.wait_for_function("""() => {
+                    const pill = document.querySelector('[data-testid="sync-status"]');
+                    const text = pill.querySelector('.pill-text').textContent;
+                    return pill.dataset.state === 'reconnecting' && pill.dataset.tone === 'warn'
+                        && text.startsWith('Reconnecting') && text; }""").json_value()
+                checks.check("outage: the indicator turns to reconnecting", True, pill)
+
+                # 3. The panel names the failure in plain words with a fix, as the agent classified it.
+                page.wait_for_function("""() => [...document.querySelectorAll(
+                    '[data-testid="troubleshoot-sync"] dd[data-field="attempts"] dd[data-field="errorClass"]')]
+                    .some(e => e.textContent === 'connection_refused')""")
+                shown = next(a for a in panel_attempts(page) if a["errorClass"] == "connection_refused")
+                agent_says = next(a for a in status()["attempts"] if a["errorClass"] == "connection_refused")
+                checks.check("outage: the panel shows the classified error in plain words with a fix",
+                             shown["message"] == agent_says["message"] == "Nothing is listening at that host and port."
+                             and shown["fix"] == agent_says["fix"] and len(shown["fix"] or "") > 20,
+                             f"{shown['message']} Fix: {shown['fix']}")
+
+                # 4. Wait until the agent's own next try is at least 8 s away: what happens before
+                #    then (the indicator counting an offline edit, a reconnect) is not that try's doing.
+                def long_wait():
+                    s = status()
+                    if s["state"] != "reconnecting" or "nextAttemptAt" not in s:
+                        return None
+                    left = (iso_time(s["nextAttemptAt"]) - datetime.now(timezone.utc)).total_seconds()
+                    return iso_time(s["nextAttemptAt"]) if left >= 8 else None
+                next_attempt = poll("the agent to back off for 8 s or more", long_wait, 90, interval=0.2)
+                print(f"agent's next try at {next_attempt.time()}", flush=True)
+
+                # 5. An edit made offline is kept and queued; the indicator counts it by itself (the
+                #    open panel would refresh it too, so it is closed meanwhile), then the panel.
+                page.click('[data-testid="toggle-troubleshoot"]')
+                page.wait_for_selector('[data-testid="troubleshoot"]', state="hidden")
+                add_input = f'[data-testid="column"][data-id="{todo["id"]}"] [data-testid="new-task-input"]'
+                page.click(f'[data-testid="column"][data-id="{todo["id"]}"] [data-testid="add-task"]')
+                page.fill(add_input, "Written offline")
+                page.press(add_input, "Enter")
+                page.wait_for_function("""(c) => [...document.querySelectorAll(`[data-testid="column"][data-id="${c}"] [data-testid="task-title"]`)]
+                    .some(e => e.textContent === 'Written offline')""", arg=todo["id"])
+                page.keyboard.press("Escape")
+                queued = status()["queuedOperations"]
+                checks.check("outage: the agent queues the offline edit", queued == 1, f"queuedOperations {queued}")
+                page.wait_for_function("""() => document.querySelector('[data-testid="sync-status"] .pill-text')
+                    ?.textContent.includes('1 change queued')""")
+                pill_seen = datetime.now(timezone.utc)
+                page.click('[data-testid="toggle-troubleshoot"]')
+                page.wait_for_function("""() => document.querySelector(
+                    '[data-testid="troubleshoot-sync"] > dl > dd[data-field="queuedOperations"]')?.textContent === '1'""")
+                checks.check("outage: the indicator counts the queued change before the agent's next try",
+                             pill_seen < next_attempt, page.inner_text(f"{SYNC_PILL} .pill-text").strip())
+                checks.check("outage: the panel shows 1 queued change", panel_field(page, "queuedOperations") == "1")
+                checks.check("outage: the panel's labels are words, not field names",
+                             all(label in page.inner_text(PANEL) for label in
+                                 ("Queued changes", "Recent failed attempts", "What happened", "How to fix it", "Round trip (ms)")))
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "relay-outage.png"), full_page=True)
+                print(f"screenshot: {ARTIFACTS / 'relay-outage.png'}", flush=True)
+
+                # 6. The relay comes back on the same port and data; "Reconnect now" does not wait.
+                relay = Relay(relay_dir, port=port)
+                print(f"relay restarted on port {relay.port} (pid {relay.proc.pid})", flush=True)
+                page.click('[data-testid="sync-reconnect"]')
+                page.wait_for_selector(f'{SYNC_PILL}[data-state="connected"]')
+                connected = iso_time(status()["connectedSince"])  # whole seconds, so compare with 1 s to spare
+                checks.check("outage: Reconnect now reconnects at once (before the agent's own next try)",
+                             (next_attempt - connected).total_seconds() >= 1,
+                             f"connected {connected.time()}, next try was {next_attempt.time()}")
+
+                # 7. The queue drains: the relay acknowledged the offline edit.
+                page.wait_for_function("""() => document.querySelector('[data-testid="sync-status"] .pill-text')?.textContent === 'Synced'""")
+                page.wait_for_function("""() => document.querySelector(
+                    '[data-testid="troubleshoot-sync"] > dl > dd[data-field="queuedOperations"]')?.textContent === '0'""")
+                checks.check("outage: the queue drains to 0 and the indicator shows connected again",
+                             status()["queuedOperations"] == 0 and page.get_attribute(SYNC_PILL, "data-tone") == "good",
+                             page.inner_text(f"{SYNC_PILL} .pill-text").strip())
+                checks.check("outage: no JavaScript errors", not page_errors, "; ".join(page_errors[:5]))
+            finally:
+                browser.close()
+    except Exception as error:  # noqa: BLE001 - any failure is a failed check, reported with context
+        checks.check("outage: test ran to the end", False, f"{type(error).__name__}: {error}")
+        for process in (agent, relay):
+            if process is not None:
+                print(f"{process.what} log (tail):\n" + process.tail(), flush=True)
+    finally:
+        for process in (agent, relay):
+            if process is not None:
+                process.stop()
+        shutil.rmtree(relay_dir, ignore_errors=True)
+        shutil.rmtree(agent_dir, ignore_errors=True)
+
+
+def main() -> int:
+    checks = Checks()
+
+    # The whole run is bounded: past the deadline, stop every process started and leave.
+    def watchdog() -> None:
+        print(f"browser: test exceeded {TEST_DEADLINE_S:.0f} s, aborting", flush=True)
+        for process in RUNNING:
+            process.stop()
+        print(f"browser: {checks.passed} passed, {checks.failed + 1} failed", flush=True)
+        os._exit(1)
+
+    timer = threading.Timer(TEST_DEADLINE_S, watchdog)
+    timer.daemon = True
+    timer.start()
+    started = time.monotonic()
+    try:
+        two_pages_test(checks)
+        relay_outage_test(checks)
+    finally:
+        timer.cancel()
     print(f"took {time.monotonic() - started:.1f} s", flush=True)
     print(f"browser: {checks.passed} passed, {checks.failed} failed", flush=True)
     return 0 if checks.failed == 0 else 1

@@ -33,4 +33,4 @@ if [ ! -x "$KANBAN_BIN" ]; then
   exit 1
 fi
 cd "$root"
-exec timeout 120 "$venv/bin/python" "$here/board_test.py" "$@"
+exec timeout 200 "$venv/bin/python" "$here/board_test.py" "$@"

@@ -421,6 +421,29 @@ function renderStatus() {
     $('banner-reconnect').hidden = stream.state !== 'reconnecting';
   }
   $('board-area').classList.toggle('stale', Boolean(stream && stream.state !== 'live' && state.model));
+  scheduleSyncRefresh(syncKnown);
+}
+
+// While the relay link is down the agent has no news until its next attempt (up to 30 s away),
+// so the indicator polls /health/websocket to keep its queued count and countdown current.
+const SYNC_REFRESH_MS = 2000;
+let syncRefreshTimer = null;
+
+function scheduleSyncRefresh(agentReachable) {
+  const down = agentReachable && ['connecting', 'reconnecting', 'offline'].includes(state.sync?.state);
+  if (down && !syncRefreshTimer) {
+    syncRefreshTimer = setInterval(async () => {
+      try {
+        state.sync = await api.syncHealth();
+      } catch {
+        return; // the event stream reports an unreachable agent
+      }
+      renderStatus();
+    }, SYNC_REFRESH_MS);
+  } else if (!down && syncRefreshTimer) {
+    clearInterval(syncRefreshTimer);
+    syncRefreshTimer = null;
+  }
 }
 
 let troubleshootTimer = null;
