@@ -25,10 +25,30 @@ struct RelayCommand: AsyncParsableCommand {
         var heartbeat: Int = 15
         @Option(help: "Log level: trace, debug, info, notice, warning, error.")
         var logLevel: String = "info"
+        @Option(help: "Largest message after decompression, in bytes (at least 1 MiB, the most an agent sends); larger ones close the link with 1009.")
+        var maxMessageBytes: Int = RelayConfiguration().maxMessageBytes
+        @Option(help: "Messages queued for one slow connection before it is dropped (4008); it catches up on reconnect.")
+        var maxQueuedMessages: Int = RelayConfiguration().maxQueuedMessages
+        @Option(help: "Bytes queued for one slow connection before it is dropped (4008).")
+        var maxQueuedBytes: Int = RelayConfiguration().maxQueuedBytes
+        @Option(help: "Open connections allowed per token; more are refused with 4029.")
+        var maxConnectionsPerToken: Int = RelayConfiguration().maxConnectionsPerToken
+        @Option(name: .customLong("max-ops-per-second"),
+                help: "Operations one connection may push per second; faster pushers are read more slowly, nothing is dropped.")
+        var maxOperationsPerSecond: Int = RelayConfiguration().maxOperationsPerSecond
 
         func validate() throws {
             guard (0...65535).contains(port) else { throw ValidationError("--port must be 0-65535 (got \(port))") }
             guard (1...600).contains(heartbeat) else { throw ValidationError("--heartbeat must be 1-600 seconds") }
+            guard ((1 << 20)...(64 << 20)).contains(maxMessageBytes) else {
+                throw ValidationError("--max-message-bytes must be 1048576-67108864 (got \(maxMessageBytes)): agents send messages of up to 1 MiB")
+            }
+            guard maxQueuedMessages >= 16 else { throw ValidationError("--max-queued-messages must be at least 16 (got \(maxQueuedMessages))") }
+            guard maxQueuedBytes >= maxMessageBytes else {
+                throw ValidationError("--max-queued-bytes must be at least --max-message-bytes (\(maxMessageBytes)); got \(maxQueuedBytes)")
+            }
+            guard maxConnectionsPerToken >= 1 else { throw ValidationError("--max-connections-per-token must be at least 1") }
+            guard maxOperationsPerSecond >= 1 else { throw ValidationError("--max-ops-per-second must be at least 1") }
             guard Logger.Level(rawValue: logLevel) != nil else {
                 throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error")
             }
@@ -40,6 +60,11 @@ struct RelayCommand: AsyncParsableCommand {
             let storage = try SQLiteRelayStorage(path: try data.logPath())
             var configuration = RelayConfiguration(host: host, port: port)
             configuration.heartbeatSeconds = heartbeat
+            configuration.maxMessageBytes = maxMessageBytes
+            configuration.maxQueuedMessages = maxQueuedMessages
+            configuration.maxQueuedBytes = maxQueuedBytes
+            configuration.maxConnectionsPerToken = maxConnectionsPerToken
+            configuration.maxOperationsPerSecond = maxOperationsPerSecond
             let relay = try Relay(storage: storage, configuration: configuration, logger: logger)
             let host = self.host
             let app = buildRelayApplication(relay: relay, logger: logger) { port in

@@ -88,6 +88,9 @@ public struct LinkProblem: Error, Sendable, Hashable, Codable {
         case SyncCloseCode.forbidden: return LinkProblem(code: "close_4003", message: "The token lost access.", fix: "Get a new token.")
         case SyncCloseCode.tooSlow: return LinkProblem(code: "close_4008", message: "The link fell too far behind and was dropped.", fix: "Nothing to do; the agent reconnects and catches up.")
         case SyncCloseCode.heartbeatTimeout: return heartbeat
+        case SyncCloseCode.tooManyConnections:
+            return LinkProblem(code: "close_4029", message: "The relay refused the link: this token already has as many connections as the relay allows.",
+                               fix: "Stop other agents using the same token, give each person their own token, or raise --max-connections-per-token on the relay.")
         default: return LinkProblem(code: "close_\(code)", message: "The link was closed with code \(code).", fix: "Check the relay's log.")
         }
     }

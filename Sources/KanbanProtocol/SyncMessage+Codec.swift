@@ -166,4 +166,6 @@ public enum SyncCloseCode {
     public static let tooSlow: UInt16 = 4008
     /// No heartbeat answer in time.
     public static let heartbeatTimeout: UInt16 = 4009
+    /// The token already has as many open connections as the relay allows.
+    public static let tooManyConnections: UInt16 = 4029
 }

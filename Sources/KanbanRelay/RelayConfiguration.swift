@@ -12,6 +12,13 @@ public struct RelayConfiguration: Sendable {
     public var maxMessageBytes: Int = 1 << 20
     /// Messages queued for one connection before it is closed as too slow (it catches up later).
     public var maxQueuedMessages: Int = 2_048
+    /// Bytes (before compression) queued for one connection before it is closed as too slow.
+    public var maxQueuedBytes: Int = 8 << 20
+    /// Open connections allowed per token (agents sharing a token share the allowance).
+    public var maxConnectionsPerToken: Int = 64
+    /// Operations a connection may push per second, sustained; bursts up to one second's worth.
+    /// Pushes beyond it are not refused but read more slowly (TCP backpressure on the sender).
+    public var maxOperationsPerSecond: Int = 5_000
     /// Operations sent per `ops` message during catch-up.
     public var catchUpBatch: Int = 500
     /// When a board has more than this many operations after its snapshot, the relay compacts

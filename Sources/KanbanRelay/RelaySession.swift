@@ -16,31 +16,42 @@ struct RelaySession {
     let traffic: RelayTraffic
 
     func run(token: RelayToken, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
-        let (queue, continuation) = AsyncStream<String>.makeStream(bufferingPolicy: .bufferingOldest(configuration.maxQueuedMessages))
+        guard traffic.connections.acquire(token, limit: configuration.maxConnectionsPerToken) else {
+            logger.notice("connection refused: too many for this token", metadata: ["team": "\(token.team)"])
+            let message = SyncMessage.error(.init(code: "too_many_connections",
+                message: "this token already has \(configuration.maxConnectionsPerToken) open connections", fatal: true))
+            try await outbound.write(.text(message.text))
+            try await outbound.close(WebSocketErrorCode(codeNumber: Int(SyncCloseCode.tooManyConnections)),
+                                     reason: "connection limit per token reached")
+            return
+        }
+        defer { traffic.connections.release(token) }
+        let queue = OutboundQueue(maxMessages: configuration.maxQueuedMessages, maxBytes: configuration.maxQueuedBytes)
         let closing = CloseRequest()
         let close: @Sendable (UInt16, String) -> Void = { code, reason in
             closing.value.withLock { if $0 == nil { $0 = (code, reason) } }
-            continuation.finish()
+            // A connection dropped for being slow gets its close frame now, not after its backlog.
+            queue.finish(discardingQueued: code == SyncCloseCode.tooSlow)
         }
-        let id = await hub.register(token: token, send: { text in
-            if case .enqueued = continuation.yield(text) { return true }
-            return false
-        }, close: close)
+        let id = await hub.register(token: token, send: { text in queue.enqueue(text) }, close: close)
         defer { Task { [hub] in await hub.unregister(id) } }
 
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                for await text in queue {
-                    try await outbound.write(.text(text))
-                    traffic.sent(bytes: text.utf8.count)
+                while let batch = await queue.next() {
+                    for text in batch {
+                        try await outbound.write(.text(text))
+                        traffic.sent(bytes: text.utf8.count)
+                    }
                 }
                 if let (code, reason) = closing.value.withLock({ $0 }) {
                     try await outbound.close(WebSocketErrorCode(codeNumber: Int(code)), reason: reason)
                 }
             }
             group.addTask {
-                defer { continuation.finish() }
+                defer { queue.finish() }
                 var greeted = false
+                var pushRate = TokenBucket(perSecond: configuration.maxOperationsPerSecond)
                 for try await message in inbound.messages(maxSize: configuration.maxMessageBytes) {
                     guard case .text(let text) = message else {
                         if case .binary(let bytes) = message { traffic.received(bytes: bytes.readableBytes) }
@@ -74,7 +85,11 @@ struct RelaySession {
                         continue
                     }
                     switch decoded {
-                    case .push(let push): try await hub.push(id, push.ops)
+                    case .push(let push):
+                        // Over the rate, the next read waits: the sender is slowed by TCP, nothing is dropped.
+                        let wait = pushRate.take(push.ops.count)
+                        if wait > .zero { try await Task.sleep(for: wait) }
+                        try await hub.push(id, push.ops)
                     case .presence(let presence): await hub.presence(id, presence)
                     case .digest(let digest): try await hub.digest(id, digest)
                     case .ping(let ping):

@@ -11,6 +11,8 @@ public final class RelayTraffic: Sendable {
     let messagesReceived: Prometheus.Counter
     /// Connections closed because their outbound queue was full (close code 4008).
     let slowCloses: Prometheus.Counter
+    /// Open connections per token (for the per-token limit).
+    let connections = ConnectionCounter()
 
     /// Counters in a registry of their own (not served anywhere).
     public convenience init() { self.init(registry: PrometheusCollectorRegistry()) }

@@ -1,0 +1,116 @@
+import Foundation
+import Synchronization
+
+/// Open connections per token, for `RelayConfiguration.maxConnectionsPerToken`.
+final class ConnectionCounter: Sendable {
+    private let open = Mutex<[RelayToken: Int]>([:])
+
+    /// Counts a new connection for `token`; false (and nothing counted) when it has `limit` already.
+    func acquire(_ token: RelayToken, limit: Int) -> Bool {
+        open.withLock { open in
+            let count = open[token, default: 0]
+            guard count < limit else { return false }
+            open[token] = count + 1
+            return true
+        }
+    }
+
+    func release(_ token: RelayToken) {
+        open.withLock { open in
+            let count = open[token, default: 1] - 1
+            open[token] = count > 0 ? count : nil
+        }
+    }
+}
+
+/// A token bucket: `rate` per second, holding at most `rate` (one second of burst).
+struct TokenBucket {
+    let rate: Double
+    private var available: Double
+    private var last: ContinuousClock.Instant
+
+    init(perSecond rate: Int) {
+        self.rate = Double(max(1, rate))
+        available = self.rate
+        last = .now
+    }
+
+    /// Takes `count` tokens, returning how long to wait before the caller may go on (zero when
+    /// they were there). Larger requests than the bucket holds go into debt and wait it off.
+    mutating func take(_ count: Int) -> Duration {
+        let now = ContinuousClock.now
+        let elapsed = now - last
+        last = now
+        available = min(rate, available + rate * (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
+        available -= Double(count)
+        guard available < 0 else { return .zero }
+        return .nanoseconds(Int64(-available / rate * 1e9))
+    }
+}
+
+/// One connection's outbound messages: bounded by count and bytes; the writer takes everything
+/// queued at each wake-up.
+final class OutboundQueue: Sendable {
+    private struct State {
+        var items: [String] = []
+        var bytes = 0
+        var finished = false
+        var waiter: CheckedContinuation<[String]?, Never>?
+    }
+    private let state = Mutex(State())
+    let maxMessages: Int
+    let maxBytes: Int
+
+    init(maxMessages: Int, maxBytes: Int) {
+        self.maxMessages = maxMessages
+        self.maxBytes = maxBytes
+    }
+
+    /// false when the queue is finished or would exceed a bound (the connection is too slow).
+    func enqueue(_ text: String) -> Bool {
+        let size = text.utf8.count
+        let waiter: CheckedContinuation<[String]?, Never>?? = state.withLock { state in
+            guard !state.finished, state.items.count < maxMessages, state.bytes + size <= maxBytes else { return .none }
+            if let waiter = state.waiter {
+                state.waiter = nil
+                return .some(waiter)
+            }
+            state.items.append(text)
+            state.bytes += size
+            return .some(nil)
+        }
+        switch waiter {
+        case .none: return false
+        case .some(.some(let waiter)): waiter.resume(returning: [text])
+        case .some(.none): break
+        }
+        return true
+    }
+
+    /// Everything queued, waiting if there is nothing; nil once finished and drained.
+    func next() async -> [String]? {
+        await withCheckedContinuation { continuation in
+            let ready: [String]?? = state.withLock { state in
+                if !state.items.isEmpty {
+                    defer { state.items = []; state.bytes = 0 }
+                    return .some(state.items)
+                }
+                if state.finished { return .some(nil) }
+                state.waiter = continuation
+                return .none
+            }
+            if case .some(let items) = ready { continuation.resume(returning: items) }
+        }
+    }
+
+    /// No more messages; the writer drains what is queued (or drops it) and ends.
+    func finish(discardingQueued discard: Bool = false) {
+        let waiter = state.withLock { state in
+            state.finished = true
+            if discard { (state.items, state.bytes) = ([], 0) }
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: nil)
+    }
+}
