@@ -52,9 +52,26 @@ extension BoardState {
 
     /// A position key for a task placed directly below `after` in `column` (nil: at the top).
     /// `moving` is left out of the neighbours, so a task can be moved within its own column.
+    ///
+    /// One pass over the tasks, no sort: it runs on every create and move, on boards of any size.
     public func taskPosition(in column: EntityID, after: EntityID?, moving: EntityID? = nil) -> PositionKey? {
-        let slots = orderedTaskSlots(in: column).filter { $0.id != moving }
-        return Self.position(keys: slots.map(\.position), ids: slots.map(\.id), after: after)
+        var anchor: (position: PositionKey, id: EntityID)?
+        if let after {
+            guard after != moving, let task = tasks[after], task.created, !task.isDeleted,
+                  let place = task.place?.value, place.column == column
+            else { return nil }
+            anchor = (place.position, after)
+        }
+        // The first slot after the anchor (after nothing: the first slot of the column).
+        var next: (position: PositionKey, id: EntityID)?
+        for (id, task) in tasks where id != moving && task.created && !task.isDeleted {
+            guard let place = task.place?.value, place.column == column else { continue }
+            let slot = (position: place.position, id: id)
+            if let anchor, slot <= anchor { continue }
+            if let current = next, current <= slot { continue }
+            next = slot
+        }
+        return PositionKey.between(anchor?.position, next?.position)
     }
 
     /// A position key for a column placed directly right of `after` (nil: first).

@@ -54,3 +54,36 @@ struct PositionKeyTests {
         #expect(PositionKey(text) == nil)
     }
 }
+
+/// `taskPosition` finds its neighbours in one pass; it must pick the same ones as sorting the
+/// column (`orderedTaskSlots`) and taking the slot after `after`, for every column, every
+/// possible `after` (and none), with and without a task being moved.
+struct TaskPositionTests {
+    static func reference(_ state: BoardState, column: EntityID, after: EntityID?, moving: EntityID?) -> PositionKey? {
+        let slots = state.orderedTaskSlots(in: column).filter { $0.id != moving }
+        guard let after else { return PositionKey.between(nil, slots.first?.position) }
+        guard let index = slots.firstIndex(where: { $0.id == after }) else { return nil }
+        return PositionKey.between(slots[index].position, index + 1 < slots.count ? slots[index + 1].position : nil)
+    }
+
+    @Test(arguments: Array(UInt64(1)...20))
+    func onePassMatchesTheSortedColumn(seed: UInt64) {
+        var sim = ReplicaSimulation(seed: seed, replicaCount: 3)
+        sim.run(operationsPerReplica: 150)
+        var state = BoardState(id: sim.board)
+        for op in sim.allOperations { state.apply(op) }
+        let taskIDs = Array(state.tasks.keys)
+        var checked = 0
+        for column in state.columns.keys {
+            for after in [nil] + taskIDs.map(Optional.some) {
+                for moving in [nil, taskIDs.first, after] {
+                    let expected = Self.reference(state, column: column, after: after, moving: moving)
+                    #expect(state.taskPosition(in: column, after: after, moving: moving) == expected,
+                            "seed \(seed) column \(column) after \(String(describing: after)) moving \(String(describing: moving))")
+                    checked += 1
+                }
+            }
+        }
+        #expect(checked > 0)
+    }
+}
