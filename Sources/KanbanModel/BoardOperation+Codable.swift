@@ -210,7 +210,8 @@ extension BoardOperation {
     /// The same JSON as `jsonData()`, as a string (what the store logs).
     public func jsonString() -> String { String(decoding: jsonBytes(), as: UTF8.self) }
 
-    func jsonBytes() -> [UInt8] {
+    /// The same JSON as `jsonData()`, as bytes (for splicing into larger messages).
+    public func jsonBytes() -> [UInt8] {
         var column: EntityID?, task: EntityID?, position: PositionKey?, title: String?, description: String?
         switch action {
         case .createBoard(let t), .renameBoard(let t):

@@ -79,9 +79,9 @@ extension SyncMessage {
         switch self {
         case .hello(let m): return try! encoder.encode(Tagged(type: type, body: m))
         case .welcome(let m): return try! encoder.encode(Tagged(type: type, body: m))
-        case .push(let m): return try! encoder.encode(Tagged(type: type, body: m))
+        case .push(let m): return Data(Self.bytes(m))
         case .ack(let m): return try! encoder.encode(Tagged(type: type, body: m))
-        case .ops(let m): return try! encoder.encode(Tagged(type: type, body: m))
+        case .ops(let m): return Data(Self.bytes(m))
         case .snapshot(let m): return try! encoder.encode(Tagged(type: type, body: m))
         case .presence(let m): return try! encoder.encode(Tagged(type: type, body: m))
         case .digest(let m): return try! encoder.encode(Tagged(type: type, body: m))
@@ -92,7 +92,43 @@ extension SyncMessage {
         }
     }
 
-    public var text: String { String(decoding: encoded(), as: UTF8.self) }
+    public var text: String {
+        switch self {
+        // The two messages that carry operations, on every hop: spliced from the operations'
+        // own JSON (the same bytes JSONEncoder writes; `SyncMessageCodecTests` compares them).
+        case .push(let m): String(decoding: Self.bytes(m), as: UTF8.self)
+        case .ops(let m): String(decoding: Self.bytes(m), as: UTF8.self)
+        default: String(decoding: encoded(), as: UTF8.self)
+        }
+    }
+
+    /// `{"ops":[op,...],"type":"push"}`
+    static func bytes(_ push: Push) -> [UInt8] {
+        var out = Array(#"{"ops":["#.utf8)
+        out.reserveCapacity(64 + push.ops.count * 320)
+        for (i, op) in push.ops.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            out += op.jsonBytes()
+        }
+        out += Array(#"],"type":"push"}"#.utf8)
+        return out
+    }
+
+    /// `{"board":ID,"head":N,"ops":[{"op":op,"seq":N},...],"type":"ops"}`
+    static func bytes(_ ops: Ops) -> [UInt8] {
+        var out = Array(#"{"board":"#.utf8)
+        out.reserveCapacity(96 + ops.ops.count * 340)
+        out += Array(ops.board.rawValue.jsonQuoted.utf8)
+        out += Array(#","head":\#(ops.head),"ops":["#.utf8)
+        for (i, entry) in ops.ops.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            out += Array(#"{"op":"#.utf8)
+            out += entry.op.jsonBytes()
+            out += Array(#","seq":\#(entry.seq)}"#.utf8)
+        }
+        out += Array(#"],"type":"ops"}"#.utf8)
+        return out
+    }
 
     static let encoder: JSONEncoder = {
         let encoder = JSONEncoder()
@@ -110,6 +146,14 @@ extension SyncMessage {
             var c = encoder.container(keyedBy: Key.self)
             try c.encode(type, forKey: .type)
         }
+    }
+}
+
+extension String {
+    /// This string as a JSON string literal, escaped as the protocol's encoder escapes.
+    var jsonQuoted: String {
+        let data = try! SyncMessage.encoder.encode(self)
+        return String(decoding: data, as: UTF8.self)
     }
 }
 

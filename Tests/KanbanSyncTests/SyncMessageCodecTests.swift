@@ -1,6 +1,7 @@
 import Foundation
 import KanbanModel
 import KanbanProtocol
+import KanbanSimulation
 import Testing
 
 /// The codec against the golden frames in `Protocol/frames/`.
@@ -41,6 +42,29 @@ struct SyncMessageCodecTests {
         } throws: { error in
             (error as? ProtocolViolation)?.code.rawValue == expected
         }
+    }
+
+    /// `push` and `ops` are spliced from the operations' own JSON for speed; byte for byte they
+    /// must be what the generic encoder writes (sorted keys, `type` last), and decode back.
+    @Test(arguments: Array(UInt64(1)...10))
+    func splicedPushAndOpsEqualTheGenericEncoding(seed: UInt64) throws {
+        var sim = ReplicaSimulation(seed: seed, replicaCount: 3)
+        sim.run(operationsPerReplica: 40)
+        let ops = Array(sim.allOperations.prefix(120))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        func tagged(_ data: Data, _ type: String) -> String {
+            String(decoding: data.dropLast(), as: UTF8.self) + #","type":"\#(type)"}"#
+        }
+        let push = SyncMessage.Push(ops: ops)
+        #expect(SyncMessage.push(push).text == tagged(try encoder.encode(push), "push"))
+        let batch = SyncMessage.Ops(board: sim.board, ops: ops.enumerated().map { .init(seq: Int64($0.offset + 1), op: $0.element) },
+                                    head: Int64(ops.count + 7))
+        #expect(SyncMessage.ops(batch).text == tagged(try encoder.encode(batch), "ops"))
+        #expect(try SyncMessage.decode(SyncMessage.ops(batch).encoded(), limit: 1 << 26) == .ops(batch))
+        #expect(try SyncMessage.decode(SyncMessage.push(.init(ops: Array(ops.prefix(100)))).encoded()) == .push(.init(ops: Array(ops.prefix(100)))))
+        let empty = SyncMessage.Ops(board: sim.board, ops: [], head: 0)
+        #expect(SyncMessage.ops(empty).text == tagged(try encoder.encode(empty), "ops"))
     }
 
     @Test func oversizedMessagesAreRejectedBeforeParsing() {
