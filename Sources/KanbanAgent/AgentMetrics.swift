@@ -28,10 +28,10 @@ public final class AgentMetrics: Sendable {
         // Each metric is made in the registry with its HELP text (the swift-metrics factory
         // cannot pass one) and wrapped in the swift-metrics type the call sites use.
         func counter(_ name: String, _ help: String) -> CoreMetrics.Counter {
-            .init(label: name, dimensions: [], handler: registry.makeCounter(name: name, help: help), factory: factory)
+            .init(label: name, dimensions: [], handler: registry.makeCounter(descriptor: .kanban(name, help)), factory: factory)
         }
         func gauge(_ name: String, _ help: String) -> CoreMetrics.Gauge {
-            .init(label: name, dimensions: [], aggregate: false, handler: registry.makeGauge(name: name, help: help), factory: factory)
+            .init(label: name, dimensions: [], aggregate: false, handler: registry.makeGauge(descriptor: .kanban(name, help)), factory: factory)
         }
         linkAttempts = counter("kanban_link_attempts_total", "Connection attempts to the relay.")
         linkConnects = counter("kanban_link_connects_total", "Connections to the relay that got as far as its welcome.")
@@ -39,23 +39,15 @@ public final class AgentMetrics: Sendable {
         opsReceived = counter("kanban_operations_received_total", "Operations of other replicas applied here.")
         commitLatency = .init(
             label: "kanban_operation_commit_seconds", dimensions: [],
-            handler: registry.makeDurationHistogram(
-                name: "kanban_operation_commit_seconds", buckets: Self.commitBuckets,
-                help: "Time to commit one local write (from the API call to durable in SQLite)."),
+            handler: registry.makeDurationHistogram(descriptor: .kanban("kanban_operation_commit_seconds", "Time to commit one local write (from the API call to durable in SQLite)."), buckets: Self.commitBuckets),
             factory: factory)
         queued = gauge("kanban_queued_operations", "Operations written here and not yet acknowledged by the relay (the outbox).")
         localClients = gauge("kanban_local_clients", "Local event-stream WebSocket clients (open web boards and `kanban watch`).")
         linkUp = gauge("kanban_link_up", "1 while the relay link is up (welcomed), else 0.")
-        linkBytesSent = registry.makeCounter(
-            name: "kanban_link_bytes_sent_total",
-            help: "Payload bytes of WebSocket messages sent to the relay, before compression.")
-        linkBytesReceived = registry.makeCounter(
-            name: "kanban_link_bytes_received_total",
-            help: "Payload bytes of WebSocket messages received from the relay, after decompression.")
-        linkMessagesSent = registry.makeCounter(
-            name: "kanban_link_messages_sent_total", help: "WebSocket messages sent to the relay.")
-        linkMessagesReceived = registry.makeCounter(
-            name: "kanban_link_messages_received_total", help: "WebSocket messages received from the relay.")
+        linkBytesSent = registry.makeCounter(descriptor: .kanban("kanban_link_bytes_sent_total", "Payload bytes of WebSocket messages sent to the relay, before compression."))
+        linkBytesReceived = registry.makeCounter(descriptor: .kanban("kanban_link_bytes_received_total", "Payload bytes of WebSocket messages received from the relay, after decompression."))
+        linkMessagesSent = registry.makeCounter(descriptor: .kanban("kanban_link_messages_sent_total", "WebSocket messages sent to the relay."))
+        linkMessagesReceived = registry.makeCounter(descriptor: .kanban("kanban_link_messages_received_total", "WebSocket messages received from the relay."))
     }
 
     static let commitBuckets: [Duration] = [
@@ -68,14 +60,12 @@ public final class AgentMetrics: Sendable {
 
     /// A failed or ended link, by its `LinkProblem` code.
     func linkFailure(_ code: String) {
-        registry.makeCounter(name: "kanban_link_failures_total", labels: [("class", code)],
-                             help: "Relay links that failed or ended, by LinkProblem code (see `kanban doctor`).").increment()
+        registry.makeCounter(descriptor: .kanban("kanban_link_failures_total", "Relay links that failed or ended, by LinkProblem code (see `kanban doctor`)."), labels: [("class", code)]).increment()
     }
 
     /// How long a link stayed up.
     func linkDuration(_ seconds: Double) {
-        registry.makeDurationHistogram(name: "kanban_link_duration_seconds", buckets: Self.linkDurationBuckets,
-                                       help: "How long relay links stayed up.")
+        registry.makeDurationHistogram(descriptor: .kanban("kanban_link_duration_seconds", "How long relay links stayed up."), buckets: Self.linkDurationBuckets)
             .record(.nanoseconds(Int64(seconds * 1e9)))
     }
 
@@ -91,4 +81,11 @@ public final class AgentMetrics: Sendable {
 
     /// Prometheus text exposition.
     func render() -> String { registry.emitToString() }
+}
+
+extension MetricNameDescriptor {
+    /// A metric named in full (unit included) with its HELP text.
+    static func kanban(_ name: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+    }
 }

@@ -19,7 +19,7 @@ public final class Relay: Sendable {
     public func metricsText() async -> String {
         let stats = await hub.stats
         func gauge(_ name: String, _ help: String, _ value: Int) {
-            registry.makeGauge(name: name, help: help).set(to: Double(value))
+            registry.makeGauge(descriptor: .kanban(name, help)).set(to: Double(value))
         }
         gauge("kanban_relay_connections", "Open agent connections.", stats.connections)
         gauge("kanban_relay_rooms", "Boards with at least one connection joined.", stats.rooms)

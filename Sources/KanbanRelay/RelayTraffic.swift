@@ -18,18 +18,11 @@ public final class RelayTraffic: Sendable {
     public convenience init() { self.init(registry: PrometheusCollectorRegistry()) }
 
     init(registry: PrometheusCollectorRegistry) {
-        bytesSent = registry.makeCounter(
-            name: "kanban_relay_bytes_sent_total",
-            help: "Payload bytes of WebSocket messages sent to agents, before compression.")
-        bytesReceived = registry.makeCounter(
-            name: "kanban_relay_bytes_received_total",
-            help: "Payload bytes of WebSocket messages received from agents, after decompression.")
-        messagesSent = registry.makeCounter(name: "kanban_relay_messages_sent_total", help: "WebSocket messages sent to agents.")
-        messagesReceived = registry.makeCounter(
-            name: "kanban_relay_messages_received_total", help: "WebSocket messages received from agents.")
-        slowCloses = registry.makeCounter(
-            name: "kanban_relay_slow_closes_total",
-            help: "Connections closed for falling too far behind (their outbound queue was full).")
+        bytesSent = registry.makeCounter(descriptor: .kanban("kanban_relay_bytes_sent_total", "Payload bytes of WebSocket messages sent to agents, before compression."))
+        bytesReceived = registry.makeCounter(descriptor: .kanban("kanban_relay_bytes_received_total", "Payload bytes of WebSocket messages received from agents, after decompression."))
+        messagesSent = registry.makeCounter(descriptor: .kanban("kanban_relay_messages_sent_total", "WebSocket messages sent to agents."))
+        messagesReceived = registry.makeCounter(descriptor: .kanban("kanban_relay_messages_received_total", "WebSocket messages received from agents."))
+        slowCloses = registry.makeCounter(descriptor: .kanban("kanban_relay_slow_closes_total", "Connections closed for falling too far behind (their outbound queue was full)."))
     }
 
     func sent(bytes: Int) {
@@ -40,5 +33,12 @@ public final class RelayTraffic: Sendable {
     func received(bytes: Int) {
         messagesReceived.increment()
         bytesReceived.increment(by: Int64(bytes))
+    }
+}
+
+extension MetricNameDescriptor {
+    /// A metric named in full (unit included) with its HELP text.
+    static func kanban(_ name: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
     }
 }
