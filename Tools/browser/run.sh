@@ -12,20 +12,8 @@ if ! command -v chromium >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq chromium >/dev/null
 fi
 
-venv="$here/.venv"
-stamp="$venv/.requirements"
-if [ ! -x "$venv/bin/python" ]; then
-  if ! python3 -m venv "$venv" 2>/dev/null; then
-    echo "installing python3-venv" >&2
-    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-  fi
-fi
-if ! cmp -s "$here/requirements.txt" "$stamp"; then
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
-  cp "$here/requirements.txt" "$stamp"
-fi
+. "$root/Tools/lib/venv.sh"
+venv_for "$here"
 
 export KANBAN_BIN="${KANBAN_BIN:-$root/.build/debug/kanban}"
 if [ ! -x "$KANBAN_BIN" ]; then

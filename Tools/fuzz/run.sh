@@ -16,20 +16,8 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 
-venv="$here/.venv"
-stamp="$venv/.requirements"
-if [ ! -x "$venv/bin/python" ]; then
-  if ! python3 -m venv "$venv" 2>/dev/null; then
-    echo "installing python3-venv" >&2
-    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-  fi
-fi
-if ! cmp -s "$here/requirements.txt" "$stamp"; then
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
-  cp "$here/requirements.txt" "$stamp"
-fi
+. "$root/Tools/lib/venv.sh"
+venv_for "$here"
 
 kanban="${KANBAN_BIN:-$root/.build/debug/kanban}"
 if [ ! -x "$kanban" ]; then
