@@ -1006,6 +1006,7 @@ def main() -> int:
     def on_term(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # Ctrl-C, even if started with SIGINT ignored
 
     failures: list[str] = []
     summary: dict = {}
