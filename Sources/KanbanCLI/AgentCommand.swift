@@ -89,6 +89,9 @@ struct AgentCommand: AsyncParsableCommand {
             print("Board: http://127.0.0.1:\(port)/")
             fflush(nil)
         }
+        // A stalled relay link must not keep the agent from exiting.
+        let deadline = ShutdownDeadline(limit: .seconds(10), logger: logger)
         try await app.runService()
+        withExtendedLifetime(deadline) {}
     }
 }

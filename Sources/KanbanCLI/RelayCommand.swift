@@ -25,6 +25,8 @@ struct RelayCommand: AsyncParsableCommand {
         var heartbeat: Int = 15
         @Option(help: "Log level: trace, debug, info, notice, warning, error.")
         var logLevel: String = "info"
+        @Option(help: "Seconds a graceful shutdown (SIGTERM/SIGINT) may take before the relay exits anyway (a stalled peer cannot hold it open).")
+        var shutdownTimeout: Int = 10
         @Option(help: "Largest message after decompression, in bytes (at least 1 MiB, the most an agent sends); larger ones close the link with 1009.")
         var maxMessageBytes: Int = RelayConfiguration().maxMessageBytes
         @Option(help: "Messages queued for one slow connection before it is dropped (4008); it catches up on reconnect.")
@@ -40,6 +42,7 @@ struct RelayCommand: AsyncParsableCommand {
         func validate() throws {
             guard (0...65535).contains(port) else { throw ValidationError("--port must be 0-65535 (got \(port))") }
             guard (1...600).contains(heartbeat) else { throw ValidationError("--heartbeat must be 1-600 seconds") }
+            guard (1...600).contains(shutdownTimeout) else { throw ValidationError("--shutdown-timeout must be 1-600 seconds") }
             guard ((1 << 20)...(64 << 20)).contains(maxMessageBytes) else {
                 throw ValidationError("--max-message-bytes must be 1048576-67108864 (got \(maxMessageBytes)): agents send messages of up to 1 MiB")
             }
@@ -71,7 +74,9 @@ struct RelayCommand: AsyncParsableCommand {
                 print("Kanban relay listening on ws://\(host):\(port)/sync")
                 fflush(nil)
             }
+            let deadline = ShutdownDeadline(limit: .seconds(Int64(shutdownTimeout)), logger: logger)
             try await app.runService()
+            withExtendedLifetime(deadline) {}
         }
     }
 
