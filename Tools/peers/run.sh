@@ -63,7 +63,7 @@ start_server() {  # socketio | kanban
   else
     port=$KB_PORT
     port_open "$port" && { echo "port $port busy" >&2; exit 1; }
-    "$KANBAN" relay serve --port "$port" --data "$WORK/db" --log-level error >>"$WORK/server.log" 2>&1 &
+    "$KANBAN" relay serve --port "$port" --data "$WORK/db" --log-level error --max-connections-per-token 1000000 >>"$WORK/server.log" 2>&1 &
   fi
   SERVER_PID=$!
   for _ in $(seq 1 100); do port_open "$port" && return 0; sleep 0.1; done

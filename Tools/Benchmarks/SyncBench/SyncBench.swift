@@ -53,7 +53,9 @@ final class RelayProcess: @unchecked Sendable {
             .trimmingCharacters(in: .whitespacesAndNewlines)
         process = Process()
         process.executableURL = URL(fileURLWithPath: kanban)
-        process.arguments = ["relay", "serve", "--port", "0", "--data", directory.path, "--log-level", "error"]
+        // Thousands of connections share the bench token (idle, fan-out): lift the per-token limit.
+        process.arguments = ["relay", "serve", "--port", "0", "--data", directory.path, "--log-level", "error",
+                             "--max-connections-per-token", "1000000"]
         let out = Pipe()
         process.standardOutput = out
         try process.run()
