@@ -9,6 +9,7 @@ import CoreMetrics
 import Prometheus
 public import Logging
 import NIOCore
+import ServiceLifecycle
 
 /// A relay: storage, token authority and hub.
 public final class Relay: Sendable {
@@ -23,7 +24,9 @@ public final class Relay: Sendable {
         CoreMetrics.Gauge(label: "kanban_relay_operations_accepted", factory: factory).record(await hub.acceptedOperations)
         CoreMetrics.Gauge(label: "kanban_relay_digest_mismatches", factory: factory).record(await hub.digestMismatches)
         CoreMetrics.Gauge(label: "kanban_relay_compactions", factory: factory).record(await hub.compactions)
-        CoreMetrics.Gauge(label: "kanban_relay_log_operations", factory: factory).record((try? storage.operationCount()) ?? 0)
+        CoreMetrics.Gauge(label: "kanban_relay_remote_operations", factory: factory).record(await hub.remoteOperationCount)
+        CoreMetrics.Gauge(label: "kanban_relay_gap_fill_operations", factory: factory).record(await hub.gapFills)
+        CoreMetrics.Gauge(label: "kanban_relay_log_operations", factory: factory).record((try? await storage.operationCount()) ?? 0)
         return registry.emitToString()
     }
 
@@ -32,11 +35,69 @@ public final class Relay: Sendable {
     public let tokens: TokenAuthority
     public let configuration: RelayConfiguration
 
-    public init(storage: any RelayStorage, configuration: RelayConfiguration = .init(), logger: Logger = Logger(label: "kanban.relay")) throws {
+    let logger: Logger
+
+    public init(storage: any RelayStorage, configuration: RelayConfiguration = .init(), logger: Logger = Logger(label: "kanban.relay")) async throws {
         self.storage = storage
         self.configuration = configuration
-        self.tokens = TokenAuthority(secret: try storage.secret())
+        self.logger = logger
+        self.tokens = TokenAuthority(secret: try await storage.secret())
         self.hub = RelayHub(storage: storage, configuration: configuration, logger: logger)
+    }
+}
+
+/// Feeds what other instances publish (storage shared by several relays) into the hub, and
+/// tells them this instance is alive. Runs beside the server; ends on graceful shutdown.
+struct RelayClusterService: Service {
+    let relay: Relay
+    let cluster: any RelayCluster
+    /// How often this instance says it is alive; presence from an instance silent for three
+    /// periods is dropped.
+    static let alivePeriod: Duration = .seconds(5)
+
+    func run() async throws {
+        let hub = relay.hub
+        let logger = relay.logger
+        let cluster = self.cluster
+        await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await event in cluster.events {
+                        do {
+                            switch event {
+                            case .operations(let board, let team, let first, let last, let ops):
+                                try await hub.remote(board: board, team: team, first: first, last: last, ops: ops)
+                            case .presence(let instance, let connection, let presence):
+                                await hub.remote(instance: instance, connection: connection, presence: presence)
+                            case .alive(let instance):
+                                await hub.alive(instance: instance)
+                            case .resync:
+                                try await hub.resync()
+                            }
+                        } catch {
+                            // The log could not be read (database down): compare every room with
+                            // the log again until it works, so no room stays behind.
+                            logger.warning("cross-instance delivery failed; retrying from the log", metadata: ["error": "\(error)"])
+                            while !Task.isCancelled {
+                                try? await Task.sleep(for: .milliseconds(500))
+                                if (try? await hub.resync()) != nil { break }
+                            }
+                        }
+                    }
+                }
+                group.addTask {
+                    while !Task.isCancelled {
+                        do { try await cluster.publishAlive() } catch {
+                            logger.notice("could not publish liveness", metadata: ["error": "\(error)"])
+                        }
+                        await hub.expireInstances(olderThan: Self.alivePeriod * 3)
+                        try? await Task.sleep(for: Self.alivePeriod)
+                    }
+                }
+                await group.next()
+                group.cancelAll()
+            }
+        }
     }
 }
 
@@ -63,7 +124,7 @@ public func buildRelayApplication(
     router.get("health/websocket") { _, _ in
         let stats = await relay.hub.stats
         let mismatches = await relay.hub.digestMismatches
-        let count = (try? relay.storage.operationCount()) ?? -1
+        let count = (try? await relay.storage.operationCount()) ?? -1
         return relayJSON(["connections": stats.connections, "rooms": stats.rooms, "logOperations": count, "digestMismatches": mismatches])
     }
 
@@ -99,6 +160,7 @@ public func buildRelayApplication(
             )
         ),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "kanban-relay"),
+        services: relay.storage.cluster.map { [RelayClusterService(relay: relay, cluster: $0)] } ?? [],
         onServerRunning: { channel in await onListening(channel.localAddress?.port ?? configuration.port) },
         logger: logger
     )

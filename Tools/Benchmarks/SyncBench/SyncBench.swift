@@ -23,7 +23,7 @@ struct LocalRelay {
     static func start() async throws -> LocalRelay {
         let directory = try makeTempDir("relay")
         let storage = try SQLiteRelayStorage(path: directory.appendingPathComponent("relay.sqlite").path)
-        let relay = try Relay(storage: storage, configuration: .init(port: 0), logger: quietLogger("relay"))
+        let relay = try await Relay(storage: storage, configuration: .init(port: 0), logger: quietLogger("relay"))
         let server = try await RunningServer.start { onListening in
             buildRelayApplication(relay: relay, logger: quietLogger("relay"), onListening: onListening)
         }
