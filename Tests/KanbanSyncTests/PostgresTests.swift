@@ -310,11 +310,22 @@ struct PostgresRelayTests {
         try await eventually("A's relay stored them (on its open pool connections)") { try a.store.outboxCount() == 0 }
         try await Task.sleep(for: .milliseconds(300))
         #expect(try b.store.document(board)?.columns.first?.tasks.count == 1, "B cannot have heard of them yet")
+        // B's agent pushes: its operation lands above A's 30, so before acking, relay B sends
+        // them from the log (an ack above a sequence the agent was not sent would skip it).
+        _ = try b.createTask(column: column.id, title: "B pushes while deaf", description: nil, after: nil)
+        try await eventually("B's push brings A's operations along, in order") {
+            try b.store.outboxCount() == 0 && b.store.document(board)?.columns.first?.tasks.count == 32
+        }
+        // More from A while B is still deaf; then B's listener comes back and B reads the log.
+        for i in 0..<10 { _ = try a.createTask(column: column.id, title: "still deaf \(i)", description: nil, after: nil) }
+        try await eventually("A's relay stored them") { try a.store.outboxCount() == 0 }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try b.store.document(board)?.columns.first?.tasks.count == 32)
         try await PostgresFixture.admin { _ = try await $0.query(PostgresQuery(unsafeSQL: "ALTER DATABASE \(database) ALLOW_CONNECTIONS true"), logger: PostgresFixture.logger) }
         try await eventually("B catches up from the log once its listener is back") {
-            try b.store.document(board)?.columns.first?.tasks.count == 31 && b.store.digest(board) == a.store.digest(board)
+            try b.store.document(board)?.columns.first?.tasks.count == 42 && b.store.digest(board) == a.store.digest(board)
         }
-        #expect(await relays[1].hub.gapFills >= 30)
+        #expect(await relays[1].hub.gapFills >= 40)
     }
 
     /// The check: two `kanban relay` processes on one PostgreSQL behind nginx, agents on
