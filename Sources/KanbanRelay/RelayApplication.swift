@@ -114,7 +114,7 @@ public func buildRelayApplication(
         switch relay.tokens.verify(authorization: request.headers[.authorization]) {
         case .failure(let failure):
             return relayError(.unauthorized, code: failure == .missing ? "token_missing" : "token_invalid", failure.rawValue,
-                              hint: "Create a token with `kanban relay token create --data DIR --team T` and send it as Authorization: Bearer <token>.")
+                              hint: "Create a token with `kanban relay token create --data DIR --team T` (or --store postgres://...) and send it as Authorization: Bearer <token>.")
         case .success:
             return relayError(.upgradeRequired, code: "websocket_required", "/sync is a WebSocket endpoint and this request did not upgrade",
                               hint: "Connect with a WebSocket client; if one did, a proxy in between dropped the Upgrade/Connection headers.")

@@ -35,6 +35,8 @@ public actor RelayHub {
     let configuration: RelayConfiguration
     let logger: Logger
     private var connections: [Int: Connection] = [:]
+    /// Connections that said hello, by team (who may join a board new to this instance).
+    private var greeted: [String: Set<Int>] = [:]
     private var rooms: [EntityID: Room] = [:]
     private var states: [EntityID: BoardState] = [:]
     private var horizons: [EntityID: Int64] = [:]
@@ -45,6 +47,8 @@ public actor RelayHub {
     private var nextID = 0
     private var lockedBoards: Set<EntityID> = []
     private var lockWaiters: [(boards: Set<EntityID>, resume: CheckedContinuation<Void, Never>)] = []
+    private var pending: [EntityID: [PendingPush]] = [:]
+    private var committing: Set<EntityID> = []
     public private(set) var digestMismatches = 0
     public private(set) var acceptedOperations = 0
     public private(set) var compactions = 0
@@ -66,7 +70,9 @@ public actor RelayHub {
     }
 
     public func unregister(_ id: Int) {
-        guard connections.removeValue(forKey: id) != nil else { return }
+        guard let gone = connections.removeValue(forKey: id) else { return }
+        greeted[gone.token.team]?.remove(id)
+        if greeted[gone.token.team]?.isEmpty == true { greeted[gone.token.team] = nil }
         for board in rooms.keys where rooms[board]?.members.contains(id) == true {
             rooms[board]?.members.remove(id)
             if rooms[board]?.members.isEmpty == true { forget(board) }
@@ -133,27 +139,25 @@ public actor RelayHub {
         connection.replica = hello.replica
         connection.cursors = hello.cursors
         connections[id] = connection
+        greeted[token.team, default: []].insert(id)
         // From here on the connection also joins rooms created for boards new to it.
         send(id, .welcome(.init(relay: configuration.relayName, team: token.team, writable: token.write,
                                 boards: heads, serverTime: Int64(Date().timeIntervalSince1970 * 1000),
                                 heartbeatSeconds: configuration.heartbeatSeconds)))
-        var joined = Set<EntityID>()
-        for head in heads {
-            try await join(id, board: head.id, team: token.team)
-            joined.insert(head.id)
-        }
-        // Boards created between reading the list and the welcome.
-        for head in try await storage.boards(team: token.team) where !joined.contains(head.id) && token.allows(board: head.id.rawValue) {
-            try await join(id, board: head.id, team: token.team)
+        // Heads read again now that the connection counts as greeted: anything committed after
+        // this read reaches it live (a notification finds it eligible), anything before is in
+        // its catch-up. (Also catches boards created since the list above.)
+        for head in try await storage.boards(team: token.team) where token.allows(board: head.id.rawValue) {
+            try await join(id, board: head.id, team: token.team, head: head.head)
         }
     }
 
-    /// Under no lock: joins one board, catching the connection up from its hello cursor.
-    private func join(_ id: Int, board: EntityID, team: String) async throws {
+    /// Under no lock: joins one board, catching the connection up from its hello cursor to at
+    /// least `head` (read from the log before; anything newer reaches the room live).
+    private func join(_ id: Int, board: EntityID, team: String, head: Int64) async throws {
         await lock([board])
         defer { unlock([board]) }
         guard connections[id] != nil, rooms[board]?.members.contains(id) != true else { return }
-        let head = try await storage.head(of: board)
         if rooms[board]?.members.isEmpty ?? true {
             try await openRoom(board, team: team, through: head, greeting: id)
         } else {
@@ -167,13 +171,17 @@ public actor RelayHub {
     /// every connection of the team that may see the board and said hello (the board is new to
     /// them, or `greeting` is joining it now), each caught up from its hello cursor.
     private func openRoom(_ board: EntityID, team: String, through: Int64, greeting: Int? = nil) async throws {
-        let eligible = connections.values.filter { $0.cursors != nil && $0.token.team == team && $0.token.allows(board: board.rawValue) }
-            .map(\.id).sorted()
+        let eligible = eligible(for: board, team: team).sorted()
         guard !eligible.isEmpty else { return }
         rooms[board] = Room(team: team, delivered: through)
         for member in eligible where connections[member] != nil && rooms[board]?.members.contains(member) != true {
             try await admit(member, board: board, team: team, through: through, greeting: member == greeting)
         }
+    }
+
+    /// Connections of the team that said hello and whose token covers the board.
+    private func eligible(for board: EntityID, team: String) -> [Int] {
+        (greeted[team] ?? []).filter { connections[$0]?.token.allows(board: board.rawValue) == true }
     }
 
     /// Under the board's lock: sends one connection the board from its hello cursor through
@@ -198,7 +206,7 @@ public actor RelayHub {
     /// false when the connection is gone or fell behind.
     private func sendCatchUp(_ id: Int, board: EntityID, after: Int64, head: Int64, announce: Bool = true) async throws -> Bool {
         var cursor = after
-        if let snapshot = try await storage.snapshot(board: board), snapshot.seq > after, snapshot.seq <= head {
+        if after < head, let snapshot = try await storage.snapshot(board: board), snapshot.seq > after, snapshot.seq <= head {
             // Past the compaction horizon: the state at the horizon, then the tail.
             if !send(id, .snapshot(.init(board: board, seq: snapshot.seq, head: head, state: snapshot.state))) { return false }
             cursor = snapshot.seq
@@ -288,43 +296,124 @@ public actor RelayHub {
         }
         guard !allowed.isEmpty else { return }
         let boards = Set(allowed.map(\.board))
+        if boards.count == 1, let board = boards.first {
+            // Group commit: pushes to one board that arrive while its previous transaction
+            // runs are stored together in the next one (one commit, one fsync, one row lock).
+            try await withCheckedThrowingContinuation { (done: CheckedContinuation<Void, any Error>) in
+                pending[board, default: []].append(PendingPush(id: id, ops: allowed, team: token.team, done: done))
+                if committing.insert(board).inserted { Task { await self.commitPending(board) } }
+            }
+            return
+        }
         await lock(boards)
         defer { unlock(boards) }
-        let results = try await storage.append(allowed, team: token.team)
-        var acks: [SyncMessage.Ack.Entry] = []
-        var fresh: [EntityID: [SyncMessage.Ops.Sequenced]] = [:]
-        var acked: [EntityID: Int64] = [:]
-        let byID = Dictionary(allowed.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        try await commit([(id, allowed)], boards: boards, team: token.team)
+    }
+
+    struct PendingPush {
+        let id: Int
+        let ops: [BoardOperation]
+        let team: String
+        let done: CheckedContinuation<Void, any Error>
+    }
+
+    /// Commits the pushes waiting for a board, a batch per transaction, until none is left.
+    /// (A connection has at most one push in flight: its session waits for each.)
+    private func commitPending(_ board: EntityID) async {
+        while let queue = pending.removeValue(forKey: board), !queue.isEmpty {
+            // One team per transaction (another team's push is refused per operation), and a
+            // bounded transaction; the rest goes in the next.
+            let team = queue[0].team
+            var batch: [PendingPush] = []
+            var rest: [PendingPush] = []
+            var count = 0
+            for push in queue {
+                if rest.isEmpty, push.team == team, batch.isEmpty || count + push.ops.count <= Self.maxBatchOperations {
+                    batch.append(push)
+                    count += push.ops.count
+                } else {
+                    rest.append(push)
+                }
+            }
+            if !rest.isEmpty { pending[board] = rest }
+            await lock([board])
+            do {
+                try await commit(batch.map { ($0.id, $0.ops) }, boards: [board], team: team)
+                for push in batch { push.done.resume() }
+            } catch {
+                for push in batch { push.done.resume(throwing: error) }
+            }
+            unlock([board])
+        }
+        committing.remove(board)
+    }
+
+    static let maxBatchOperations = 5_000
+
+    /// Under the boards' locks: stores the pushes' operations in one transaction, acknowledges
+    /// each push to its author and broadcasts the new operations, in sequence order.
+    private func commit(_ pushes: [(id: Int, ops: [BoardOperation])], boards: Set<EntityID>, team: String) async throws {
+        let results = try await storage.append(pushes.flatMap(\.ops), team: team)
+        var byOperation: [OperationID: [AppendResult]] = [:]
         for result in results {
             switch result {
-            case .stored(let op, let board, let seq, let new):
-                acks.append(.init(op: op, board: board, seq: seq))
-                acked[board] = max(acked[board] ?? 0, seq)
-                if new, let operation = byID[op] {
-                    fresh[board, default: []].append(.init(seq: seq, op: operation))
-                    acceptedOperations += 1
-                }
-            case .forbidden(let op, let board):
-                send(id, .error(.init(code: "forbidden_board", message: "board \(board) belongs to another team", op: op, board: board)))
+            case .stored(let op, _, _, _), .forbidden(let op, _): byOperation[op, default: []].append(result)
             }
         }
-        // Before the ack, every room is brought up to just below the new operations (or to the
-        // acked sequence of a duplicate): the author must not get a sequence above one it has
+        struct Outcome {
+            var acks: [SyncMessage.Ack.Entry] = []
+            var fresh: [EntityID: [SyncMessage.Ops.Sequenced]] = [:]
+            var forbidden: [(OperationID, EntityID)] = []
+        }
+        var outcomes: [Outcome] = []
+        var firstFresh: [EntityID: Int64] = [:]
+        var acked: [EntityID: Int64] = [:]
+        for push in pushes {
+            var outcome = Outcome()
+            for op in push.ops {
+                // An operation pushed twice in the batch has two results: new, then duplicate.
+                guard let result = byOperation[op.id]?.first else { continue }
+                byOperation[op.id]?.removeFirst()
+                switch result {
+                case .stored(let id, let board, let seq, let new):
+                    outcome.acks.append(.init(op: id, board: board, seq: seq))
+                    acked[board] = max(acked[board] ?? 0, seq)
+                    if new {
+                        outcome.fresh[board, default: []].append(.init(seq: seq, op: op))
+                        firstFresh[board] = min(firstFresh[board] ?? .max, seq)
+                        acceptedOperations += 1
+                    }
+                case .forbidden(let id, let board):
+                    outcome.forbidden.append((id, board))
+                }
+            }
+            outcomes.append(outcome)
+        }
+        // Before any ack, every room is brought up to just below the new operations (or to the
+        // acked sequence of a duplicate): an author must not get a sequence above one it has
         // not been sent, or its cursor would skip it. A board new to this instance opens its
-        // room here, with the author and every connection of the team that may see it.
+        // room here, with the authors and every connection of the team that may see it.
         for board in acked.keys.sorted(by: { $0.rawValue < $1.rawValue }) where boards.contains(board) {
-            let target = fresh[board]?.first.map { $0.seq - 1 } ?? acked[board]!
+            let target = firstFresh[board].map { $0 - 1 } ?? acked[board]!
             if rooms[board]?.members.isEmpty ?? true {
-                try await openRoom(board, team: token.team, through: target)
+                try await openRoom(board, team: team, through: target)
             } else {
                 try await advance(board, through: target)
             }
         }
-        // The author's ack goes first; then the room, in sequence order.
-        send(id, .ack(.init(acks: acks)))
-        for (board, entries) in fresh where boards.contains(board) {
-            deliver(board, entries, except: id)
-            try await compactIfNeeded(board, head: entries.last!.seq)
+        // Push by push, in sequence order: the author's ack, then its operations to the room.
+        for (push, outcome) in zip(pushes, outcomes) {
+            for (op, board) in outcome.forbidden {
+                send(push.id, .error(.init(code: "forbidden_board", message: "board \(board) belongs to another team", op: op, board: board)))
+            }
+            send(push.id, .ack(.init(acks: outcome.acks)))
+            for (board, entries) in outcome.fresh where boards.contains(board) {
+                deliver(board, entries, except: push.id)
+            }
+        }
+        for (board, first) in firstFresh where boards.contains(board) {
+            _ = first
+            if let head = rooms[board]?.delivered ?? acked[board] { try await compactIfNeeded(board, head: head) }
         }
     }
 
@@ -337,10 +426,7 @@ public actor RelayHub {
     }
 
     private func arrive(_ board: EntityID, team: String, through last: Int64, known ops: [SyncMessage.Ops.Sequenced]) async throws {
-        if rooms[board]?.members.isEmpty ?? true,
-           !connections.values.contains(where: { $0.cursors != nil && $0.token.team == team && $0.token.allows(board: board.rawValue) }) {
-            return
-        }
+        if rooms[board]?.members.isEmpty ?? true, eligible(for: board, team: team).isEmpty { return }
         await lock([board])
         defer { unlock([board]) }
         if rooms[board]?.members.isEmpty ?? true {
@@ -359,8 +445,7 @@ public actor RelayHub {
             defer { unlock([board]) }
             try await advance(board, through: try await storage.head(of: board))
         }
-        let teams = Set(connections.values.filter { $0.cursors != nil }.map(\.token.team))
-        for team in teams.sorted() {
+        for team in greeted.keys.sorted() {
             for head in try await storage.boards(team: team) where rooms[head.id]?.members.isEmpty ?? true {
                 try await arrive(head.id, team: team, through: head.head, known: [])
             }

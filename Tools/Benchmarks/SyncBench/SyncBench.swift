@@ -41,12 +41,13 @@ final class RelayProcess: @unchecked Sendable {
     var pid: Int32 { process.processIdentifier }
 
     /// `store`: a PostgreSQL URL (`--store`); nil: SQLite in a new temporary directory.
-    init(kanban: String, store: String? = nil) throws {
+    /// `team`: the token's team (a new one keeps earlier runs' boards on a shared store out).
+    init(kanban: String, store: String? = nil, team: String = "bench") throws {
         directory = try makeTempDir("relayproc")
         let location = store.map { ["--store", $0] } ?? ["--data", directory.path]
         let tokenProcess = Process()
         tokenProcess.executableURL = URL(fileURLWithPath: kanban)
-        tokenProcess.arguments = ["relay", "token", "create"] + location + ["--team", "bench"]
+        tokenProcess.arguments = ["relay", "token", "create"] + location + ["--team", team]
         let tokenPipe = Pipe()
         tokenProcess.standardOutput = tokenPipe
         try tokenProcess.run()
@@ -491,14 +492,20 @@ func runScaleOutBench(kanban: String, postgres: String, subs: Int, writers: Int,
         ("SQLite, 1 instance", nil, 1), ("PostgreSQL, 1 instance", postgres, 1), ("PostgreSQL, 2 instances", postgres, 2),
     ]
     for setup in setups {
-        let relays = try (0..<setup.instances).map { _ in try RelayProcess(kanban: kanban, store: setup.store) }
-        let urls = relays.map(\.url)
-        let pids = relays.map(\.pid)
+        // New relay processes (and, on the shared database, a new team) for every measurement,
+        // so no run sees an earlier run's boards.
+        func start() throws -> [RelayProcess] {
+            let team = "bench-\(UUID().uuidString.prefix(8).lowercased())"
+            return try (0..<setup.instances).map { _ in try RelayProcess(kanban: kanban, store: setup.store, team: team) }
+        }
         for window in windows {
             await waitQuiet(maxWait: quietWait)
+            let relays = try start()
             note("scale-out fan-out: \(setup.name), window \(window)")
-            let r = try await fanout(urls: urls, token: relays[0].token, serverPIDs: pids, postgres: setup.store != nil, subs: subs,
-                                     writers: writers, window: window, duration: duration, warmup: 2, deflate: true)
+            let r = try await fanout(urls: relays.map(\.url), token: relays[0].token, serverPIDs: relays.map(\.pid),
+                                     postgres: setup.store != nil, subs: subs, writers: writers, window: window, duration: duration,
+                                     warmup: 2, deflate: true)
+            for relay in relays { relay.stop() }
             let s = LatencySummary(r.latencies)
             fanRows.append([setup.name, "\(subs) subs, \(writers) writers, window \(window)", num(Double(r.delivered) / r.seconds),
                             num(Double(r.delivered) / Double(subs) / r.seconds), ms(s.p50), ms(s.p99), ms(s.max), "\(r.closedEarly)",
@@ -506,12 +513,14 @@ func runScaleOutBench(kanban: String, postgres: String, subs: Int, writers: Int,
         }
         for rate in rates {
             await waitQuiet(maxWait: quietWait)
+            let relays = try start()
+            let urls = relays.map(\.url)
             var row = try await e2e(urlA: urls[0], urlB: urls[urls.count - 1], token: relays[0].token, rate: rate, duration: duration,
-                                    serverPIDs: pids, postgres: setup.store != nil)
+                                    serverPIDs: relays.map(\.pid), postgres: setup.store != nil)
+            for relay in relays { relay.stop() }
             row.insert(setup.name + (setup.instances > 1 ? " (A on one, B on the other)" : ""), at: 0)
             e2eRows.append(row)
         }
-        for relay in relays { relay.stop() }
     }
     printTable("Scale-out: relay fan-out (1 board, sync protocol, deflate, 1 op per push; `kanban relay` processes)",
                ["relays", "shape", "delivered msgs/s (subscribers)", "ops/s", "fan-out p50 ms", "p99 ms", "max ms", "subs closed",

@@ -19,6 +19,8 @@ let usage = """
       scaleout   fan-out and e2e against `kanban relay` on SQLite, on PostgreSQL, and two instances on one PostgreSQL:
                  --kanban PATH and --postgres URL (or $KANBAN_POSTGRES_URL; Tools/postgres/start.sh starts one) required;
                  [--subs 50 --writers 4 --windows 2,8 --rates 100 --duration 10]
+      pgstore    PostgreSQL store limits: append commits/s on one board and on many, from 1 and 2 instances, and
+                 NOTIFY throughput; --postgres URL (or $KANBAN_POSTGRES_URL) [--duration 5]
       zlibmem    memory per deflate compressor (window 2^12) at zlib memLevel 8/4/2/1, and the ratio each gets
       all        everything above with defaults (--kanban PATH for fanout-process and idle)
 
@@ -93,6 +95,11 @@ do {
         try await runScaleOutBench(kanban: kanbanPath, postgres: postgres, subs: o.int("subs", 50), writers: o.int("writers", 4),
                                    windows: o.ints("windows", [2, 8]), duration: o.double("duration", 10),
                                    rates: o.doubles("rates", [100]), quietWait: quietWait)
+    case "pgstore":
+        guard let postgres = o.string("postgres") ?? ProcessInfo.processInfo.environment["KANBAN_POSTGRES_URL"] else {
+            throw BenchError("pgstore needs --postgres URL (eval \"$(Tools/postgres/start.sh)\" starts one and sets KANBAN_POSTGRES_URL)")
+        }
+        try await runPostgresStoreBench(postgres: postgres, duration: o.double("duration", 5))
     case "zlibmem":
         try runZlibMemBench(count: o.int("count", 2000))
     case "idle":
