@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh machine: installs what the tests need from Debian
-# (SQLite and zlib headers, nginx; Chromium for the browser test), then `swift test`.
+# (SQLite and zlib headers, nginx, PostgreSQL; Chromium for the browser test), then `swift test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,8 +14,16 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 swift build --build-tests
-# nginx is started by the tests themselves (foreground, own prefix, loopback port); require it.
-KANBAN_REQUIRE_NGINX=1 swift test --skip-build "$@"
+
+# A throwaway PostgreSQL (installed if missing, loopback, temporary directory) for the
+# multi-relay tests; stopped and removed on exit, whatever happens.
+pg_env=$(Tools/postgres/start.sh)
+eval "$pg_env"
+trap 'Tools/postgres/stop.sh "$KANBAN_POSTGRES_DIR"' EXIT
+
+# nginx is started by the tests themselves (foreground, own prefix, loopback port); require it,
+# and the PostgreSQL above.
+KANBAN_REQUIRE_NGINX=1 KANBAN_REQUIRE_POSTGRES=1 swift test --skip-build "$@"
 
 # Fault-injection soak, short run (about 70 s): 1 relay + 4 agents behind fault proxies, random
 # operations while links are cut/delayed/paused and processes are killed; nothing lost, all converge.

@@ -25,7 +25,7 @@ struct DemoCommand: AsyncParsableCommand {
             try FileManager.default.createDirectory(atPath: root + "/" + sub, withIntermediateDirectories: true)
         }
         let storage = try SQLiteRelayStorage(path: root + "/relay/relay.sqlite")
-        let relay = try Relay(storage: storage, configuration: .init(port: 0), logger: logger)
+        let relay = try await Relay(storage: storage, configuration: .init(port: 0), logger: logger)
         let token = relay.tokens.sign(RelayToken(team: "demo"))
         let relayPort = Port()
         let relayApp = buildRelayApplication(relay: relay, logger: logger) { relayPort.set($0) }

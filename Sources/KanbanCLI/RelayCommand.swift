@@ -21,6 +21,8 @@ struct RelayCommand: AsyncParsableCommand {
         @Option(help: "Interface to listen on; 0.0.0.0 for every interface.")
         var host: String = "127.0.0.1"
         @OptionGroup var data: RelayDataDirectory
+        @Option(help: "Name reported to agents in welcome, to tell instances apart.")
+        var name: String = "relay"
         @Option(help: "Seconds between WebSocket pings; a peer that misses one is dropped.")
         var heartbeat: Int = 15
         @Option(help: "Log level: trace, debug, info, notice, warning, error.")
@@ -60,18 +62,19 @@ struct RelayCommand: AsyncParsableCommand {
         func run() async throws {
             var logger = Logger(label: "kanban.relay")
             logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-            let storage = try SQLiteRelayStorage(path: try data.logPath())
-            var configuration = RelayConfiguration(host: host, port: port)
+            let storage = try await data.open(logger: logger)
+            var configuration = RelayConfiguration(host: host, port: port, relayName: name)
             configuration.heartbeatSeconds = heartbeat
             configuration.maxMessageBytes = maxMessageBytes
             configuration.maxQueuedMessages = maxQueuedMessages
             configuration.maxQueuedBytes = maxQueuedBytes
             configuration.maxConnectionsPerToken = maxConnectionsPerToken
             configuration.maxOperationsPerSecond = maxOperationsPerSecond
-            let relay = try Relay(storage: storage, configuration: configuration, logger: logger)
+            let relay = try await Relay(storage: storage, configuration: configuration, logger: logger)
             let host = self.host
+            let location = data.description
             let app = buildRelayApplication(relay: relay, logger: logger) { port in
-                print("Kanban relay listening on ws://\(host):\(port)/sync")
+                print("Kanban relay listening on ws://\(host):\(port)/sync (log: \(location))")
                 fflush(nil)
             }
             let deadline = ShutdownDeadline(limit: .seconds(Int64(shutdownTimeout)), logger: logger)
@@ -100,8 +103,11 @@ struct RelayCommand: AsyncParsableCommand {
             }
 
             func run() async throws {
-                let storage = try SQLiteRelayStorage(path: try data.logPath())
-                let authority = TokenAuthority(secret: try storage.secret())
+                var logger = Logger(label: "kanban.relay")
+                logger.logLevel = .error
+                let storage = try await data.open(listen: false, logger: logger)
+                let authority = TokenAuthority(secret: try await storage.secret())
+                if let postgres = storage as? PostgresRelayStorage { await postgres.close() }
                 let token = RelayToken(team: team, boards: boards.isEmpty ? nil : boards.map { $0.lowercased() }, write: !readOnly)
                 print(authority.sign(token))
             }
@@ -109,10 +115,36 @@ struct RelayCommand: AsyncParsableCommand {
     }
 }
 
-/// The relay's data directory: `--data DIR`, else `$KANBAN_RELAY_DATA`, else `./relay-data`.
-struct RelayDataDirectory: ParsableArguments {
+/// Where the relay keeps its log: `--store postgres://...` (or `$KANBAN_RELAY_STORE`), shared by
+/// several relay instances; else SQLite in `--data DIR`, else `$KANBAN_RELAY_DATA`, else `./relay-data`.
+struct RelayDataDirectory: ParsableArguments, CustomStringConvertible {
     @Option(name: .customLong("data"), help: ArgumentHelp("Relay data directory (holds relay.sqlite).", valueName: "DIR"))
     var path: String?
+    @Option(name: .customLong("store"), help: ArgumentHelp(
+        "PostgreSQL shared by several relay instances, as postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (default: SQLite in --data).",
+        valueName: "URL"))
+    var store: String?
+
+    var postgresURL: String? { store ?? ProcessInfo.processInfo.environment["KANBAN_RELAY_STORE"].flatMap { $0.isEmpty ? nil : $0 } }
+
+    func validate() throws {
+        if store != nil && path != nil { throw ValidationError("give either --store (PostgreSQL) or --data (SQLite), not both") }
+    }
+
+    var description: String {
+        if let url = postgresURL, let components = URLComponents(string: url) {
+            return "PostgreSQL \(components.user ?? "")@\(components.host ?? ""):\(components.port ?? 5432)\(components.path)"
+        }
+        return "SQLite in \(path ?? ProcessInfo.processInfo.environment["KANBAN_RELAY_DATA"] ?? "relay-data")"
+    }
+
+    /// Opens the store; a bad URL or an unreachable server is a plain error, not a crash.
+    func open(listen: Bool = true, logger: Logger) async throws -> any RelayStorage {
+        if let url = postgresURL {
+            return try await PostgresRelayStorage.connect(url: url, listen: listen, logger: logger)
+        }
+        return try SQLiteRelayStorage(path: try logPath())
+    }
 
     func logPath() throws -> String {
         let dir = path ?? ProcessInfo.processInfo.environment["KANBAN_RELAY_DATA"] ?? "relay-data"

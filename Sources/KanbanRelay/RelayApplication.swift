@@ -10,6 +10,7 @@ import CoreMetrics
 import Prometheus
 public import Logging
 import NIOCore
+import ServiceLifecycle
 
 /// A relay: storage, token authority and hub.
 public final class Relay: Sendable {
@@ -28,7 +29,12 @@ public final class Relay: Sendable {
               "Agents whose board digest did not match the relay's after catch-up, since the relay started (each repaired by a resend).",
               await hub.digestMismatches)
         gauge("kanban_relay_compactions", "Board logs compacted into snapshots since the relay started.", await hub.compactions)
-        gauge("kanban_relay_log_operations", "Operations in the relay's log (after compaction).", (try? storage.operationCount()) ?? 0)
+        gauge("kanban_relay_remote_operations", "Operations other relay instances committed that reached this instance's rooms.",
+              await hub.remoteOperationCount)
+        gauge("kanban_relay_gap_fill_operations",
+              "Operations read from the log to fill a gap before live delivery (a missed or late cross-instance notification).",
+              await hub.gapFills)
+        gauge("kanban_relay_log_operations", "Operations in the relay's log (after compaction).", (try? await storage.operationCount()) ?? 0)
         return registry.emitToString()
     }
 
@@ -38,12 +44,70 @@ public final class Relay: Sendable {
     public let tokens: TokenAuthority
     public let configuration: RelayConfiguration
 
-    public init(storage: any RelayStorage, configuration: RelayConfiguration = .init(), logger: Logger = Logger(label: "kanban.relay")) throws {
+    let logger: Logger
+
+    public init(storage: any RelayStorage, configuration: RelayConfiguration = .init(), logger: Logger = Logger(label: "kanban.relay")) async throws {
         self.storage = storage
         self.configuration = configuration
-        self.tokens = TokenAuthority(secret: try storage.secret())
+        self.logger = logger
+        self.tokens = TokenAuthority(secret: try await storage.secret())
         self.traffic = RelayTraffic(registry: registry)
         self.hub = RelayHub(storage: storage, configuration: configuration, logger: logger, traffic: traffic)
+    }
+}
+
+/// Feeds what other instances publish (storage shared by several relays) into the hub, and
+/// tells them this instance is alive. Runs beside the server; ends on graceful shutdown.
+struct RelayClusterService: Service {
+    let relay: Relay
+    let cluster: any RelayCluster
+    /// How often this instance says it is alive; presence from an instance silent for three
+    /// periods is dropped.
+    static let alivePeriod: Duration = .seconds(5)
+
+    func run() async throws {
+        let hub = relay.hub
+        let logger = relay.logger
+        let cluster = self.cluster
+        await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await event in cluster.events {
+                        do {
+                            switch event {
+                            case .operations(let board, let team, let first, let last, let ops):
+                                try await hub.remote(board: board, team: team, first: first, last: last, ops: ops)
+                            case .presence(let instance, let connection, let presence):
+                                await hub.remote(instance: instance, connection: connection, presence: presence)
+                            case .alive(let instance):
+                                await hub.alive(instance: instance)
+                            case .resync:
+                                try await hub.resync()
+                            }
+                        } catch {
+                            // The log could not be read (database down): compare every room with
+                            // the log again until it works, so no room stays behind.
+                            logger.warning("cross-instance delivery failed; retrying from the log", metadata: ["error": "\(error)"])
+                            while !Task.isCancelled {
+                                try? await Task.sleep(for: .milliseconds(500))
+                                if (try? await hub.resync()) != nil { break }
+                            }
+                        }
+                    }
+                }
+                group.addTask {
+                    while !Task.isCancelled {
+                        do { try await cluster.publishAlive() } catch {
+                            logger.notice("could not publish liveness", metadata: ["error": "\(error)"])
+                        }
+                        await hub.expireInstances(olderThan: Self.alivePeriod * 3)
+                        try? await Task.sleep(for: Self.alivePeriod)
+                    }
+                }
+                await group.next()
+                group.cancelAll()
+            }
+        }
     }
 }
 
@@ -60,7 +124,7 @@ public func buildRelayApplication(
         switch relay.tokens.verify(authorization: request.headers[.authorization]) {
         case .failure(let failure):
             return relayError(.unauthorized, code: failure == .missing ? "token_missing" : "token_invalid", failure.rawValue,
-                              hint: "Create a token with `kanban relay token create --data DIR --team T` and send it as Authorization: Bearer <token>.")
+                              hint: "Create a token with `kanban relay token create --data DIR --team T` (or --store postgres://...) and send it as Authorization: Bearer <token>.")
         case .success:
             return relayError(.upgradeRequired, code: "websocket_required", "/sync is a WebSocket endpoint and this request did not upgrade",
                               hint: "Connect with a WebSocket client; if one did, a proxy in between dropped the Upgrade/Connection headers.")
@@ -70,7 +134,7 @@ public func buildRelayApplication(
     router.get("health/websocket") { _, _ in
         let stats = await relay.hub.stats
         let mismatches = await relay.hub.digestMismatches
-        let count = (try? relay.storage.operationCount()) ?? -1
+        let count = (try? await relay.storage.operationCount()) ?? -1
         return relayJSON(["connections": stats.connections, "rooms": stats.rooms, "logOperations": count, "digestMismatches": mismatches])
     }
 
@@ -109,6 +173,7 @@ public func buildRelayApplication(
                 tokens: relay.tokens)
         },
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "kanban-relay"),
+        services: relay.storage.cluster.map { [RelayClusterService(relay: relay, cluster: $0)] } ?? [],
         onServerRunning: { channel in await onListening(channel.localAddress?.port ?? configuration.port) },
         logger: logger
     )

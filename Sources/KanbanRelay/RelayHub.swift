@@ -1,35 +1,61 @@
-public import Foundation
+import Foundation
 public import KanbanModel
-public import KanbanProtocol
+import KanbanProtocol
 public import Logging
 import Prometheus
 
 /// The relay's rooms: which connection sees which board, the durable append, and fan-out.
 ///
-/// One actor orders everything that touches a board: a push is stored, acknowledged to its
-/// author and broadcast to the room in sequence order, and a joining connection gets its
-/// catch-up before any live message, so every connection sees each board's operations in
-/// sequence order with no gaps.
+/// Every connection sees each board's operations in sequence order with no gaps: catch-up
+/// first, then live. Storage calls suspend (and an actor is reentrant across them), so all that
+/// sends a board's operations (a push's append + ack + broadcast, a join's catch-up, operations
+/// another instance committed) runs under that board's lock, and each room remembers the
+/// sequence its members have been sent up to (`delivered`). Operations that reach a room out of
+/// order or after a gap (another instance's commit whose notification has not arrived yet, a
+/// missed notification) are read from the log first, so a room only ever moves forward by the
+/// next sequence.
 public actor RelayHub {
     public struct Connection: Sendable {
         public let id: Int
         public let token: RelayToken
         public var replica: ReplicaID?
+        /// The cursors from `hello`; nil until the connection said hello.
+        var cursors: [String: Int64]?
         let send: @Sendable (String) -> Bool
         let close: @Sendable (UInt16, String) -> Void
+    }
+
+    /// The connections of this instance that see a board, and the sequence all of them were sent.
+    struct Room {
+        let team: String
+        var members: Set<Int> = []
+        var delivered: Int64
     }
 
     let storage: any RelayStorage
     let configuration: RelayConfiguration
     let logger: Logger
     private var connections: [Int: Connection] = [:]
-    private var rooms: [EntityID: Set<Int>] = [:]
+    /// Connections that said hello, by team (who may join a board new to this instance).
+    private var greeted: [String: Set<Int>] = [:]
+    private var rooms: [EntityID: Room] = [:]
     private var states: [EntityID: BoardState] = [:]
+    private var horizons: [EntityID: Int64] = [:]
     private var presence: [EntityID: [Int: SyncMessage.Presence]] = [:]
+    /// Presence of agents on other instances, by "instance/connection".
+    private var remotePresence: [EntityID: [String: SyncMessage.Presence]] = [:]
+    private var instancesSeen: [String: ContinuousClock.Instant] = [:]
     private var nextID = 0
+    private var lockedBoards: Set<EntityID> = []
+    private var lockWaiters: [(boards: Set<EntityID>, resume: CheckedContinuation<Void, Never>)] = []
+    private var pending: [EntityID: [PendingPush]] = [:]
+    private var committing: Set<EntityID> = []
     public private(set) var digestMismatches = 0
     public private(set) var acceptedOperations = 0
     public private(set) var compactions = 0
+    public private(set) var remoteOperationCount = 0
+    /// Operations read from the log to fill a gap before live delivery (cross-instance).
+    public private(set) var gapFills = 0
 
     let traffic: RelayTraffic
 
@@ -49,62 +75,214 @@ public actor RelayHub {
     }
 
     public func unregister(_ id: Int) {
-        connections.removeValue(forKey: id)
-        for board in rooms.keys { rooms[board]?.remove(id) }
+        guard let gone = connections.removeValue(forKey: id) else { return }
+        greeted[gone.token.team]?.remove(id)
+        if greeted[gone.token.team]?.isEmpty == true { greeted[gone.token.team] = nil }
+        for board in rooms.keys where rooms[board]?.members.contains(id) == true {
+            rooms[board]?.members.remove(id)
+            if rooms[board]?.members.isEmpty == true { forget(board) }
+        }
         for board in presence.keys where presence[board]?[id] != nil {
             let gone = presence[board]!.removeValue(forKey: id)!
-            broadcast(.presence(.init(board: board, replica: gone.replica, user: gone.user, viewing: false, editing: nil)),
-                      board: board, except: id)
+            let message = SyncMessage.Presence(board: board, replica: gone.replica, user: gone.user, viewing: false, editing: nil)
+            broadcast(.presence(message), board: board, except: id)
+            if let cluster = storage.cluster {
+                Task { [logger] in
+                    do { try await cluster.publish(presence: message, connection: id) } catch {
+                        logger.notice("could not publish presence", metadata: ["error": "\(error)"])
+                    }
+                }
+            }
         }
     }
 
-    public var stats: (connections: Int, rooms: Int) { (connections.count, rooms.values.filter { !$0.isEmpty }.count) }
+    /// A room nobody on this instance is in: drop what is kept for it.
+    private func forget(_ board: EntityID) {
+        rooms[board] = nil
+        states[board] = nil
+    }
+
+    public var stats: (connections: Int, rooms: Int) { (connections.count, rooms.values.filter { !$0.members.isEmpty }.count) }
+
+    // MARK: Board locks
+
+    /// Waits until none of `boards` is locked, then locks them all (first come, first served
+    /// among waiters that want a common board; no lock is held while waiting, so no deadlock).
+    private func lock(_ boards: Set<EntityID>) async {
+        if lockedBoards.isDisjoint(with: boards), !lockWaiters.contains(where: { !$0.boards.isDisjoint(with: boards) }) {
+            lockedBoards.formUnion(boards)
+            return
+        }
+        await withCheckedContinuation { lockWaiters.append((boards, $0)) }
+    }
+
+    private func unlock(_ boards: Set<EntityID>) {
+        lockedBoards.subtract(boards)
+        var blocked = Set<EntityID>()
+        var index = 0
+        while index < lockWaiters.count {
+            let waiter = lockWaiters[index]
+            if lockedBoards.isDisjoint(with: waiter.boards), blocked.isDisjoint(with: waiter.boards) {
+                lockedBoards.formUnion(waiter.boards)
+                lockWaiters.remove(at: index)
+                waiter.resume.resume()
+            } else {
+                blocked.formUnion(waiter.boards)
+                index += 1
+            }
+        }
+    }
+
+    // MARK: Joining
 
     /// Answers a hello: joins the boards the token may see and sends the welcome, then every
     /// operation after the agent's cursor (all of a board the agent does not know).
-    func hello(_ id: Int, _ hello: SyncMessage.Hello) throws {
+    func hello(_ id: Int, _ hello: SyncMessage.Hello) async throws {
+        guard let token = connections[id]?.token else { return }
+        let heads = try await storage.boards(team: token.team).filter { token.allows(board: $0.id.rawValue) }
         guard var connection = connections[id] else { return }
         connection.replica = hello.replica
+        connection.cursors = hello.cursors
         connections[id] = connection
-        let heads = try storage.boards(team: connection.token.team).filter { connection.token.allows(board: $0.id.rawValue) }
-        send(id, .welcome(.init(relay: configuration.relayName, team: connection.token.team, writable: connection.token.write,
+        greeted[token.team, default: []].insert(id)
+        // From here on the connection also joins rooms created for boards new to it.
+        send(id, .welcome(.init(relay: configuration.relayName, team: token.team, writable: token.write,
                                 boards: heads, serverTime: Int64(Date().timeIntervalSince1970 * 1000),
                                 heartbeatSeconds: configuration.heartbeatSeconds)))
-        for head in heads {
-            rooms[head.id, default: []].insert(id)
-            var cursor = hello.cursors[head.id.rawValue] ?? 0
-            if cursor > head.head {
-                // The agent has seen more than this relay holds (relay restored from an older
-                // backup): send everything; the agent re-pushes what the relay lost.
-                logger.warning("agent cursor ahead of relay log", metadata: ["board": "\(head.id)", "cursor": "\(cursor)", "head": "\(head.head)"])
-                cursor = 0
-            }
-            try sendCatchUp(id, board: head.id, after: cursor, head: head.head)
-            for (_, p) in presence[head.id] ?? [:] { send(id, .presence(p)) }
+        // Heads read again now that the connection counts as greeted: anything committed after
+        // this read reaches it live (a notification finds it eligible), anything before is in
+        // its catch-up. (Also catches boards created since the list above.)
+        for head in try await storage.boards(team: token.team) where token.allows(board: head.id.rawValue) {
+            try await join(id, board: head.id, team: token.team, head: head.head)
         }
     }
 
-    private func sendCatchUp(_ id: Int, board: EntityID, after: Int64, head: Int64) throws {
+    /// Under no lock: joins one board, catching the connection up from its hello cursor to at
+    /// least `head` (read from the log before; anything newer reaches the room live).
+    private func join(_ id: Int, board: EntityID, team: String, head: Int64) async throws {
+        await lock([board])
+        defer { unlock([board]) }
+        guard connections[id] != nil, rooms[board]?.members.contains(id) != true else { return }
+        if rooms[board]?.members.isEmpty ?? true {
+            try await openRoom(board, team: team, through: head, greeting: id)
+        } else {
+            try await advance(board, through: head)
+            guard connections[id] != nil, rooms[board]?.members.contains(id) != true, let through = rooms[board]?.delivered else { return }
+            try await admit(id, board: board, team: team, through: through, greeting: true)
+        }
+    }
+
+    /// Under the board's lock, for a board nobody here is in: the room opens at `through` with
+    /// every connection of the team that may see the board and said hello (the board is new to
+    /// them, or `greeting` is joining it now), each caught up from its hello cursor.
+    private func openRoom(_ board: EntityID, team: String, through: Int64, greeting: Int? = nil) async throws {
+        let eligible = eligible(for: board, team: team).sorted()
+        guard !eligible.isEmpty else { return }
+        rooms[board] = Room(team: team, delivered: through)
+        for member in eligible where connections[member] != nil && rooms[board]?.members.contains(member) != true {
+            try await admit(member, board: board, team: team, through: through, greeting: member == greeting)
+        }
+    }
+
+    /// Connections of the team that said hello and whose token covers the board.
+    private func eligible(for board: EntityID, team: String) -> [Int] {
+        (greeted[team] ?? []).filter { connections[$0]?.token.allows(board: board.rawValue) == true }
+    }
+
+    /// Under the board's lock: sends one connection the board from its hello cursor through
+    /// `through` (the room's delivered sequence), then makes it a member. `greeting`: it joins
+    /// because of its hello, so it hears the head even when there is nothing to send.
+    private func admit(_ id: Int, board: EntityID, team: String, through: Int64, greeting: Bool) async throws {
+        guard let connection = connections[id] else { return }
+        var cursor = connection.cursors?[board.rawValue] ?? 0
+        if cursor > through {
+            // The agent has seen more than this relay holds (relay restored from an older
+            // backup): send everything; the agent re-pushes what the relay lost.
+            logger.warning("agent cursor ahead of relay log", metadata: ["board": "\(board)", "cursor": "\(cursor)", "head": "\(through)"])
+            cursor = 0
+        }
+        guard try await sendCatchUp(id, board: board, after: cursor, head: through, announce: greeting) else { return }
+        guard connections[id] != nil else { return }
+        rooms[board, default: Room(team: team, delivered: through)].members.insert(id)
+        for (_, p) in presence[board] ?? [:] { send(id, .presence(p)) }
+        for (_, p) in remotePresence[board] ?? [:] { send(id, .presence(p)) }
+    }
+
+    /// false when the connection is gone or fell behind.
+    private func sendCatchUp(_ id: Int, board: EntityID, after: Int64, head: Int64, announce: Bool = true) async throws -> Bool {
         var cursor = after
-        if let snapshot = try storage.snapshot(board: board), snapshot.seq > after {
+        if after < head, let snapshot = try await storage.snapshot(board: board), snapshot.seq > after, snapshot.seq <= head {
             // Past the compaction horizon: the state at the horizon, then the tail.
-            if !send(id, .snapshot(.init(board: board, seq: snapshot.seq, head: head, state: snapshot.state))) { return }
+            if !send(id, .snapshot(.init(board: board, seq: snapshot.seq, head: head, state: snapshot.state))) { return false }
             cursor = snapshot.seq
         }
+        var sent = false
         while cursor < head {
-            let batch = try storage.operations(board: board, after: cursor, limit: configuration.catchUpBatch)
+            let batch = try await storage.operations(board: board, after: cursor, limit: min(configuration.catchUpBatch, Int(head - cursor)))
             guard let last = batch.last else { break }
-            if !send(id, .ops(.init(board: board, ops: batch, head: head))) { return }
+            if !send(id, .ops(.init(board: board, ops: batch, head: head))) { return false }
             cursor = last.seq
+            sent = true
         }
-        if after >= head || cursor >= head {
+        if !sent && announce {
             // Nothing (more) to send; still tell the agent the head so it knows it is caught up.
-            send(id, .ops(.init(board: board, ops: [], head: head)))
+            return send(id, .ops(.init(board: board, ops: [], head: head)))
         }
+        return connections[id] != nil
+    }
+
+    // MARK: Delivery
+
+    /// Under the board's lock: brings every member of the board's room to `target`, sending
+    /// what lies between (from `known` when it covers the range, else from the log).
+    private func advance(_ board: EntityID, through target: Int64, known: [SyncMessage.Ops.Sequenced] = []) async throws {
+        guard let delivered = rooms[board]?.delivered, delivered < target, rooms[board]?.members.isEmpty == false else { return }
+        var entries = known.filter { $0.seq > delivered && $0.seq <= target }
+        if entries.first?.seq != delivered + 1 || entries.last?.seq != target || entries.count != Int(target - delivered) {
+            entries = []
+            var cursor = delivered
+            do {
+                while cursor < target {
+                    let batch = try await storage.operations(board: board, after: cursor, limit: min(5_000, Int(target - cursor)))
+                    guard let last = batch.last else { break }
+                    entries += batch
+                    cursor = last.seq
+                }
+            } catch {
+                entries = []  // compacted meanwhile (by another instance): see below
+            }
+            gapFills += entries.count
+            // A compacted range cannot be sent as operations: members get the snapshot first.
+            if entries.first.map({ $0.seq != delivered + 1 }) ?? true {
+                for member in rooms[board]?.members ?? [] {
+                    _ = try await sendCatchUp(member, board: board, after: delivered, head: target, announce: false)
+                }
+                rooms[board]?.delivered = target
+                states[board] = nil
+                return
+            }
+        }
+        deliver(board, entries, except: nil)
+    }
+
+    /// Under the board's lock: sends consecutive operations (the next after `delivered`) to the
+    /// room, except their author (who gets an ack).
+    private func deliver(_ board: EntityID, _ entries: [SyncMessage.Ops.Sequenced], except: Int?) {
+        guard let delivered = rooms[board]?.delivered else { return }
+        let fresh = entries.filter { $0.seq > delivered }
+        guard let last = fresh.last else { return }
+        for entry in fresh { states[board]?.apply(entry.op) }
+        var start = 0
+        while start < fresh.count {
+            let end = min(start + configuration.catchUpBatch, fresh.count)
+            broadcast(.ops(.init(board: board, ops: Array(fresh[start..<end]), head: last.seq)), board: board, except: except ?? -1)
+            start = end
+        }
+        rooms[board]?.delivered = last.seq
     }
 
     /// Stores pushed operations, acknowledges them to the author and broadcasts the new ones.
-    func push(_ id: Int, _ ops: [BoardOperation]) throws {
+    func push(_ id: Int, _ ops: [BoardOperation]) async throws {
         guard let connection = connections[id] else { return }
         let token = connection.token
         guard token.write else {
@@ -122,98 +300,268 @@ public actor RelayHub {
             }
         }
         guard !allowed.isEmpty else { return }
-        let results = try storage.append(allowed, team: token.team)
-        var acks: [SyncMessage.Ack.Entry] = []
-        var fresh: [EntityID: [SyncMessage.Ops.Sequenced]] = [:]
-        let byID = Dictionary(allowed.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        let boards = Set(allowed.map(\.board))
+        if boards.count == 1, let board = boards.first {
+            // Group commit: pushes to one board that arrive while its previous transaction
+            // runs are stored together in the next one (one commit, one fsync, one row lock).
+            try await withCheckedThrowingContinuation { (done: CheckedContinuation<Void, any Error>) in
+                pending[board, default: []].append(PendingPush(id: id, ops: allowed, team: token.team, done: done))
+                if committing.insert(board).inserted { Task { await self.commitPending(board) } }
+            }
+            return
+        }
+        await lock(boards)
+        defer { unlock(boards) }
+        try await commit([(id, allowed)], boards: boards, team: token.team)
+    }
+
+    struct PendingPush {
+        let id: Int
+        let ops: [BoardOperation]
+        let team: String
+        let done: CheckedContinuation<Void, any Error>
+    }
+
+    /// Commits the pushes waiting for a board, a batch per transaction, until none is left.
+    /// (A connection has at most one push in flight: its session waits for each.)
+    private func commitPending(_ board: EntityID) async {
+        while let queue = pending.removeValue(forKey: board), !queue.isEmpty {
+            // One team per transaction (another team's push is refused per operation), and a
+            // bounded transaction; the rest goes in the next.
+            let team = queue[0].team
+            var batch: [PendingPush] = []
+            var rest: [PendingPush] = []
+            var count = 0
+            for push in queue {
+                if rest.isEmpty, push.team == team, batch.isEmpty || count + push.ops.count <= Self.maxBatchOperations {
+                    batch.append(push)
+                    count += push.ops.count
+                } else {
+                    rest.append(push)
+                }
+            }
+            if !rest.isEmpty { pending[board] = rest }
+            await lock([board])
+            do {
+                try await commit(batch.map { ($0.id, $0.ops) }, boards: [board], team: team)
+                for push in batch { push.done.resume() }
+            } catch {
+                for push in batch { push.done.resume(throwing: error) }
+            }
+            unlock([board])
+        }
+        committing.remove(board)
+    }
+
+    static let maxBatchOperations = 5_000
+
+    /// Under the boards' locks: stores the pushes' operations in one transaction, acknowledges
+    /// each push to its author and broadcasts the new operations, in sequence order.
+    private func commit(_ pushes: [(id: Int, ops: [BoardOperation])], boards: Set<EntityID>, team: String) async throws {
+        let results = try await storage.append(pushes.flatMap(\.ops), team: team)
+        var byOperation: [OperationID: [AppendResult]] = [:]
         for result in results {
             switch result {
-            case .stored(let op, let board, let seq, let new):
-                acks.append(.init(op: op, board: board, seq: seq))
-                if new, let operation = byID[op] {
-                    fresh[board, default: []].append(.init(seq: seq, op: operation))
-                    states[board]?.apply(operation)
-                    acceptedOperations += 1
-                }
-            case .forbidden(let op, let board):
-                send(id, .error(.init(code: "forbidden_board", message: "board \(board) belongs to another team", op: op, board: board)))
+            case .stored(let op, _, _, _), .forbidden(let op, _): byOperation[op, default: []].append(result)
             }
         }
-        // The author's ack goes first; then the room, in sequence order.
-        send(id, .ack(.init(acks: acks)))
-        for (board, ops) in fresh {
-            if rooms[board] == nil || !(rooms[board]!.contains(id)) {
-                // A new board: the author joins its room, and so does every connection of the
-                // team whose token covers all boards (the board is announced by its first ops).
-                rooms[board, default: []].insert(id)
-                for other in connections.values where other.id != id && other.token.team == token.team
-                    && other.token.boards == nil && !(rooms[board]!.contains(other.id)) {
-                    rooms[board]!.insert(other.id)
+        struct Outcome {
+            var acks: [SyncMessage.Ack.Entry] = []
+            var fresh: [EntityID: [SyncMessage.Ops.Sequenced]] = [:]
+            var forbidden: [(OperationID, EntityID)] = []
+        }
+        var outcomes: [Outcome] = []
+        var firstFresh: [EntityID: Int64] = [:]
+        var acked: [EntityID: Int64] = [:]
+        for push in pushes {
+            var outcome = Outcome()
+            for op in push.ops {
+                // An operation pushed twice in the batch has two results: new, then duplicate.
+                guard let result = byOperation[op.id]?.first else { continue }
+                byOperation[op.id]?.removeFirst()
+                switch result {
+                case .stored(let id, let board, let seq, let new):
+                    outcome.acks.append(.init(op: id, board: board, seq: seq))
+                    acked[board] = max(acked[board] ?? 0, seq)
+                    if new {
+                        outcome.fresh[board, default: []].append(.init(seq: seq, op: op))
+                        firstFresh[board] = min(firstFresh[board] ?? .max, seq)
+                        acceptedOperations += 1
+                    }
+                case .forbidden(let id, let board):
+                    outcome.forbidden.append((id, board))
                 }
             }
-            let head = ops.last!.seq
-            broadcast(.ops(.init(board: board, ops: ops, head: head)), board: board, except: id)
-            try compactIfNeeded(board, head: head)
+            outcomes.append(outcome)
+        }
+        // Before any ack, every room is brought up to just below the new operations (or to the
+        // acked sequence of a duplicate): an author must not get a sequence above one it has
+        // not been sent, or its cursor would skip it. A board new to this instance opens its
+        // room here, with the authors and every connection of the team that may see it.
+        for board in acked.keys.sorted(by: { $0.rawValue < $1.rawValue }) where boards.contains(board) {
+            let target = firstFresh[board].map { $0 - 1 } ?? acked[board]!
+            if rooms[board]?.members.isEmpty ?? true {
+                try await openRoom(board, team: team, through: target)
+            } else {
+                try await advance(board, through: target)
+            }
+        }
+        // Push by push, in sequence order: the author's ack, then its operations to the room.
+        for (push, outcome) in zip(pushes, outcomes) {
+            for (op, board) in outcome.forbidden {
+                send(push.id, .error(.init(code: "forbidden_board", message: "board \(board) belongs to another team", op: op, board: board)))
+            }
+            send(push.id, .ack(.init(acks: outcome.acks)))
+            for (board, entries) in outcome.fresh where boards.contains(board) {
+                deliver(board, entries, except: push.id)
+            }
+        }
+        for (board, first) in firstFresh where boards.contains(board) {
+            _ = first
+            if let head = rooms[board]?.delivered ?? acked[board] { try await compactIfNeeded(board, head: head) }
         }
     }
 
-    /// Relays presence to the rest of the room; it is kept only while the connection lives.
-    func presence(_ id: Int, _ message: SyncMessage.Presence) {
-        guard let connection = connections[id], rooms[message.board]?.contains(id) == true else { return }
+    /// Operations another instance committed: the room (if any here) gets them in order, after
+    /// whatever it missed; a board new to this instance opens a room for the connections that
+    /// may see it.
+    func remote(board: EntityID, team: String, first: Int64, last: Int64, ops: [SyncMessage.Ops.Sequenced]?) async throws {
+        remoteOperationCount += Int(last - first + 1)
+        try await arrive(board, team: team, through: last, known: ops ?? [])
+    }
+
+    private func arrive(_ board: EntityID, team: String, through last: Int64, known ops: [SyncMessage.Ops.Sequenced]) async throws {
+        if rooms[board]?.members.isEmpty ?? true, eligible(for: board, team: team).isEmpty { return }
+        await lock([board])
+        defer { unlock([board]) }
+        if rooms[board]?.members.isEmpty ?? true {
+            try await openRoom(board, team: team, through: last)
+        } else {
+            try await advance(board, through: last, known: ops)
+        }
+    }
+
+    /// After notifications may have been lost (the listener reconnected): every room catches up
+    /// to the log's head, and boards created meanwhile open rooms for the connections that may
+    /// see them.
+    func resync() async throws {
+        for board in Array(rooms.keys) {
+            await lock([board])
+            defer { unlock([board]) }
+            try await advance(board, through: try await storage.head(of: board))
+        }
+        for team in greeted.keys.sorted() {
+            for head in try await storage.boards(team: team) where rooms[head.id]?.members.isEmpty ?? true {
+                try await arrive(head.id, team: team, through: head.head, known: [])
+            }
+        }
+    }
+
+    // MARK: Presence
+
+    /// Relays presence to the rest of the room (and to other instances); it is kept only while
+    /// the connection lives.
+    func presence(_ id: Int, _ message: SyncMessage.Presence) async {
+        guard let connection = connections[id], rooms[message.board]?.members.contains(id) == true else { return }
         var p = message
         p.replica = connection.replica
         if p.user.map({ $0.count > 100 }) == true { p.user = String(p.user!.prefix(100)) }
         if p.viewing { presence[message.board, default: [:]][id] = p } else { presence[message.board]?.removeValue(forKey: id) }
         broadcast(.presence(p), board: message.board, except: id)
+        if let cluster = storage.cluster {
+            do { try await cluster.publish(presence: p, connection: id) } catch {
+                logger.notice("could not publish presence", metadata: ["error": "\(error)"])
+            }
+        }
     }
+
+    /// Presence of an agent on another instance.
+    func remote(instance: String, connection: Int, presence p: SyncMessage.Presence) {
+        instancesSeen[instance] = .now
+        let key = "\(instance)/\(connection)"
+        if p.viewing { remotePresence[p.board, default: [:]][key] = p } else { remotePresence[p.board]?.removeValue(forKey: key) }
+        broadcast(.presence(p), board: p.board, except: -1)
+    }
+
+    func alive(instance: String) { instancesSeen[instance] = .now }
+
+    /// Drops the presence of agents on instances not heard from within `timeout` (killed).
+    func expireInstances(olderThan timeout: Duration) {
+        let now = ContinuousClock.now
+        for (instance, seen) in instancesSeen where now - seen > timeout {
+            instancesSeen[instance] = nil
+            for board in remotePresence.keys {
+                for (key, p) in remotePresence[board] ?? [:] where key.hasPrefix(instance + "/") {
+                    remotePresence[board]?.removeValue(forKey: key)
+                    broadcast(.presence(.init(board: board, replica: p.replica, user: p.user, viewing: false, editing: nil)), board: board, except: -1)
+                }
+            }
+        }
+    }
+
+    // MARK: Digest and compaction
 
     /// Compares an agent's digest with the relay's at the same sequence; on mismatch resends
     /// the whole board so the agent can repair.
-    func digest(_ id: Int, _ message: SyncMessage.Digest) throws {
+    func digest(_ id: Int, _ message: SyncMessage.Digest) async throws {
         guard let connection = connections[id], connection.token.allows(board: message.board.rawValue),
-              try storage.team(of: message.board) == connection.token.team
+              try await storage.team(of: message.board) == connection.token.team
         else { return }
-        let state = try state(of: message.board)
-        let head = try storage.boards(team: connection.token.team).first { $0.id == message.board }?.head ?? 0
+        await lock([message.board])
+        defer { unlock([message.board]) }
+        let head = try await storage.head(of: message.board)
         guard message.seq == head else { return }  // the board moved on; the agent will ask again
+        try await advance(message.board, through: head)
+        let state = try await state(of: message.board, through: head)
         let match = state.digest == message.digest
         send(id, .digestResult(.init(board: message.board, seq: message.seq, match: match)))
         if !match {
             digestMismatches += 1
             logger.warning("digest mismatch; resending board", metadata: ["board": "\(message.board)"])
-            try sendCatchUp(id, board: message.board, after: 0, head: head)
+            _ = try await sendCatchUp(id, board: message.board, after: 0, head: head)
         }
     }
 
     /// Folds old operations into a snapshot once a board's live log passes the threshold.
-    private func compactIfNeeded(_ board: EntityID, head: Int64) throws {
+    private func compactIfNeeded(_ board: EntityID, head: Int64) async throws {
         let threshold = Int64(configuration.compactionThreshold)
         guard threshold > 0 else { return }
-        let horizon = try storage.snapshot(board: board)?.seq ?? 0
+        let horizon: Int64
+        if let known = horizons[board] {
+            horizon = known
+        } else {
+            horizon = try await storage.snapshot(board: board)?.seq ?? 0
+            horizons[board] = horizon
+        }
         guard head - horizon > threshold else { return }
         let through = head - Int64(configuration.compactionKeep)
-        try storage.compact(board: board, through: through)
+        try await storage.compact(board: board, through: through)
+        horizons[board] = through
         compactions += 1
         logger.info("compacted board", metadata: ["board": "\(board)", "through": "\(through)"])
     }
 
-    private func state(of board: EntityID) throws -> BoardState {
+    /// The board's state at `head`, the room's delivered sequence (kept while the room is open
+    /// here; delivery keeps it current).
+    private func state(of board: EntityID, through head: Int64) async throws -> BoardState {
         if let state = states[board] { return state }
         var state = BoardState(id: board)
         var cursor: Int64 = 0
-        if let snapshot = try storage.snapshot(board: board) {
+        if let snapshot = try await storage.snapshot(board: board) {
             state = snapshot.state.state
             cursor = snapshot.seq
         }
-        while true {
-            let batch = try storage.operations(board: board, after: cursor, limit: 5_000)
+        while cursor < head {
+            let batch = try await storage.operations(board: board, after: cursor, limit: min(5_000, Int(head - cursor)))
             guard let last = batch.last else { break }
             for entry in batch { state.apply(entry.op) }
             cursor = last.seq
         }
-        states[board] = state
+        if rooms[board]?.members.isEmpty == false { states[board] = state }
         return state
     }
+
+    // MARK: Sending
 
     /// false when the connection is gone or was closed for falling behind.
     @discardableResult
@@ -225,7 +573,7 @@ public actor RelayHub {
     }
 
     private func broadcast(_ message: SyncMessage, board: EntityID, except: Int) {
-        guard let members = rooms[board] else { return }
+        guard let members = rooms[board]?.members else { return }
         let text = message.text  // encoded once for the whole room
         for member in members where member != except {
             guard let connection = connections[member] else { continue }

@@ -96,6 +96,10 @@ public final class SQLiteRelayStorage: RelayStorage {
         }
     }
 
+    public func head(of board: EntityID) throws -> Int64 {
+        try pool.read { db in try Int64.fetchOne(db, sql: "SELECT head FROM relay_board WHERE id = ?", arguments: [board.rawValue]) ?? 0 }
+    }
+
     public func team(of board: EntityID) throws -> String? {
         try pool.read { db in try String.fetchOne(db, sql: "SELECT team FROM relay_board WHERE id = ?", arguments: [board.rawValue]) }
     }

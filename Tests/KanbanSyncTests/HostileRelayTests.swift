@@ -55,7 +55,7 @@ struct HostileRelayTests {
         let board = try await a.createBoard(title: "Keep working").id
         try await eventually("the board reaches the relay") { try a.store.outboxCount() == 0 }
         let relay = try #require(cluster.relayRef.withLock { $0 })
-        let before = try relay.storage.operationCount()
+        let before = try await relay.storage.operationCount()
 
         let badOp = #"{"type":"push","ops":[{"id":"hostile:1","hlc":"001700000000000.0000000000.hostile","board":"\#(board)","kind":"task.explode","task":"\#(board)"}]}"#
         let cases: [(String, [WebSocketMessage], Bool, UInt16)] = [
@@ -79,11 +79,11 @@ struct HostileRelayTests {
         let (_, hugeClose) = try await session(cluster, token: cluster.token, hello: true, frames: [.text(huge)])
         #expect(hugeClose.map { UInt16(webSocketErrorCode: $0) } == SyncCloseCode.messageTooBig)
 
-        #expect(try relay.storage.operationCount() == before, "no bad input was stored")
+        #expect(try await relay.storage.operationCount() == before, "no bad input was stored")
         // The relay still serves the good agent.
         _ = try await a.renameBoard(board, title: "Still here")
         try await eventually("the good agent still syncs") { try a.store.outboxCount() == 0 }
-        #expect(try relay.storage.operationCount() == before + 1)
+        #expect(try await relay.storage.operationCount() == before + 1)
     }
 
     @Test func unauthenticatedUpgradesAreRefusedWithoutHurtingOthers() async throws {
@@ -108,6 +108,7 @@ struct HostileRelayTests {
         let a = cluster.agents[0]
         let board = try await a.createBoard(title: "After the storm").id
         try await eventually("the real agent still syncs") { try a.store.outboxCount() == 0 }
-        #expect(try cluster.relayRef.withLock { $0 }!.storage.team(of: board) == "team")
+        let relayStorage = cluster.relayRef.withLock { $0 }!.storage
+        #expect(try await relayStorage.team(of: board) == "team")
     }
 }

@@ -14,15 +14,17 @@ struct NginxTests {
         .appendingPathComponent("../../Tools/nginx").standardized
 
     /// Renders a config and runs nginx in the foreground on a free port; returns (process, port).
-    func startNginx(_ config: String, relayPort: Int, root: String) async throws -> (Process, Int) {
+    /// `extra`: more placeholders to fill (e.g. a second relay's port).
+    func startNginx(_ config: String, relayPort: Int, root: String, extra: [String: String] = [:]) async throws -> (Process, Int) {
         #expect(FileManager.default.isExecutableFile(atPath: "/usr/sbin/nginx"), "nginx is not installed (Tools/test.sh installs it)")
         for _ in 0..<10 {
             let port = Int.random(in: 30_000..<32_000)
             let prefix = root + "/nginx-\(port)"
             try FileManager.default.createDirectory(atPath: prefix + "/tmp", withIntermediateDirectories: true)
             let template = try String(contentsOf: Self.nginxDirectory.appendingPathComponent(config), encoding: .utf8)
-            let rendered = template.replacingOccurrences(of: "@LISTEN_PORT@", with: String(port))
+            var rendered = template.replacingOccurrences(of: "@LISTEN_PORT@", with: String(port))
                 .replacingOccurrences(of: "@RELAY_PORT@", with: String(relayPort)).replacingOccurrences(of: "@PREFIX@", with: prefix)
+            for (placeholder, value) in extra { rendered = rendered.replacingOccurrences(of: placeholder, with: value) }
             try rendered.write(toFile: prefix + "/nginx.conf", atomically: true, encoding: .utf8)
             let process = Process()
             process.executableURL = URL(fileURLWithPath: "/usr/sbin/nginx")

@@ -52,7 +52,7 @@ struct RelayLimitsTests {
         // One second of burst (200), then 400 more at 200/s: at least ~2 s; unlimited it takes well under 1 s.
         #expect(elapsed >= .milliseconds(1_500), "600 operations at 200/s took only \(elapsed)")
         let relay = try #require(cluster.relayRef.withLock { $0 })
-        #expect(try relay.storage.operationCount() == 600)
+        #expect(try await relay.storage.operationCount() == 600)
     }
 
     @Test func theOutboundQueueIsBoundedByMessagesAndBytes() async {

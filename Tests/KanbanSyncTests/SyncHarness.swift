@@ -97,7 +97,7 @@ final class SyncCluster: Sendable {
         let storage = try SQLiteRelayStorage(path: relayDirectory.appendingPathComponent("relay.sqlite").path)
         var configuration = relayConfiguration
         configuration.port = relayPort.withLock { $0 }
-        let relay = try Relay(storage: storage, configuration: configuration, logger: quietLogger("relay"))
+        let relay = try await Relay(storage: storage, configuration: configuration, logger: quietLogger("relay"))
         relayRef.withLock { $0 = relay }
         let server = try await RunningServer.start { onListening in
             buildRelayApplication(relay: relay, logger: quietLogger("relay"), onListening: onListening)

@@ -171,7 +171,7 @@ struct SyncTests {
         try await eventually("A's work reaches the relay") { try a.store.outboxCount() == 0 }
         let relay = try #require(cluster.relayRef.withLock { $0 })
         #expect(await relay.hub.compactions > 0, "the relay compacted the board")
-        #expect(try relay.storage.snapshot(board: board) != nil)
+        #expect(try await relay.storage.snapshot(board: board) != nil)
         // B (cursor behind the horizon) and C (never synced) catch up through the snapshot.
         try await cluster.connect(1)
         try await cluster.connect(2)

@@ -23,7 +23,7 @@ struct LocalRelay {
     static func start() async throws -> LocalRelay {
         let directory = try makeTempDir("relay")
         let storage = try SQLiteRelayStorage(path: directory.appendingPathComponent("relay.sqlite").path)
-        let relay = try Relay(storage: storage, configuration: .init(port: 0), logger: quietLogger("relay"))
+        let relay = try await Relay(storage: storage, configuration: .init(port: 0), logger: quietLogger("relay"))
         let server = try await RunningServer.start { onListening in
             buildRelayApplication(relay: relay, logger: quietLogger("relay"), onListening: onListening)
         }
@@ -40,11 +40,14 @@ final class RelayProcess: @unchecked Sendable {
     var url: String { "ws://127.0.0.1:\(port)/sync" }
     var pid: Int32 { process.processIdentifier }
 
-    init(kanban: String) throws {
+    /// `store`: a PostgreSQL URL (`--store`); nil: SQLite in a new temporary directory.
+    /// `team`: the token's team (a new one keeps earlier runs' boards on a shared store out).
+    init(kanban: String, store: String? = nil, team: String = "bench") throws {
         directory = try makeTempDir("relayproc")
+        let location = store.map { ["--store", $0] } ?? ["--data", directory.path]
         let tokenProcess = Process()
         tokenProcess.executableURL = URL(fileURLWithPath: kanban)
-        tokenProcess.arguments = ["relay", "token", "create", "--data", directory.path, "--team", "bench"]
+        tokenProcess.arguments = ["relay", "token", "create"] + location + ["--team", team]
         let tokenPipe = Pipe()
         tokenProcess.standardOutput = tokenPipe
         try tokenProcess.run()
@@ -54,8 +57,7 @@ final class RelayProcess: @unchecked Sendable {
         process = Process()
         process.executableURL = URL(fileURLWithPath: kanban)
         // Thousands of connections share the bench token (idle, fan-out): lift the per-token limit.
-        process.arguments = ["relay", "serve", "--port", "0", "--data", directory.path, "--log-level", "error",
-                             "--max-connections-per-token", "1000000"]
+        process.arguments = ["relay", "serve", "--port", "0", "--log-level", "error", "--max-connections-per-token", "1000000"] + location
         let out = Pipe()
         process.standardOutput = out
         try process.run()
@@ -95,31 +97,38 @@ func runE2EBench(rates: [Double], duration: Double) async throws {
     var rows: [[String]] = []
     for rate in rates {
         let relay = try await LocalRelay.start()
-        let token = relay.token()
-        let a = try await LocalAgent.start("a") { [SyncClient(agent: $0, configuration: syncConfiguration(relay.url, token), logger: quietLogger("sync"))] }
-        let b = try await LocalAgent.start("b") { [SyncClient(agent: $0, configuration: syncConfiguration(relay.url, token), logger: quietLogger("sync"))] }
-        let (board, columns) = try await a.makeBoard(columns: 10)
-        try await waitUntil("B has the board", timeout: .seconds(30)) {
-            try b.agent.store.document(board)?.columns.count == 10 && a.agent.store.outboxCount() == 0
-        }
-        let listeners = EventListeners()
-        try await listeners.connect(count: 1, port: b.port, board: board, requireRemote: true)
-        listeners.measureFrom.store(nowNs() + 1_000_000_000, ordering: .relaxed)
-        note("e2e at \(rate) ops/s for \(duration)s")
-        let cpu = CPUWindow()
-        let r = try await openLoopCreates(port: a.port, columns: columns, rate: rate, duration: duration, warmup: 1, connections: 16)
-        let c = cpu.stop()
-        await listeners.flushWait(expected: r.ok, timeout: .seconds(30))
-        let s = LatencySummary(listeners.sink.all)
-        let h = LatencySummary(r.latencies)
-        rows.append(["\(Int(rate))", "\(r.ok) / \(r.errors)", "\(listeners.received.load)", ms(s.p50), ms(s.p90), ms(s.p99), ms(s.max),
-                     "\(ms(h.p50)) / \(ms(h.p99))", c.short])
-        listeners.close()
-        await a.server.stop(); await b.server.stop(); await relay.server.stop()
+        rows.append(try await e2e(urlA: relay.url, urlB: relay.url, token: relay.token(), rate: rate, duration: duration))
+        await relay.server.stop()
     }
     printTable("Sync end-to-end: HTTP create on agent A -> relay -> task:created on agent B's /api/events (all stores durable: FULL)",
                ["ops/s", "created ok / err", "delivered to B", "p50 ms", "p90 ms", "p99 ms", "max ms", "A HTTP p50 / p99 ms",
                 "CPU % (one process: relay + 2 agents + load)"], rows)
+}
+
+/// Agent A (connected to `urlA`) creates tasks over HTTP at `rate`; agent B (on `urlB`) streams
+/// its events. One table row.
+func e2e(urlA: String, urlB: String, token: String, rate: Double, duration: Double,
+         serverPIDs: [Int32] = [], postgres: Bool = false) async throws -> [String] {
+    let a = try await LocalAgent.start("a") { [SyncClient(agent: $0, configuration: syncConfiguration(urlA, token), logger: quietLogger("sync"))] }
+    let b = try await LocalAgent.start("b") { [SyncClient(agent: $0, configuration: syncConfiguration(urlB, token), logger: quietLogger("sync"))] }
+    let (board, columns) = try await a.makeBoard(columns: 10)
+    try await waitUntil("B has the board", timeout: .seconds(30)) {
+        try b.agent.store.document(board)?.columns.count == 10 && a.agent.store.outboxCount() == 0
+    }
+    let listeners = EventListeners()
+    try await listeners.connect(count: 1, port: b.port, board: board, requireRemote: true)
+    listeners.measureFrom.store(nowNs() + 1_000_000_000, ordering: .relaxed)
+    note("e2e at \(rate) ops/s for \(duration)s (A on \(urlA), B on \(urlB))")
+    let cpu = CPUWindow(otherPIDs: serverPIDs, postgres: postgres)
+    let r = try await openLoopCreates(port: a.port, columns: columns, rate: rate, duration: duration, warmup: 1, connections: 16)
+    let c = cpu.stop()
+    await listeners.flushWait(expected: r.ok, timeout: .seconds(30))
+    let s = LatencySummary(listeners.sink.all)
+    let h = LatencySummary(r.latencies)
+    listeners.close()
+    await a.server.stop(); await b.server.stop()
+    return ["\(Int(rate))", "\(r.ok) / \(r.errors)", "\(listeners.received.load)", ms(s.p50), ms(s.p90), ms(s.p99), ms(s.max),
+            "\(ms(h.p50)) / \(ms(h.p99))", c.short]
 }
 
 // MARK: - Scenario 2b: relay fan-out
@@ -135,8 +144,10 @@ struct FanoutResult {
 
 /// 1 board, `subs` subscriber connections (hello → ops), `writers` writers each keeping at most
 /// `window` operations not yet acknowledged AND delivered to every subscriber (closed loop).
-func fanout(url: String, token: String, serverPID: Int32?, subs: Int, writers: Int, window: Int, duration: Double,
-            warmup: Double, deflate: Bool) async throws -> FanoutResult {
+func fanout(urls: [String], token: String, serverPIDs: [Int32], postgres: Bool = false, subs: Int, writers: Int, window: Int,
+            duration: Double, warmup: Double, deflate: Bool) async throws -> FanoutResult {
+    // With several relay instances, subscribers and writers alternate between them.
+    let url = urls[0]
     let board = EntityID.make()
     // Board creation by writer 0.
     let created = Counter()
@@ -174,7 +185,7 @@ func fanout(url: String, token: String, serverPID: Int32?, subs: Int, writers: I
     for i in 0..<subs {
         final class Local: @unchecked Sendable { var samples: [UInt64] = []; var ready = false }
         let local = Local()
-        let client = WireClient(url: url, token: token, deflate: deflate) { text in
+        let client = WireClient(url: urls[i % urls.count], token: token, deflate: deflate) { text in
             if !local.ready {
                 if text.contains("\"type\":\"ops\"") { local.ready = true; ready.add() }
                 return
@@ -206,7 +217,7 @@ func fanout(url: String, token: String, serverPID: Int32?, subs: Int, writers: I
         final class Flag: @unchecked Sendable { var ready = false }
         let flag = Flag()
         let prefix = "\"op\":\"bw\(w):"
-        let client = WireClient(url: url, token: token, deflate: deflate) { text in
+        let client = WireClient(url: urls[w % urls.count], token: token, deflate: deflate) { text in
             if !flag.ready { if text.contains("\"type\":\"ops\"") { flag.ready = true; writersReady.add() }; return }
             if text.hasPrefix("{\"acks\"") {
                 for n in integers(after: prefix, in: text) { acked.add(); arrived(w, n) }
@@ -228,7 +239,7 @@ func fanout(url: String, token: String, serverPID: Int32?, subs: Int, writers: I
     let cpuBox = Mutex<CPUWindow?>(nil)
     let warmTask = Task {
         try? await Task.sleep(for: .seconds(warmup))
-        cpuBox.withLock { $0 = CPUWindow(otherPID: serverPID) }
+        cpuBox.withLock { $0 = CPUWindow(otherPIDs: serverPIDs, postgres: postgres) }
     }
     try await withThrowingTaskGroup(of: Void.self) { group in
         for w in 0..<writers {
@@ -285,7 +296,7 @@ func runFanoutBench(subs: Int, writers: Int, windows: [Int], duration: Double, k
             stopper = { await r.server.stop() }
         }
         note("fan-out: \(subs) subs, \(writers) writers, window \(window), relay \(pid.map { "process \($0)" } ?? "in-process")")
-        let r = try await fanout(url: url, token: token, serverPID: pid, subs: subs, writers: writers, window: window,
+        let r = try await fanout(urls: [url], token: token, serverPIDs: pid.map { [$0] } ?? [], subs: subs, writers: writers, window: window,
                                  duration: duration, warmup: 2, deflate: true)
         let s = LatencySummary(r.latencies)
         rows.append(["\(subs) x 1 board, \(writers) writers, window \(window)", pid == nil ? "in-process" : "kanban relay process",
@@ -467,4 +478,55 @@ func runIdleBench(kanban: String, connections: Int, deflateModes: [Bool]) async 
     printTable("Relay memory per idle connection (`kanban relay` process; each client: upgrade + hello + catch-up of 1 board)",
                ["deflate", "connected", "connects/s", "relay RSS KiB before -> connected -> settled 3 s", "bytes/conn", "KiB/conn",
                 "CPU % during connect"], rows)
+}
+
+// MARK: - Scale-out: relays on PostgreSQL (issue 6)
+
+/// The same fan-out and end-to-end loads against: one `kanban relay` on SQLite, one on
+/// PostgreSQL, and two on one PostgreSQL (clients alternate between the instances, so half of
+/// every delivery crosses instances through LISTEN/NOTIFY).
+func runScaleOutBench(kanban: String, postgres: String, subs: Int, writers: Int, windows: [Int], duration: Double,
+                      rates: [Double], quietWait: Double) async throws {
+    var fanRows: [[String]] = []
+    var e2eRows: [[String]] = []
+    let setups: [(name: String, store: String?, instances: Int)] = [
+        ("SQLite, 1 instance", nil, 1), ("PostgreSQL, 1 instance", postgres, 1), ("PostgreSQL, 2 instances", postgres, 2),
+    ]
+    for setup in setups {
+        // New relay processes (and, on the shared database, a new team) for every measurement,
+        // so no run sees an earlier run's boards.
+        func start() throws -> [RelayProcess] {
+            let team = "bench-\(UUID().uuidString.prefix(8).lowercased())"
+            return try (0..<setup.instances).map { _ in try RelayProcess(kanban: kanban, store: setup.store, team: team) }
+        }
+        for window in windows {
+            await waitQuiet(maxWait: quietWait)
+            let relays = try start()
+            note("scale-out fan-out: \(setup.name), window \(window)")
+            let r = try await fanout(urls: relays.map(\.url), token: relays[0].token, serverPIDs: relays.map(\.pid),
+                                     postgres: setup.store != nil, subs: subs, writers: writers, window: window, duration: duration,
+                                     warmup: 2, deflate: true)
+            for relay in relays { relay.stop() }
+            let s = LatencySummary(r.latencies)
+            fanRows.append([setup.name, "\(subs) subs, \(writers) writers, window \(window)", num(Double(r.delivered) / r.seconds),
+                            num(Double(r.delivered) / Double(subs) / r.seconds), ms(s.p50), ms(s.p99), ms(s.max), "\(r.closedEarly)",
+                            r.cpu?.short ?? "-"])
+        }
+        for rate in rates {
+            await waitQuiet(maxWait: quietWait)
+            let relays = try start()
+            let urls = relays.map(\.url)
+            var row = try await e2e(urlA: urls[0], urlB: urls[urls.count - 1], token: relays[0].token, rate: rate, duration: duration,
+                                    serverPIDs: relays.map(\.pid), postgres: setup.store != nil)
+            for relay in relays { relay.stop() }
+            row.insert(setup.name + (setup.instances > 1 ? " (A on one, B on the other)" : ""), at: 0)
+            e2eRows.append(row)
+        }
+    }
+    printTable("Scale-out: relay fan-out (1 board, sync protocol, deflate, 1 op per push; `kanban relay` processes)",
+               ["relays", "shape", "delivered msgs/s (subscribers)", "ops/s", "fan-out p50 ms", "p99 ms", "max ms", "subs closed",
+                "CPU % (srv = all relay processes)"], fanRows)
+    printTable("Scale-out: end-to-end, HTTP create on agent A -> relay(s) -> task:created on agent B (agents in the bench process)",
+               ["relays", "ops/s", "created ok / err", "delivered to B", "p50 ms", "p90 ms", "p99 ms", "max ms", "A HTTP p50 / p99 ms",
+                "CPU %"], e2eRows)
 }

@@ -89,42 +89,63 @@ func rssKiB(_ pid: Int32 = getpid()) -> Int? {
     return nil
 }
 
+/// CPU seconds of every PostgreSQL server process on the machine (postmaster and backends; a
+/// backend that exits inside a window loses its share, so this is a lower bound).
+func postgresCPUSeconds() -> Double {
+    guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return 0 }
+    var total = 0.0
+    for entry in entries {
+        guard let pid = Int32(entry), let comm = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8),
+              comm.hasPrefix("postgres") else { continue }
+        total += processCPUSeconds(pid) ?? 0
+    }
+    return total
+}
+
 /// CPU use over a window, in % of ONE core (200 % = both cores of this machine).
 struct CPUWindow {
     let t0 = nowNs()
     let self0 = processCPUSeconds() ?? 0
-    let other: Int32?
+    let others: [Int32]
     let other0: Double
+    let postgres0: Double?
     let machine0 = machineCPUSeconds()
 
-    init(otherPID: Int32? = nil) {
-        other = otherPID
-        other0 = otherPID.flatMap { processCPUSeconds($0) } ?? 0
+    init(otherPID: Int32? = nil) { self.init(otherPIDs: otherPID.map { [$0] } ?? []) }
+
+    /// `otherPIDs`: server processes (summed); `postgres`: also count PostgreSQL's processes.
+    init(otherPIDs: [Int32], postgres: Bool = false) {
+        others = otherPIDs
+        other0 = otherPIDs.compactMap { processCPUSeconds($0) }.reduce(0, +)
+        postgres0 = postgres ? postgresCPUSeconds() : nil
     }
 
     struct Result {
         var bench: Double
         var other: Double?
+        var postgres: Double?
         var machine: Double
         var description: String {
             var s = "bench process \(num(bench))%"
             if let other { s += ", server process \(num(other))%" }
+            if let postgres { s += ", postgres \(num(postgres))%" }
             return s + ", whole machine \(num(machine))% (of one core; 2 cores = 200%)"
         }
         /// CPU of processes that are not part of this benchmark (noise).
-        var others: Double { Swift.max(0, machine - bench - (other ?? 0)) }
+        var others: Double { Swift.max(0, machine - bench - (other ?? 0) - (postgres ?? 0)) }
         var short: String {
-            (other.map { "srv \(num($0)) / " } ?? "") + "bench \(num(bench)) / others \(num(others))"
+            (other.map { "srv \(num($0)) / " } ?? "") + (postgres.map { "pg \(num($0)) / " } ?? "") + "bench \(num(bench)) / others \(num(others))"
         }
     }
 
     func stop() -> Result {
         let dt = Double(nowNs() - t0) / 1e9
         let s = ((processCPUSeconds() ?? 0) - self0) / dt * 100
-        let o = other.map { (((processCPUSeconds($0) ?? 0) - other0) / dt) * 100 }
+        let o = others.isEmpty ? nil : (others.compactMap { processCPUSeconds($0) }.reduce(0, +) - other0) / dt * 100
+        let p = postgres0.map { (postgresCPUSeconds() - $0) / dt * 100 }
         let m1 = machineCPUSeconds()
         let m = (m1.busy - machine0.busy) / dt * 100
-        return Result(bench: s, other: o, machine: m)
+        return Result(bench: s, other: o, postgres: p, machine: m)
     }
 }
 

@@ -16,6 +16,11 @@ let usage = """
       converge   --queued 10000 operations authored offline, then reconnect: time to converge
       wire       bytes on the wire for --ops 2000 typical operations, with and without permessage-deflate
       idle       relay RSS per idle connection: --connections 2000, --kanban PATH (required), --modes on,off
+      scaleout   fan-out and e2e against `kanban relay` on SQLite, on PostgreSQL, and two instances on one PostgreSQL:
+                 --kanban PATH and --postgres URL (or $KANBAN_POSTGRES_URL; Tools/postgres/start.sh starts one) required;
+                 [--subs 50 --writers 4 --windows 2,8 --rates 100 --duration 10]
+      pgstore    PostgreSQL store limits: append commits/s on one board and on many, from 1 and 2 instances, and
+                 NOTIFY throughput; --postgres URL (or $KANBAN_POSTGRES_URL) [--duration 5]
       zlibmem    memory per deflate compressor (window 2^12) at zlib memLevel 8/4/2/1, and the ratio each gets
       all        everything above with defaults (--kanban PATH for fanout-process and idle)
 
@@ -82,6 +87,19 @@ do {
         try await runConvergeBench(queued: o.int("queued", 10_000))
     case "wire":
         try await runWireBench(ops: o.int("ops", 2000))
+    case "scaleout":
+        guard let kanbanPath else { throw BenchError("scaleout needs --kanban PATH (a release `kanban` binary)") }
+        guard let postgres = o.string("postgres") ?? ProcessInfo.processInfo.environment["KANBAN_POSTGRES_URL"] else {
+            throw BenchError("scaleout needs --postgres URL (eval \"$(Tools/postgres/start.sh)\" starts one and sets KANBAN_POSTGRES_URL)")
+        }
+        try await runScaleOutBench(kanban: kanbanPath, postgres: postgres, subs: o.int("subs", 50), writers: o.int("writers", 4),
+                                   windows: o.ints("windows", [2, 8]), duration: o.double("duration", 10),
+                                   rates: o.doubles("rates", [100]), quietWait: quietWait)
+    case "pgstore":
+        guard let postgres = o.string("postgres") ?? ProcessInfo.processInfo.environment["KANBAN_POSTGRES_URL"] else {
+            throw BenchError("pgstore needs --postgres URL (eval \"$(Tools/postgres/start.sh)\" starts one and sets KANBAN_POSTGRES_URL)")
+        }
+        try await runPostgresStoreBench(postgres: postgres, duration: o.double("duration", 5))
     case "zlibmem":
         try runZlibMemBench(count: o.int("count", 2000))
     case "idle":
