@@ -239,14 +239,12 @@ public final class PostgresRelayStorage: RelayStorage, RelayCluster, Sendable {
 
     public func head(of board: EntityID) async throws -> Int64 {
         let rows = try await client.query("SELECT head FROM relay_board WHERE id = \(board.rawValue)", logger: logger)
-        for try await head in rows.decode(Int64.self) { return head }
-        return 0
+        return try await Self.first(rows, Int64.self) ?? 0
     }
 
     public func team(of board: EntityID) async throws -> String? {
         let rows = try await client.query("SELECT team FROM relay_board WHERE id = \(board.rawValue)", logger: logger)
-        for try await team in rows.decode(String.self) { return team }
-        return nil
+        return try await Self.first(rows, String.self)
     }
 
     public func secret() async throws -> Data {
@@ -255,25 +253,36 @@ public final class PostgresRelayStorage: RelayStorage, RelayCluster, Sendable {
             INSERT INTO relay_meta (key, value) VALUES ('token_secret', \(TokenAuthority.makeSecret())) ON CONFLICT (key) DO NOTHING
             """, logger: logger)
         let rows = try await client.query("SELECT value FROM relay_meta WHERE key = 'token_secret'", logger: logger)
-        for try await value in rows.decode(Data.self) { return value }
-        throw RelayError.corrupt("the token secret is missing")
+        guard let value = try await Self.first(rows, Data.self) else { throw RelayError.corrupt("the token secret is missing") }
+        return value
     }
 
     public func operationCount() async throws -> Int {
         let rows = try await client.query("SELECT count(*) FROM relay_op", logger: logger)
-        for try await count in rows.decode(Int64.self) { return Int(count) }
-        return 0
+        return Int(try await Self.first(rows, Int64.self) ?? 0)
     }
 
     public func snapshot(board: EntityID) async throws -> (seq: Int64, state: BoardSnapshot)? {
         let rows = try await client.query("SELECT seq, body FROM relay_snapshot WHERE board_id = \(board.rawValue)", logger: logger)
-        for try await (seq, body) in rows.decode((Int64, String).self) {
-            guard let snapshot = try? JSONDecoder().decode(BoardSnapshot.self, from: Data(body.utf8)) else {
-                throw RelayError.corrupt("snapshot of \(board) does not decode")
-            }
-            return (seq, snapshot)
+        guard let (seq, body) = try await Self.first(rows, (Int64, String).self) else { return nil }
+        guard let snapshot = try? JSONDecoder().decode(BoardSnapshot.self, from: Data(body.utf8)) else {
+            throw RelayError.corrupt("snapshot of \(board) does not decode")
         }
-        return nil
+        return (seq, snapshot)
+    }
+
+    /// The first row of a result, reading the result to its end: the pooled connection goes
+    /// back to the pool only once its rows were all read.
+    static func first<Row: PostgresDecodable & Sendable>(_ rows: PostgresRowSequence, _: Row.Type) async throws -> Row? {
+        var first: Row?
+        for try await row in rows.decode(Row.self) where first == nil { first = row }
+        return first
+    }
+
+    static func first<A: PostgresDecodable & Sendable, B: PostgresDecodable & Sendable>(_ rows: PostgresRowSequence, _: (A, B).Type) async throws -> (A, B)? {
+        var first: (A, B)?
+        for try await row in rows.decode((A, B).self) where first == nil { first = row }
+        return first
     }
 
     public func compact(board: EntityID, through seq: Int64) async throws {

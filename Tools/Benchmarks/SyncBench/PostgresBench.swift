@@ -11,9 +11,12 @@ import Synchronization
 /// (writer w writes board w % boards). Returns a table row.
 func pgAppend(storages: [PostgresRelayStorage], writers: Int, boards: Int, perPush: Int, duration: Double) async throws -> [String] {
     let boardIDs = (0..<boards).map { _ in EntityID.make() }
+    // Operation IDs new to this run (the database keeps earlier runs').
+    let counterBase = UInt64(Date().timeIntervalSince1970 * 1000) * 1_000
     // Create the boards first (not measured).
     for (i, board) in boardIDs.enumerated() {
         var factory = OpFactory(replica: "pgsetup\(i)", board: board, seed: UInt64(i))
+        factory.counter = counterBase
         _ = try await storages[0].append([factory.make(.createBoard(title: "B\(i)"))], team: "bench")
     }
     let sink = SampleSink()
@@ -28,6 +31,7 @@ func pgAppend(storages: [PostgresRelayStorage], writers: Int, boards: Int, perPu
             let board = boardIDs[w % boards]
             group.addTask {
                 var factory = OpFactory(replica: "pgw\(w)", board: board, seed: UInt64(100 + w))
+                factory.counter = counterBase
                 var samples: [UInt64] = []
                 while nowNs() < end {
                     let ops = (0..<perPush).map { _ in factory.update() }

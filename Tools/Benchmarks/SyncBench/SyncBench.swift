@@ -57,7 +57,9 @@ final class RelayProcess: @unchecked Sendable {
         process = Process()
         process.executableURL = URL(fileURLWithPath: kanban)
         // Thousands of connections share the bench token (idle, fan-out): lift the per-token limit.
-        process.arguments = ["relay", "serve", "--port", "0", "--log-level", "error", "--max-connections-per-token", "1000000"] + location
+        // KANBAN_BENCH_RELAY_LOG=info shows what the relay processes log.
+        process.arguments = ["relay", "serve", "--port", "0", "--log-level", ProcessInfo.processInfo.environment["KANBAN_BENCH_RELAY_LOG"] ?? "error",
+                             "--max-connections-per-token", "1000000"] + location
         let out = Pipe()
         process.standardOutput = out
         try process.run()
@@ -152,7 +154,11 @@ func fanout(urls: [String], token: String, serverPIDs: [Int32], postgres: Bool =
     // Board creation by writer 0.
     let created = Counter()
     let setup = WireClient(url: url, token: token, deflate: deflate) { text in if text.contains("\"type\":\"ack\"") { created.add() } }
+    // Operation IDs new to this run: a shared store (PostgreSQL) keeps earlier runs' IDs, and a
+    // known ID is acknowledged as a duplicate instead of stored.
+    let counterBase = UInt64(Date().timeIntervalSince1970 * 1000) * 1_000
     var f0 = OpFactory(replica: "bsetup", board: board, seed: 1)
+    f0.counter = counterBase
     setup.send(SyncMessage.hello(.init(replica: f0.replica, cursors: [:], client: "bench")).text)
     setup.send(SyncMessage.push(.init(ops: [f0.make(.createBoard(title: "Fan-out"))])).text)
     try await waitUntil("board created", timeout: .seconds(20)) { created.load > 0 }
@@ -248,6 +254,7 @@ func fanout(urls: [String], token: String, serverPIDs: [Int32], postgres: Bool =
             let sem = sems[w]
             group.addTask {
                 var factory = OpFactory(replica: "bw\(w)", board: board, seed: UInt64(w + 10))
+                factory.counter = counterBase
                 for _ in 0..<perWriter {
                     await sem.wait()
                     let t = nowNs()
