@@ -24,6 +24,8 @@ trap 'Tools/postgres/stop.sh "$KANBAN_POSTGRES_DIR"' EXIT
 # nginx is started by the tests themselves (foreground, own prefix, loopback port); require it,
 # and the PostgreSQL above.
 KANBAN_REQUIRE_NGINX=1 KANBAN_REQUIRE_POSTGRES=1 swift test --skip-build "$@"
+Tools/postgres/stop.sh "$KANBAN_POSTGRES_DIR"
+trap - EXIT
 
 # Fault-injection soak, short run (about 70 s): 1 relay + 4 agents behind fault proxies, random
 # operations while links are cut/delayed/paused and processes are killed; nothing lost, all converge.
