@@ -29,15 +29,18 @@ public final class PostgresRelayStorage: RelayStorage, RelayCluster, Sendable {
     public let endpoint: String
     let client: PostgresClient
     let logger: Logger
+    /// Read (or created) once at connect; it never changes.
+    private let tokenSecret: Data
     private let eventsContinuation: AsyncStream<RelayClusterEvent>.Continuation
     private let tasks: [Task<Void, Never>]
 
     public var cluster: (any RelayCluster)? { self }
 
-    private init(client: PostgresClient, instance: String, endpoint: String, logger: Logger,
+    private init(client: PostgresClient, instance: String, endpoint: String, logger: Logger, secret: Data,
                  events: AsyncStream<RelayClusterEvent>, continuation: AsyncStream<RelayClusterEvent>.Continuation,
                  tasks: [Task<Void, Never>]) {
         self.client = client
+        self.tokenSecret = secret
         self.instance = instance
         self.endpoint = endpoint
         self.logger = logger
@@ -52,11 +55,20 @@ public final class PostgresRelayStorage: RelayStorage, RelayCluster, Sendable {
     public static func connect(url: String, listen: Bool = true, logger: Logger = Logger(label: "kanban.relay.postgres"),
                                maxConnections: Int = 10) async throws -> PostgresRelayStorage {
         let target = try PostgresURL(url)
-        // One plain connection first: it fails fast with a clear error, and sets up the schema.
+        // One plain connection first: it fails fast with a clear error, sets up the schema and
+        // reads (or creates) the token secret.
+        let secret: Data
         do {
             let connection = try await PostgresConnection.connect(configuration: target.connectionConfiguration, id: 1, logger: logger)
             do {
                 try await migrate(connection, logger: logger)
+                // Race-safe across instances: the first insert wins and everyone reads the winner.
+                try await connection.query("""
+                    INSERT INTO relay_meta (key, value) VALUES ('token_secret', \(TokenAuthority.makeSecret())) ON CONFLICT (key) DO NOTHING
+                    """, logger: logger)
+                let rows = try await connection.query("SELECT value FROM relay_meta WHERE key = 'token_secret'", logger: logger)
+                guard let value = try await first(rows, Data.self) else { throw RelayError.corrupt("the token secret is missing") }
+                secret = value
             } catch {
                 try? await connection.close()
                 throw error
@@ -81,7 +93,7 @@ public final class PostgresRelayStorage: RelayStorage, RelayCluster, Sendable {
                 await listenLoop(target: target, instance: instance, continuation: continuation, logger: logger)
             })
         }
-        return PostgresRelayStorage(client: client, instance: instance, endpoint: target.description, logger: logger,
+        return PostgresRelayStorage(client: client, instance: instance, endpoint: target.description, logger: logger, secret: secret,
                                     events: events, continuation: continuation, tasks: tasks)
     }
 
@@ -247,15 +259,7 @@ public final class PostgresRelayStorage: RelayStorage, RelayCluster, Sendable {
         return try await Self.first(rows, String.self)
     }
 
-    public func secret() async throws -> Data {
-        // Race-safe across instances: the first insert wins and everyone reads the winner.
-        try await client.query("""
-            INSERT INTO relay_meta (key, value) VALUES ('token_secret', \(TokenAuthority.makeSecret())) ON CONFLICT (key) DO NOTHING
-            """, logger: logger)
-        let rows = try await client.query("SELECT value FROM relay_meta WHERE key = 'token_secret'", logger: logger)
-        guard let value = try await Self.first(rows, Data.self) else { throw RelayError.corrupt("the token secret is missing") }
-        return value
-    }
+    public func secret() async throws -> Data { tokenSecret }
 
     public func operationCount() async throws -> Int {
         let rows = try await client.query("SELECT count(*) FROM relay_op", logger: logger)
