@@ -72,11 +72,26 @@ struct SyncSession {
         while true {
             let after = welcomed.pushed.withLock { $0 }
             let batch = try store.outbox(after: after, limit: configuration.pushBatch)
-            guard let last = batch.last else { return }
-            try await send(.push(.init(ops: batch.map(\.op))), outbound)
-            welcomed.pushed.withLock { $0 = max($0, last.seq) }
+            guard !batch.isEmpty else { return }
+            // A push must stay under the relay's message limit (1 MiB): up to 500 operations of
+            // up to 64 KiB each would not, so the batch is cut by size as well.
+            var ops: [BoardOperation] = []
+            var bytes = 64
+            var last = after
+            for entry in batch {
+                let size = entry.op.jsonBytes().count + 1
+                if !ops.isEmpty && bytes + size > Self.maxPushBytes { break }
+                ops.append(entry.op)
+                bytes += size
+                last = entry.seq
+            }
+            try await send(.push(.init(ops: ops)), outbound)
+            welcomed.pushed.withLock { $0 = max($0, last) }
         }
     }
+
+    /// Payload budget of one push, under `ProtocolLimits.maxMessageBytes` with room to spare.
+    static let maxPushBytes = ProtocolLimits.maxMessageBytes - 64 * 1024
 
     func handle(_ message: SyncMessage, outbound: WebSocketOutboundWriter) async throws {
         switch message {

@@ -21,7 +21,9 @@ public actor RelayHub {
         public var replica: ReplicaID?
         /// The cursors from `hello`; nil until the connection said hello.
         var cursors: [String: Int64]?
-        let send: @Sendable (String) -> Bool
+        /// Queues a message; `live` marks broadcasts, which the per-connection byte bound applies
+        /// to (catch-up and replies are bounded by count only, so a large board can still be sent).
+        let send: @Sendable (_ text: String, _ live: Bool) -> Bool
         let close: @Sendable (UInt16, String) -> Void
     }
 
@@ -67,7 +69,7 @@ public actor RelayHub {
         self.traffic = traffic
     }
 
-    public func register(token: RelayToken, send: @escaping @Sendable (String) -> Bool,
+    public func register(token: RelayToken, send: @escaping @Sendable (_ text: String, _ live: Bool) -> Bool,
                          close: @escaping @Sendable (UInt16, String) -> Void) -> Int {
         nextID += 1
         connections[nextID] = Connection(id: nextID, token: token, replica: nil, send: send, close: close)
@@ -567,7 +569,7 @@ public actor RelayHub {
     @discardableResult
     func send(_ id: Int, _ message: SyncMessage) -> Bool {
         guard let connection = connections[id] else { return false }
-        if connection.send(message.text) { return true }
+        if connection.send(message.text, false) { return true }
         slow(id)
         return false
     }
@@ -577,7 +579,7 @@ public actor RelayHub {
         let text = message.text  // encoded once for the whole room
         for member in members where member != except {
             guard let connection = connections[member] else { continue }
-            if !connection.send(text) { slow(member) }
+            if !connection.send(text, true) { slow(member) }
         }
     }
 

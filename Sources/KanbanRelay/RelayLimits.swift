@@ -67,16 +67,21 @@ final class OutboundQueue: Sendable {
     }
 
     /// false when the queue is finished or would exceed a bound (the connection is too slow).
-    func enqueue(_ text: String) -> Bool {
+    /// The byte bound applies only when `boundedByBytes` (live broadcasts); a catch-up can be
+    /// larger than it and must still go out.
+    func enqueue(_ text: String, boundedByBytes: Bool = true) -> Bool {
         let size = text.utf8.count
         let waiter: CheckedContinuation<[String]?, Never>?? = state.withLock { state in
-            guard !state.finished, state.items.count < maxMessages, state.bytes + size <= maxBytes else { return .none }
+            guard !state.finished, state.items.count < maxMessages,
+                  !boundedByBytes || state.bytes + size <= maxBytes else { return .none }
             if let waiter = state.waiter {
                 state.waiter = nil
                 return .some(waiter)
             }
             state.items.append(text)
-            state.bytes += size
+            // Only live messages count against the byte bound, so a large catch-up ahead of them
+            // does not get a connection dropped as slow.
+            if boundedByBytes { state.bytes += size }
             return .some(nil)
         }
         switch waiter {

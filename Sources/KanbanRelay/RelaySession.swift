@@ -33,7 +33,7 @@ struct RelaySession {
             // A connection dropped for being slow gets its close frame now, not after its backlog.
             queue.finish(discardingQueued: code == SyncCloseCode.tooSlow)
         }
-        let id = await hub.register(token: token, send: { text in queue.enqueue(text) }, close: close)
+        let id = await hub.register(token: token, send: { text, live in queue.enqueue(text, boundedByBytes: live) }, close: close)
         defer { Task { [hub] in await hub.unregister(id) } }
 
         try await withThrowingTaskGroup(of: Void.self) { group in
