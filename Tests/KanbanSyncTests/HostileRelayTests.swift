@@ -11,6 +11,11 @@ import NIOWebSocket
 import Synchronization
 import Testing
 import WSClient
+import WSCompression
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Hostile or broken clients against a live relay: each gets a defined answer, nothing is
 /// written, and the relay keeps serving everyone else.
@@ -84,6 +89,85 @@ struct HostileRelayTests {
         _ = try await a.renameBoard(board, title: "Still here")
         try await eventually("the good agent still syncs") { try a.store.outboxCount() == 0 }
         #expect(try await relay.storage.operationCount() == before + 1)
+    }
+
+    /// A small compressed frame that inflates past the limit, a message in thousands of one-byte
+    /// fragments, and connections that never finish their HTTP request: each gets its answer
+    /// and the relay keeps serving the real agent.
+    @Test func bombsFragmentsAndStalledHandshakesGetDefinedAnswers() async throws {
+        let cluster = try await SyncCluster(agents: 1)
+        defer { Task { await cluster.shutdown() } }
+        try await cluster.connect(0)
+        let a = cluster.agents[0]
+        let board = try await a.createBoard(title: "Under attack").id
+        try await eventually("the board reaches the relay") { try a.store.outboxCount() == 0 }
+        let relay = try #require(cluster.relayRef.withLock { $0 })
+        let before = try await relay.storage.operationCount()
+        var headers = HTTPFields()
+        headers[.authorization] = "Bearer \(cluster.token)"
+
+        // Decompression bomb: 3 MiB of one letter deflates to a few KiB; inflated it passes 1 MiB.
+        let bomb = #"{"type":"ping","t":1,"pad":""# + String(repeating: "x", count: 3 << 20) + #""}"#
+        let deflating = WebSocketClientConfiguration(
+            maxFrameSize: 1 << 22, additionalHeaders: headers,
+            extensions: [.perMessageDeflate(maxDecompressedFrameSize: 1 << 22, minFrameSizeToCompress: 16)])
+        let bombClose = try await WebSocketClient.connect(url: cluster.relayURL, configuration: deflating, logger: quietLogger("bomb")) {
+            inbound, outbound, _ in
+            try await outbound.write(.text(SyncMessage.hello(.init(replica: ReplicaID("bomber")!, cursors: [:])).text))
+            try await outbound.write(.text(bomb))
+            for try await _ in inbound.messages(maxSize: 1 << 22) {}
+        }
+        // swift-websocket stops inflating at the limit and closes with 1011 (it reports the
+        // limit as an error of its own, not as 1009); either way nothing past 1 MiB is inflated.
+        #expect(bombClose.map { UInt16(webSocketErrorCode: $0.closeCode) } == SyncCloseCode.internalError,
+                "closed with \(String(describing: bombClose))")
+
+        // 3,000 one-byte fragments of one ping: joined and answered like any ping.
+        let ping = Array(#"{"type":"ping","t":4242,"pad":""#.utf8) + Array(repeating: UInt8(ascii: "p"), count: 3_000) + Array(#""}"#.utf8)
+        let answered = Outcome()
+        _ = try await WebSocketClient.connect(
+            url: cluster.relayURL, configuration: .init(maxFrameSize: 1 << 22, additionalHeaders: headers), logger: quietLogger("fragments")
+        ) { inbound, outbound, _ in
+            try await outbound.write(.text(SyncMessage.hello(.init(replica: ReplicaID("fragmenter")!, cursors: [:])).text))
+            for (i, byte) in ping.enumerated() {
+                let frame = WebSocketFrame(fin: i == ping.count - 1, opcode: i == 0 ? .text : .continuation, data: ByteBuffer(bytes: [byte]))
+                try await outbound.write(.custom(frame))
+            }
+            for try await message in inbound.messages(maxSize: 1 << 22) {
+                guard case .text(let text) = message else { continue }
+                answered.messages.withLock { $0.append(text) }
+                if text.contains(#""type":"pong""#) { break }
+            }
+            try await outbound.close(.normalClosure, reason: nil)
+        }
+        #expect(answered.messages.withLock { $0 }.contains { $0.contains(#""type":"pong""#) && $0.contains("4242") },
+                "\(answered.messages.withLock { $0 }.suffix(2))")
+
+        // Twenty connections that send half a request line and stop.
+        let stalled = try (0..<20).map { _ in try StalledRequest(port: cluster.relayPort.withLock { $0 }) }
+        _ = try await a.renameBoard(board, title: "Still here")
+        try await eventually("the real agent syncs while handshakes hang") { try a.store.outboxCount() == 0 }
+        #expect(try await relay.storage.operationCount() == before + 1, "only the real agent's operation was stored")
+        withExtendedLifetime(stalled) {}
+    }
+
+    /// A TCP connection that sends the start of an HTTP request and nothing more.
+    final class StalledRequest {
+        let fd: Int32
+        init(port: Int) throws {
+            fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = UInt16(port).bigEndian
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard connected == 0 else { throw TestError("connect failed") }
+            let partial = Array("GET /sync HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgr".utf8)
+            _ = Glibc.write(fd, partial, partial.count)
+        }
+        deinit { close(fd) }
     }
 
     @Test func unauthenticatedUpgradesAreRefusedWithoutHurtingOthers() async throws {
