@@ -52,6 +52,8 @@ public final class ReplicaStore: Sendable {
     let cache: Mutex<Cache>
     let listeners = Mutex<[@Sendable ([AppliedChange]) -> Void]>([])
     let commitQueue = Mutex(CommitQueue())
+    /// Background WAL checkpoints (file-backed stores only).
+    let checkpointer = Mutex<Checkpointer?>(nil)
     let clock: WallClock
     public let replicaID: ReplicaID
     public let path: String
@@ -64,12 +66,13 @@ public final class ReplicaStore: Sendable {
             try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
             // 64 MiB of page cache: board rows and indexes stay in memory on busy replicas.
             try db.execute(sql: "PRAGMA cache_size = -65536")
-            // Checkpoint every ~40 MiB of WAL instead of 4 MiB: hot pages are copied back less often.
-            try db.execute(sql: "PRAGMA wal_autocheckpoint = 10000")
+            // No checkpoints inside commits: `Checkpointer` does them from its own connection.
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
         }
         config.busyMode = .timeout(5)
         let pool = try DatabasePool(path: path, configuration: config)
         try self.init(writer: pool, path: path, configuration: configuration)
+        checkpointer.withLock { $0 = try? Checkpointer(path: path) }
     }
 
     /// An in-memory store, for tests.

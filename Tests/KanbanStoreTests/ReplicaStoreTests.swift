@@ -106,6 +106,22 @@ struct ReplicaStoreTests {
         #expect(doc.columns[0].tasks.map(\.title) == ["Write"])
     }
 
+    /// Commits never checkpoint (that stalled every write queued behind them); a background
+    /// connection copies the WAL back into the database file instead.
+    @Test func theWALIsCheckpointedInTheBackground() async throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("replica.sqlite").path
+        let store = try ReplicaStore(path: path)
+        let size = { (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0 }
+        let before = size()
+        try await store.apply(simulation(seed: 3, ops: 400).allOperations)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while size() <= before + 100_000, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(size() > before + 100_000, "the database file stayed at \(size()) bytes: nothing was checkpointed")
+        #expect(try store.integrityCheck() == "ok")
+    }
+
     @Test func operationCountersSurviveReopening() throws {
         let dir = temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
