@@ -63,7 +63,10 @@ struct SyncSession {
 
     /// Every message to the relay goes through here, so the byte and message counters see it.
     func send(_ message: SyncMessage, _ outbound: WebSocketOutboundWriter) async throws {
-        let text = message.text
+        try await send(text: message.text, outbound)
+    }
+
+    func send(text: String, _ outbound: WebSocketOutboundWriter) async throws {
         try await outbound.write(.text(text))
         agent.metrics.sent(bytes: text.utf8.count)
     }
@@ -75,17 +78,18 @@ struct SyncSession {
             guard !batch.isEmpty else { return }
             // A push must stay under the relay's message limit (1 MiB): up to 500 operations of
             // up to 64 KiB each would not, so the batch is cut by size as well.
-            var ops: [BoardOperation] = []
+            // Each operation is encoded once: to size the batch and to build the frame.
+            var encoded: [[UInt8]] = []
             var bytes = 64
             var last = after
             for entry in batch {
-                let size = entry.op.jsonBytes().count + 1
-                if !ops.isEmpty && bytes + size > Self.maxPushBytes { break }
-                ops.append(entry.op)
-                bytes += size
+                let json = entry.op.jsonBytes()
+                if !encoded.isEmpty && bytes + json.count + 1 > Self.maxPushBytes { break }
+                encoded.append(json)
+                bytes += json.count + 1
                 last = entry.seq
             }
-            try await send(.push(.init(ops: ops)), outbound)
+            try await send(text: SyncMessage.pushText(encodedOperations: encoded), outbound)
             welcomed.pushed.withLock { $0 = max($0, last) }
         }
     }

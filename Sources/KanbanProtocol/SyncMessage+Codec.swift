@@ -103,12 +103,20 @@ extension SyncMessage {
     }
 
     /// `{"ops":[op,...],"type":"push"}`
-    static func bytes(_ push: Push) -> [UInt8] {
+    static func bytes(_ push: Push) -> [UInt8] { pushBytes(encodedOperations: push.ops.map { $0.jsonBytes() }) }
+
+    /// A `push` frame from operations already encoded with `BoardOperation.jsonBytes()`, for a
+    /// sender that encoded them anyway (to size the batch).
+    public static func pushText(encodedOperations: [[UInt8]]) -> String {
+        String(decoding: pushBytes(encodedOperations: encodedOperations), as: UTF8.self)
+    }
+
+    static func pushBytes(encodedOperations: [[UInt8]]) -> [UInt8] {
         var out = Array(#"{"ops":["#.utf8)
-        out.reserveCapacity(64 + push.ops.count * 320)
-        for (i, op) in push.ops.enumerated() {
+        out.reserveCapacity(64 + encodedOperations.reduce(0) { $0 + $1.count + 1 })
+        for (i, op) in encodedOperations.enumerated() {
             if i > 0 { out.append(UInt8(ascii: ",")) }
-            out += op.jsonBytes()
+            out += op
         }
         out += Array(#"],"type":"push"}"#.utf8)
         return out
