@@ -155,15 +155,7 @@ struct HostileRelayTests {
     final class StalledRequest {
         let fd: Int32
         init(port: Int) throws {
-            fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            address.sin_port = UInt16(port).bigEndian
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            guard connected == 0 else { throw TestError("connect failed") }
+            fd = try connectLoopback(port: port)
             let partial = Array("GET /sync HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgr".utf8)
             _ = Glibc.write(fd, partial, partial.count)
         }
