@@ -27,11 +27,24 @@ public struct SyncConfiguration: Sendable {
     /// How long the TCP connect plus the WebSocket upgrade may take before the attempt is
     /// abandoned and retried.
     public var handshakeTimeout: Duration = .seconds(10)
+    /// WebSocket, HTTP long-polling, or WebSocket with long-polling as the fallback.
+    public var transport: SyncTransportChoice = .auto
+    /// While long-polling in `auto` mode, how often the WebSocket is tried again.
+    public var webSocketRetryInterval: Duration = .seconds(60)
 
     public init(relayURL: String, token: String) {
         self.relayURL = relayURL
         self.token = token
     }
+}
+
+/// How the agent reaches the relay (`kanban agent --relay-transport`).
+public enum SyncTransportChoice: String, Sendable, CaseIterable {
+    /// WebSocket; when something in the way blocks the upgrade, HTTP long-polling, with the
+    /// WebSocket tried again every `webSocketRetryInterval`.
+    case auto
+    case webSocket = "websocket"
+    case longPolling = "long-polling"
 }
 
 /// Keeps the agent's replica in sync with a relay: uploads the outbox in order, applies what
@@ -52,17 +65,59 @@ public struct SyncClient: Service {
         agent.updateSyncStatus { $0.state = .connecting; $0.relayURL = configuration.relayURL }
         await cancelWhenGracefulShutdown {
             var failures = 0
+            // Set while the WebSocket is known to be blocked: when it was, and by what.
+            var blocked: (at: ContinuousClock.Instant, problem: SyncStatus.Attempt)?
+            var fallenBack = false
             while !Task.isCancelled {
+                let polling: Bool
+                switch configuration.transport {
+                case .webSocket: polling = false
+                case .longPolling: polling = true
+                case .auto: polling = blocked.map { ContinuousClock.now - $0.at < configuration.webSocketRetryInterval } ?? false
+                }
                 agent.metrics.linkAttempts.increment()
                 let linkStart = ContinuousClock.now
-                let outcome = await connectOnce()
+                let outcome: Outcome
+                if polling {
+                    let retryAt = configuration.transport == .auto ? blocked.map { $0.at + configuration.webSocketRetryInterval } : nil
+                    if let blocked, let retryAt {
+                        agent.updateSyncStatus { status in
+                            status.fallbackReason = "\(blocked.problem.message) Syncing over HTTP long-polling instead."
+                            status.webSocketRetryAt = Date().addingTimeInterval(Double((retryAt - .now).milliseconds) / 1000)
+                        }
+                    }
+                    outcome = await pollOnce(until: retryAt)
+                } else {
+                    outcome = await connectOnce()
+                }
                 agent.metrics.linkUp.record(0)
                 if outcome.welcomed {
                     let up = (ContinuousClock.now - linkStart).components
                     agent.metrics.linkDuration(Double(up.seconds) + Double(up.attoseconds) / 1e18)
                 }
-                agent.metrics.linkFailure(outcome.failure?.errorClass ?? "closed")
                 if Task.isCancelled { break }
+                if outcome.retryWebSocket {
+                    // A long-polling session ended on schedule: try the WebSocket now.
+                    blocked = nil
+                    continue
+                }
+                agent.metrics.linkFailure(outcome.failure?.errorClass ?? "closed")
+                if !polling, configuration.transport == .auto, let failure = outcome.failure,
+                   Self.blockedUpgrade.contains(failure.errorClass) {
+                    // Something in the way refuses the upgrade: long-poll at once, retry later.
+                    // (Warned once; each periodic retry that finds it still blocked says so at info.)
+                    logger.log(level: fallenBack ? .info : .warning, "WebSocket upgrade blocked; falling back to HTTP long-polling", metadata: [
+                        "error.class": "\(failure.errorClass)", "websocket_retry_in_s": "\(configuration.webSocketRetryInterval.components.seconds)",
+                    ])
+                    blocked = (ContinuousClock.now, failure)
+                    fallenBack = true
+                    agent.updateSyncStatus { status in
+                        status.attempts.insert(failure, at: 0)
+                        if status.attempts.count > 10 { status.attempts.removeLast(status.attempts.count - 10) }
+                    }
+                    continue
+                }
+                if outcome.welcomed, !polling { blocked = nil; fallenBack = false }
                 failures = outcome.welcomed ? 1 : failures + 1
                 let exponent = min(failures - 1, 20)
                 let ceiling = min(configuration.backoffCap, configuration.backoffBase * (1 << exponent))
@@ -80,6 +135,7 @@ public struct SyncClient: Service {
                 }
                 logger.info("relay link down", metadata: [
                     "error.class": "\(outcome.failure?.errorClass ?? "closed")", "retry_in_ms": "\(delay.milliseconds)",
+                    "transport": "\(polling ? "long-polling" : "websocket")",
                 ])
                 await agent.waitForReconnect(upTo: delay)
                 agent.updateSyncStatus { $0.state = .connecting; $0.nextAttemptAt = nil }
@@ -87,9 +143,46 @@ public struct SyncClient: Service {
         }
     }
 
+    /// Failure classes that mean something between agent and relay refuses the WebSocket
+    /// upgrade (a proxy dropping `Upgrade`, a firewall): in `auto` mode the agent long-polls.
+    static let blockedUpgrade: Set<String> = ["http_426", "no_upgrade", "upgrade_refused", "http_400", "http_403", "http_405"]
+
+    /// One long-polling session, from opening it to its end (a failure, or `until` passing).
+    func pollOnce(until: ContinuousClock.Instant?) async -> Outcome {
+        let welcomed = LinkFlags()
+        let link: LongPollLink
+        do {
+            link = try await LongPollLink.open(relayURL: configuration.relayURL, token: configuration.token,
+                                               timeout: configuration.handshakeTimeout)
+        } catch {
+            return Outcome(failure: attempt(for: LinkFailure.classify(error, url: configuration.relayURL, token: configuration.token)))
+        }
+        welcomed.upgraded.store(true, ordering: .releasing)
+        var session = SyncSession(agent: agent, configuration: configuration, logger: logger, welcomed: welcomed)
+        session.endAt = until
+        do {
+            try await session.run(.longPolling(link))
+            await link.close()
+            return Outcome(welcomed: welcomed.welcomed.load(ordering: .relaxed), failure: attempt(for: LinkProblem.closeCode(1000)))
+        } catch is RetryWebSocket {
+            await link.close()
+            return Outcome(welcomed: true, retryWebSocket: true)
+        } catch {
+            if !(error is LinkProblem) { await link.close() }
+            return Outcome(welcomed: welcomed.welcomed.load(ordering: .relaxed),
+                           failure: attempt(for: LinkFailure.classify(error, url: configuration.relayURL, token: configuration.token)))
+        }
+    }
+
+    private func attempt(for problem: LinkProblem) -> SyncStatus.Attempt {
+        .init(at: Date(), errorClass: problem.code, message: problem.message, fix: problem.fix)
+    }
+
     struct Outcome {
         var welcomed = false
         var failure: SyncStatus.Attempt?
+        /// A long-polling session ended on schedule to try the WebSocket again.
+        var retryWebSocket = false
     }
 
     /// One connection, from upgrade to close.
@@ -136,7 +229,7 @@ public struct SyncClient: Service {
                 inbound, outbound, _ in
                 welcomed.upgraded.store(true, ordering: .releasing)
                 let session = SyncSession(agent: agent, configuration: configuration, logger: logger, welcomed: welcomed)
-                try await session.run(inbound: inbound, outbound: outbound)
+                try await session.run(.webSocket(inbound, outbound))
             }
             let problem = LinkProblem.closeCode(closeFrame.map { UInt16(webSocketErrorCode: $0.closeCode) } ?? 1006)
             return Outcome(welcomed: welcomed.welcomed.load(ordering: .relaxed),
@@ -160,9 +253,20 @@ enum LinkFailure {
                               fix: "Run the same kanban release on both sides.")
         }
         if let wsError = error as? WebSocketClientError, wsError == .webSocketUpgradeFailed {
-            // The client library does not say what came back; ask again without Upgrade to learn why.
-            if case .success(let target) = RelayProbe.parse(url),
-               case .success(let answer) = RelayProbe.upgrade(target, token: token, asUpgrade: false, timeout: 2) {
+            // The client library does not say what came back: ask again to learn why. First as an
+            // upgrade, which shows what a proxy in the way does to one (426: it dropped Upgrade;
+            // 200: it answered itself); an empty 400 says little, so then without the upgrade.
+            guard case .success(let target) = RelayProbe.parse(url) else {
+                return LinkProblem(code: "upgrade_refused", message: "The WebSocket upgrade was refused.", fix: "Run `kanban doctor --relay URL --token T`.")
+            }
+            if case .success(let answer) = RelayProbe.upgrade(target, token: token, asUpgrade: true, timeout: 2) {
+                if answer.status == 101 {
+                    return LinkProblem(code: "upgrade_failed", message: "The WebSocket upgrade failed, but the same upgrade works now.",
+                                       fix: "Nothing to do if it does not recur; the agent retries. Otherwise run `kanban doctor`.")
+                }
+                if answer.status != 400 || !answer.body.isEmpty { return .upgradeStatus(answer.status, body: answer.body) }
+            }
+            if case .success(let answer) = RelayProbe.upgrade(target, token: token, asUpgrade: false, timeout: 2) {
                 return answer.status == 426 ? LinkProblem(code: "upgrade_refused", message: "The relay refused the WebSocket upgrade.",
                                                           fix: "Run `kanban doctor` for the details.")
                                             : .upgradeStatus(answer.status, body: answer.body)

@@ -7,6 +7,24 @@ import Logging
 import Synchronization
 import WSClient
 
+/// How a session reaches the relay: a WebSocket, or HTTP long-polling when the upgrade is
+/// blocked. The protocol messages are the same on both.
+enum SyncTransport: Sendable {
+    case webSocket(WebSocketInboundStream, WebSocketOutboundWriter)
+    case longPolling(LongPollLink)
+
+    /// As `/health/websocket` reports it.
+    var name: String {
+        switch self {
+        case .webSocket: "websocket"
+        case .longPolling: "long-polling"
+        }
+    }
+}
+
+/// A long-polling session ending on schedule so the WebSocket is tried again.
+struct RetryWebSocket: Error {}
+
 /// The protocol on one live connection: hello, then three loops: apply what arrives, push the
 /// outbox, and probe round-trip time.
 struct SyncSession {
@@ -14,29 +32,35 @@ struct SyncSession {
     let configuration: SyncConfiguration
     let logger: Logger
     let welcomed: LinkFlags
+    /// When set, the session ends then (long-polling in `auto` mode, to try the WebSocket again).
+    var endAt: ContinuousClock.Instant? = nil
 
     var store: ReplicaStore { agent.store }
 
-    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
+    func run(_ transport: SyncTransport) async throws {
         let hello = SyncMessage.hello(.init(replica: store.replicaID, cursors: try store.cursors(), client: "kanban-agent"))
-        try await send(hello, outbound)
+        try await send(hello, transport)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                for try await message in inbound.messages(maxSize: ProtocolLimits.maxRelayMessageBytes) {
-                    guard case .text(let text) = message else { throw ProtocolViolation(.malformed, "binary frame from relay") }
-                    agent.metrics.received(bytes: text.utf8.count)
-                    let decoded = try SyncMessage.decode(Data(text.utf8), limit: ProtocolLimits.maxRelayMessageBytes)
-                    try await handle(decoded, outbound: outbound)
-                    if case .welcome = decoded {
-                        // Push whatever is queued now that the relay knows us.
-                        agent.localChange.fire()
+                switch transport {
+                case .webSocket(let inbound, _):
+                    for try await message in inbound.messages(maxSize: ProtocolLimits.maxRelayMessageBytes) {
+                        guard case .text(let text) = message else { throw ProtocolViolation(.malformed, "binary frame from relay") }
+                        try await receive(text, transport)
+                    }
+                case .longPolling(let link):
+                    var after = 0
+                    while !Task.isCancelled {
+                        let (batch, messages) = try await link.poll(after: after)
+                        for text in messages { try await receive(text, transport) }
+                        after = batch
                     }
                 }
             }
             group.addTask {
                 while !Task.isCancelled {
                     await agent.localChange.wait()
-                    if welcomed.welcomed.load(ordering: .relaxed) { try await pushOutbox(outbound: outbound) }
+                    if welcomed.welcomed.load(ordering: .relaxed) { try await pushOutbox(transport) }
                 }
             }
             group.addTask {
@@ -44,15 +68,22 @@ struct SyncSession {
                 let (extra, continuation) = AsyncStream<SyncMessage>.makeStream(bufferingPolicy: .bufferingNewest(256))
                 agent.setRelayLink { continuation.yield($0) }
                 defer { agent.setRelayLink(nil) }
-                for await message in extra { try await send(message, outbound) }
+                for await message in extra { try await send(message, transport) }
             }
             group.addTask {
                 // First probe at once, so the round-trip time and clock skew are known as soon as
                 // the link is up (the board's status panel shows them), then every probeInterval.
                 while !Task.isCancelled {
                     let now = Int64(Date().timeIntervalSince1970 * 1000)
-                    try await send(.ping(.init(t: now)), outbound)
+                    try await send(.ping(.init(t: now)), transport)
                     try await Task.sleep(for: configuration.probeInterval)
+                }
+            }
+            if let until = endAt {
+                // Long-polling in `auto` mode ends here so the WebSocket is tried again.
+                group.addTask {
+                    try await Task.sleep(until: until)
+                    throw RetryWebSocket()
                 }
             }
             // The link is over when the inbound stream ends or any loop fails.
@@ -61,17 +92,31 @@ struct SyncSession {
         }
     }
 
-    /// Every message to the relay goes through here, so the byte and message counters see it.
-    func send(_ message: SyncMessage, _ outbound: WebSocketOutboundWriter) async throws {
-        try await send(text: message.text, outbound)
+    /// One message from the relay.
+    private func receive(_ text: String, _ transport: SyncTransport) async throws {
+        agent.metrics.received(bytes: text.utf8.count)
+        let decoded = try SyncMessage.decode(Data(text.utf8), limit: ProtocolLimits.maxRelayMessageBytes)
+        try await handle(decoded, transport)
+        if case .welcome = decoded {
+            // Push whatever is queued now that the relay knows us.
+            agent.localChange.fire()
+        }
     }
 
-    func send(text: String, _ outbound: WebSocketOutboundWriter) async throws {
-        try await outbound.write(.text(text))
+    /// Every message to the relay goes through here, so the byte and message counters see it.
+    func send(_ message: SyncMessage, _ transport: SyncTransport) async throws {
+        try await send(text: message.text, transport)
+    }
+
+    func send(text: String, _ transport: SyncTransport) async throws {
+        switch transport {
+        case .webSocket(_, let outbound): try await outbound.write(.text(text))
+        case .longPolling(let link): try await link.send(text)
+        }
         agent.metrics.sent(bytes: text.utf8.count)
     }
 
-    func pushOutbox(outbound: WebSocketOutboundWriter) async throws {
+    func pushOutbox(_ transport: SyncTransport) async throws {
         while true {
             let after = welcomed.pushed.withLock { $0 }
             let batch = try store.outbox(after: after, limit: configuration.pushBatch)
@@ -89,7 +134,7 @@ struct SyncSession {
                 bytes += json.count + 1
                 last = entry.seq
             }
-            try await send(text: SyncMessage.pushText(encodedOperations: encoded), outbound)
+            try await send(text: SyncMessage.pushText(encodedOperations: encoded), transport)
             welcomed.pushed.withLock { $0 = max($0, last) }
         }
     }
@@ -97,7 +142,7 @@ struct SyncSession {
     /// Payload budget of one push, under `ProtocolLimits.maxMessageBytes` with room to spare.
     static let maxPushBytes = ProtocolLimits.maxMessageBytes - 64 * 1024
 
-    func handle(_ message: SyncMessage, outbound: WebSocketOutboundWriter) async throws {
+    func handle(_ message: SyncMessage, _ transport: SyncTransport) async throws {
         switch message {
         case .welcome(let welcome):
             guard welcome.protocol == SyncMessage.protocolVersion else {
@@ -114,7 +159,14 @@ struct SyncSession {
                 status.consecutiveFailures = 0
                 status.team = welcome.team
                 status.clockSkewMs = skew
-                status.compression = "permessage-deflate (requested)"
+                status.transport = transport.name
+                if case .longPolling = transport {
+                    status.compression = "none (HTTP long-polling)"
+                } else {
+                    status.compression = "permessage-deflate (requested)"
+                    status.fallbackReason = nil
+                    status.webSocketRetryAt = nil
+                }
             }
             logger.info("relay link up", metadata: ["team": "\(welcome.team)", "boards": "\(welcome.boards.count)"])
         case .ops(let batch):
@@ -127,7 +179,7 @@ struct SyncSession {
                 if cursor == batch.head, !(try store.outboxHasOperations(for: batch.board)) {
                     welcomed.digested.withLock { _ = $0.insert(batch.board) }
                     let digest = try store.digest(batch.board)
-                    try await send(.digest(.init(board: batch.board, seq: cursor, digest: digest)), outbound)
+                    try await send(.digest(.init(board: batch.board, seq: cursor, digest: digest)), transport)
                 }
             }
             if let last = batch.ops.last {

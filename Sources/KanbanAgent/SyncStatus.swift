@@ -37,6 +37,13 @@ public struct SyncStatus: Sendable, Codable, Equatable {
     public var cursors: [String: Int64] = [:]
     public var team: String?
     public var compression: String?
+    /// How the link reaches the relay: "websocket", or "long-polling" when something in the way
+    /// blocks the WebSocket upgrade.
+    public var transport: String?
+    /// Why the agent syncs over long-polling: what the WebSocket attempt ran into.
+    public var fallbackReason: String?
+    /// When the agent tries the WebSocket again while it syncs over long-polling.
+    public var webSocketRetryAt: Date?
     /// Digest mismatches found after catch-up (each one repaired by a full resend).
     public var repairs: Int = 0
 

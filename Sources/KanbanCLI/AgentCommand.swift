@@ -36,8 +36,21 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Relay token from `kanban relay token create` (default: $KANBAN_TOKEN).", valueName: "TOKEN"))
     var token: String?
 
+    @Option(help: ArgumentHelp("""
+        How to reach the relay: auto (WebSocket; HTTP long-polling when something in the way blocks the upgrade), \
+        websocket, or long-polling (default: $KANBAN_RELAY_TRANSPORT, else auto).
+        """, valueName: "MODE"))
+    var relayTransport: String?
+
+    @Option(help: ArgumentHelp("While long-polling in auto mode, try the WebSocket again every this many seconds.", valueName: "SECONDS"))
+    var websocketRetry: Int = 60
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
+
+    var transportChoice: String {
+        relayTransport ?? ProcessInfo.processInfo.environment["KANBAN_RELAY_TRANSPORT"].flatMap { $0.isEmpty ? nil : $0 } ?? "auto"
+    }
 
     var relayURL: String? { relay ?? ProcessInfo.processInfo.environment["KANBAN_RELAY"].flatMap { $0.isEmpty ? nil : $0 } }
     var relayToken: String? { token ?? ProcessInfo.processInfo.environment["KANBAN_TOKEN"].flatMap { $0.isEmpty ? nil : $0 } }
@@ -53,6 +66,12 @@ struct AgentCommand: AsyncParsableCommand {
         }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error")
+        }
+        guard SyncTransportChoice(rawValue: transportChoice) != nil else {
+            throw ValidationError("--relay-transport must be auto, websocket or long-polling (got '\(transportChoice)')")
+        }
+        guard (1...86_400).contains(websocketRetry) else {
+            throw ValidationError("--websocket-retry must be 1-86400 seconds (got \(websocketRetry))")
         }
         if let relayURL {
             guard let url = URL(string: relayURL), let scheme = url.scheme, ["ws", "wss"].contains(scheme), url.host != nil else {
@@ -80,6 +99,8 @@ struct AgentCommand: AsyncParsableCommand {
         if let relayURL, let relayToken {
             var sync = SyncConfiguration(relayURL: relayURL, token: relayToken)
             sync.backoffCap = .seconds(30)
+            sync.transport = SyncTransportChoice(rawValue: transportChoice) ?? .auto
+            sync.webSocketRetryInterval = .seconds(websocketRetry)
             services.append(SyncClient(agent: agent, configuration: sync, logger: logger))
         }
         let relayURL = self.relayURL

@@ -23,6 +23,8 @@ public final class Relay: Sendable {
             registry.makeGauge(descriptor: .kanban(name, help)).set(to: Double(value))
         }
         gauge("kanban_relay_connections", "Open agent connections.", stats.connections)
+        gauge("kanban_relay_poll_sessions", "Open long-polling sessions (agents whose WebSocket upgrade is blocked), included in connections.",
+              polls.count)
         gauge("kanban_relay_rooms", "Boards with at least one connection joined.", stats.rooms)
         gauge("kanban_relay_operations_accepted", "Operations accepted and sequenced since the relay started.", await hub.acceptedOperations)
         gauge("kanban_relay_digest_mismatches",
@@ -43,6 +45,8 @@ public final class Relay: Sendable {
     public let hub: RelayHub
     public let tokens: TokenAuthority
     public let configuration: RelayConfiguration
+    /// Long-polling sessions of agents whose WebSocket upgrade is blocked.
+    public let polls = PollSessions()
 
     let logger: Logger
 
@@ -135,8 +139,11 @@ public func buildRelayApplication(
         let stats = await relay.hub.stats
         let mismatches = await relay.hub.digestMismatches
         let count = (try? await relay.storage.operationCount()) ?? -1
-        return relayJSON(["connections": stats.connections, "rooms": stats.rooms, "logOperations": count, "digestMismatches": mismatches])
+        return relayJSON(["connections": stats.connections, "rooms": stats.rooms, "logOperations": count, "digestMismatches": mismatches,
+                          "pollSessions": relay.polls.count])
     }
+    let polling = LongPolling(relay: relay, logger: logger)
+    polling.register(on: router)
 
     router.get("metrics") { _, _ in
         Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
@@ -173,7 +180,7 @@ public func buildRelayApplication(
                 tokens: relay.tokens)
         },
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "kanban-relay"),
-        services: relay.storage.cluster.map { [RelayClusterService(relay: relay, cluster: $0)] } ?? [],
+        services: [PollSessionReaper(polling: polling)] + (relay.storage.cluster.map { [RelayClusterService(relay: relay, cluster: $0)] } ?? []),
         onServerRunning: { channel in await onListening(channel.localAddress?.port ?? configuration.port) },
         logger: logger
     )

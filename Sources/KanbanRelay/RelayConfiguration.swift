@@ -25,6 +25,10 @@ public struct RelayConfiguration: Sendable {
     /// all but the newest `compactionKeep` into a snapshot. 0 disables compaction.
     public var compactionThreshold: Int = 200_000
     public var compactionKeep: Int = 50_000
+    /// Longest a long-polling GET waits for something to send (agents whose WebSocket is blocked).
+    public var pollWaitSeconds: Int = 25
+    /// A long-polling session with no request for this long is ended (its agent is gone).
+    public var pollSessionTimeoutSeconds: Int = 60
 
     public init(host: String = "127.0.0.1", port: Int = RelayConfiguration.defaultPort, relayName: String = "relay",
                 heartbeatSeconds: Int = 15, maxMessageBytes: Int = 1 << 20, maxQueuedMessages: Int = 2_048) {

@@ -55,6 +55,8 @@ final class OutboundQueue: Sendable {
         var items: [String] = []
         var bytes = 0
         var finished = false
+        /// `interrupt()` came while nobody waited: the next wait returns at once.
+        var interrupted = false
         var waiter: CheckedContinuation<[String]?, Never>?
     }
     private let state = Mutex(State())
@@ -92,7 +94,8 @@ final class OutboundQueue: Sendable {
         return true
     }
 
-    /// Everything queued, waiting if there is nothing; nil once finished and drained.
+    /// Everything queued, waiting if there is nothing; nil once finished and drained; empty
+    /// when interrupted.
     func next() async -> [String]? {
         await withCheckedContinuation { continuation in
             let ready: [String]?? = state.withLock { state in
@@ -101,11 +104,31 @@ final class OutboundQueue: Sendable {
                     return .some(state.items)
                 }
                 if state.finished { return .some(nil) }
+                if state.interrupted {
+                    state.interrupted = false
+                    return .some([])
+                }
                 state.waiter = continuation
                 return .none
             }
             if case .some(let items) = ready { continuation.resume(returning: items) }
         }
+    }
+
+    /// Makes the current (or else the next) wait return an empty batch: a long poll that timed
+    /// out or was superseded by a newer one.
+    func interrupt() {
+        let waiter = state.withLock { state in
+            defer { state.waiter = nil }
+            if state.waiter == nil { state.interrupted = true }
+            return state.waiter
+        }
+        waiter?.resume(returning: [])
+    }
+
+    /// Forgets an `interrupt()` nobody was waiting for (it was meant for a wait that is over).
+    func clearInterrupt() {
+        state.withLock { $0.interrupted = false }
     }
 
     /// No more messages; the writer drains what is queued (or drops it) and ends.

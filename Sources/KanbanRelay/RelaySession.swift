@@ -50,66 +50,19 @@ struct RelaySession {
             }
             group.addTask {
                 defer { queue.finish() }
-                var greeted = false
-                var pushRate = TokenBucket(perSecond: configuration.maxOperationsPerSecond)
+                var reader = RelayInbound(id: id, hub: hub, configuration: configuration, logger: logger, traffic: traffic, close: close)
                 for try await message in inbound.messages(maxSize: configuration.maxMessageBytes) {
                     guard case .text(let text) = message else {
                         if case .binary(let bytes) = message { traffic.received(bytes: bytes.readableBytes) }
-                        await fail(id, close, .init(.malformed, "binary frames are not part of the protocol; send JSON text"))
+                        await reader.rejectBinary()
                         return
                     }
-                    traffic.received(bytes: text.utf8.count)
-                    let decoded: SyncMessage
-                    do {
-                        decoded = try SyncMessage.decode(Data(text.utf8))
-                    } catch let violation as ProtocolViolation {
-                        await fail(id, close, violation)
-                        return
-                    } catch {
-                        await fail(id, close, .init(.malformed, "message could not be read"))
-                        return
-                    }
-                    if !greeted {
-                        guard case .hello(let hello) = decoded else {
-                            await fail(id, close, .init(.unexpected, "the first message must be hello"))
-                            return
-                        }
-                        guard hello.protocol == SyncMessage.protocolVersion else {
-                            await fail(id, close, .init(.versionMismatch,
-                                "agent speaks protocol \(hello.protocol), this relay speaks \(SyncMessage.protocolVersion); upgrade the older side"),
-                                code: SyncCloseCode.versionMismatch)
-                            return
-                        }
-                        greeted = true
-                        try await hub.hello(id, hello)
-                        continue
-                    }
-                    switch decoded {
-                    case .push(let push):
-                        // Over the rate, the next read waits: the sender is slowed by TCP, nothing is dropped.
-                        let wait = pushRate.take(push.ops.count)
-                        if wait > .zero { try await Task.sleep(for: wait) }
-                        try await hub.push(id, push.ops)
-                    case .presence(let presence): await hub.presence(id, presence)
-                    case .digest(let digest): try await hub.digest(id, digest)
-                    case .ping(let ping):
-                        await hub.send(id, .pong(.init(t: ping.t, serverTime: Int64(Date().timeIntervalSince1970 * 1000))))
-                    default:
-                        await fail(id, close, .init(.unexpected, "a relay does not accept '\(decoded.type)' from an agent"))
-                        return
-                    }
+                    guard try await reader.handle(text: text) else { return }
                 }
             }
             try await group.next()
             try await group.next()
         }
-    }
-
-    private func fail(_ id: Int, _ close: @Sendable (UInt16, String) -> Void, _ violation: ProtocolViolation,
-                      code: UInt16 = SyncCloseCode.badMessage) async {
-        logger.notice("protocol violation", metadata: ["connection": "\(id)", "code": "\(violation.code.rawValue)"])
-        await hub.send(id, .error(.init(code: violation.code.rawValue, message: violation.message, fatal: true)))
-        close(code, String(violation.message.prefix(120)))
     }
 }
 

@@ -75,4 +75,63 @@ struct NginxTests {
         #expect(status != 0)
         #expect(out.contains("\"http_426\"") && out.contains("proxy_set_header Upgrade"), "\(out)")
     }
+
+    /// Through a proxy that drops `Upgrade`, an agent syncs over HTTP long-polling, says so in
+    /// its status, and goes back to the WebSocket once the proxy is fixed (nginx reloaded with
+    /// the working config on the same port).
+    @Test func agentsFallBackToLongPollingThroughABrokenProxyAndReturnToTheWebSocket() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-nginx-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let (_, tokenOut) = try await CLITests().run(["relay", "token", "create", "--data", root + "/relay", "--team", "t"])
+        let token = tokenOut.trimmingCharacters(in: .whitespacesAndNewlines)
+        let relay = try ProcessSyncTests.Child(["relay", "--port", "0", "--data", root + "/relay"])
+        defer { relay.kill() }
+        let relayPort = try await relay.port(after: "listening on ws://")
+        let (broken, proxyPort) = try await startNginx("broken-no-upgrade.conf", relayPort: relayPort, root: root)
+        defer { broken.terminate(); broken.waitUntilExit() }
+
+        let a = try ProcessSyncTests.Child(["agent", "--port", "0", "--data", root + "/a", "--relay", "ws://127.0.0.1:\(proxyPort)/sync",
+                                            "--token", token, "--websocket-retry", "2"])
+        let b = try ProcessSyncTests.Child(["agent", "--port", "0", "--data", root + "/b", "--relay", "ws://127.0.0.1:\(relayPort)/sync",
+                                            "--token", token])
+        defer { a.kill(); b.kill() }
+        let (pa, pb) = (try await a.port(after: "Board:"), try await b.port(after: "Board:"))
+        let sync = ProcessSyncTests()
+        try await eventually("A long-polls through the broken proxy") {
+            let health = try await sync.request("GET", "http://127.0.0.1:\(pa)/health/websocket")
+            return health["state"] as? String == "connected" && health["transport"] as? String == "long-polling"
+        }
+        let health = try await sync.request("GET", "http://127.0.0.1:\(pa)/health/websocket")
+        #expect((health["fallbackReason"] as? String)?.contains("Upgrade header") == true, "\(health)")
+        #expect(((health["attempts"] as? [[String: Any]]) ?? []).contains { $0["errorClass"] as? String == "http_426" }, "\(health)")
+
+        // Live both ways, in order, while A long-polls.
+        let board = try await sync.request("POST", "http://127.0.0.1:\(pa)/api/boards", ["title": "Behind a broken proxy"])["id"] as! String
+        let column = try await sync.request("POST", "http://127.0.0.1:\(pa)/api/boards/\(board)/columns", ["title": "Todo"])["id"] as! String
+        for i in 0..<20 { _ = try await sync.request("POST", "http://127.0.0.1:\(pa)/api/columns/\(column)/tasks", ["title": "a\(i)"]) }
+        try await eventually("B sees A's tasks") { try await sync.taskTitles(pb, board).count == 20 }
+        for i in 0..<20 { _ = try await sync.request("POST", "http://127.0.0.1:\(pb)/api/columns/\(column)/tasks", ["title": "b\(i)"]) }
+        try await eventually("A sees B's tasks, in B's order") { try await sync.taskTitles(pa, board) == (try await sync.taskTitles(pb, board)) }
+        #expect(try await sync.taskTitles(pa, board).count == 40)
+
+        // Fix the proxy in place: A's next WebSocket retry (every 2 s) gets through.
+        let prefix = root + "/nginx-\(proxyPort)"
+        let good = try String(contentsOf: Self.nginxDirectory.appendingPathComponent("kanban-relay.conf"), encoding: .utf8)
+            .replacingOccurrences(of: "@LISTEN_PORT@", with: String(proxyPort)).replacingOccurrences(of: "@RELAY_PORT@", with: String(relayPort))
+            .replacingOccurrences(of: "@PREFIX@", with: prefix)
+        try good.write(toFile: prefix + "/nginx.conf", atomically: true, encoding: .utf8)
+        let reload = Process()
+        reload.executableURL = URL(fileURLWithPath: "/usr/sbin/nginx")
+        reload.arguments = ["-c", prefix + "/nginx.conf", "-p", prefix, "-s", "reload"]
+        reload.standardError = FileHandle.nullDevice
+        try reload.run()
+        reload.waitUntilExit()
+        #expect(reload.terminationStatus == 0)
+        try await eventually("A is back on the WebSocket") {
+            let health = try await sync.request("GET", "http://127.0.0.1:\(pa)/health/websocket")
+            return health["state"] as? String == "connected" && health["transport"] as? String == "websocket" && health["fallbackReason"] == nil
+        }
+        _ = try await sync.request("POST", "http://127.0.0.1:\(pa)/api/columns/\(column)/tasks", ["title": "over the WebSocket again"])
+        try await eventually("B sees it") { try await sync.taskTitles(pb, board).contains("over the WebSocket again") }
+    }
 }

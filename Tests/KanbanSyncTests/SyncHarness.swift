@@ -114,10 +114,11 @@ final class SyncCluster: Sendable {
     var relayURL: String { "ws://127.0.0.1:\(relayPort.withLock { $0 })/sync" }
 
     /// Starts agent `i`'s sync client (inside a small agent server, as `kanban agent` runs it).
-    func connect(_ i: Int) async throws {
+    func connect(_ i: Int, transport: SyncTransportChoice = .auto) async throws {
         var configuration = SyncConfiguration(relayURL: relayURL, token: token)
         configuration.backoffBase = .milliseconds(20)
         configuration.backoffCap = .milliseconds(300)
+        configuration.transport = transport
         let client = SyncClient(agent: agents[i], configuration: configuration, logger: quietLogger("sync"))
         let agent = agents[i]
         let server = try await RunningServer.start { onListening in

@@ -1,12 +1,31 @@
 #!/usr/bin/env python3
 """A deliberately broken reverse proxy: forwards HTTP to a backend but drops the Upgrade and
-Connection headers, like a misconfigured nginx. Used to test that `kanban doctor` names the cause.
+Connection headers, like a misconfigured nginx. Used to test that `kanban doctor` names the cause
+and that agents fall back to HTTP long-polling through it.
 
 usage: strip_upgrade_proxy.py LISTEN_PORT BACKEND_PORT   (prints "listening PORT" when ready)
 """
 import socket
 import sys
 import threading
+
+
+def pump(source, target):
+    """Copies bytes until either side closes."""
+    try:
+        while True:
+            data = source.recv(65536)
+            if not data:
+                break
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, target):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 def handle(client, backend_port):
@@ -17,15 +36,19 @@ def handle(client, backend_port):
             if not chunk:
                 return
             head += chunk
+        head, rest = head.split(b"\r\n\r\n", 1)
         lines = head.split(b"\r\n")
         kept = [l for l in lines if not l.lower().startswith((b"upgrade:", b"connection:"))]
         with socket.create_connection(("127.0.0.1", backend_port), timeout=5) as upstream:
-            upstream.sendall(b"\r\n".join(kept))
-            while True:
-                data = upstream.recv(65536)
-                if not data:
-                    break
-                client.sendall(data)
+            upstream.settimeout(None)
+            # The first request loses its Upgrade and Connection headers; the rest of the
+            # connection (a request body, later keep-alive requests) passes unchanged, so plain
+            # HTTP (and long-polling) works through it and only WebSocket upgrades break.
+            upstream.sendall(b"\r\n".join(kept) + b"\r\n\r\n" + rest)
+            upload = threading.Thread(target=pump, args=(client, upstream), daemon=True)
+            upload.start()
+            pump(upstream, client)
+            upload.join(timeout=5)
 
 
 def main():

@@ -12,10 +12,13 @@ export function describeSync(sync, now = Date.now()) {
   switch (sync.state) {
     case 'disabled':
       return { text: 'Local only (no relay)', tone: 'muted', canReconnect: false };
-    case 'connected':
+    case 'connected': {
+      // Over long-polling the board still syncs; the status says so, since something in the way blocks WebSockets.
+      const via = sync.transport === 'long-polling' ? ' (via HTTP long-polling)' : '';
       return queued > 0
-        ? { text: `Syncing${queuedText}`, tone: 'busy', canReconnect: false }
-        : { text: 'Synced', tone: 'good', canReconnect: false };
+        ? { text: `Syncing${queuedText}${via}`, tone: 'busy', canReconnect: false }
+        : { text: `Synced${via}`, tone: via ? 'warn' : 'good', canReconnect: false };
+    }
     case 'connecting':
       return { text: `Connecting to relay…${queuedText}`, tone: 'busy', canReconnect: false };
     case 'reconnecting': {
@@ -43,6 +46,9 @@ const LABELS = {
   roundTripMs: 'Round trip (ms)',
   clockSkewMs: 'Clock skew (ms)',
   compression: 'Compression',
+  transport: 'Transport',
+  fallbackReason: 'Why not WebSocket',
+  webSocketRetryAt: 'WebSocket retried at',
   cursors: 'Relay cursor by board',
   repairs: 'Repairs after catch-up',
   // one failed attempt
