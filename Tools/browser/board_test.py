@@ -67,11 +67,11 @@ class Checks:
 class KanbanProcess:
     """A `kanban` subprocess that prints a line matching `ready` once it listens; stopped by PID."""
 
-    def __init__(self, args: list[str], ready: str, what: str) -> None:
+    def __init__(self, args: list[str], ready: str, what: str, program: list[str] | None = None) -> None:
         self.log: list[str] = []
         self.what = what
         self.proc = subprocess.Popen(
-            [str(KANBAN_BIN), *args],
+            [*(program or [str(KANBAN_BIN)]), *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
         )
         RUNNING.append(self)
@@ -136,6 +136,15 @@ class Relay(KanbanProcess):
                          r"listening on ws://\S+:(\d+)/sync", "relay")
         self.port = int(self.match.group(1))
         self.url = f"ws://127.0.0.1:{self.port}/sync"
+
+
+class StripUpgradeProxy(KanbanProcess):
+    """Tools/diagnostics/strip_upgrade_proxy.py in front of a relay: WebSocket upgrades fail, plain HTTP passes."""
+
+    def __init__(self, relay_port: int) -> None:
+        super().__init__(["0", str(relay_port)], r"listening (\d+)", "proxy",
+                         program=[sys.executable, str(ROOT / "Tools/diagnostics/strip_upgrade_proxy.py")])
+        self.url = f"ws://127.0.0.1:{self.match.group(1)}/sync"
 
 
 def poll(what: str, condition, timeout: float, interval: float = 0.05):
@@ -536,6 +545,75 @@ def relay_outage_test(checks: Checks) -> None:
         shutil.rmtree(agent_dir, ignore_errors=True)
 
 
+def long_polling_test(checks: Checks) -> None:
+    """An agent behind a proxy that drops `Upgrade` syncs over HTTP long-polling: the indicator
+    and the troubleshooting panel say so and why, and a change from an agent on the WebSocket
+    shows up on the page live."""
+    relay_dir = tempfile.mkdtemp(prefix="kanban-browser-relay-")
+    dirs = [tempfile.mkdtemp(prefix="kanban-browser-agent-") for _ in range(2)]
+    processes: list[KanbanProcess] = []
+    page_errors: list[str] = []
+    try:
+        relay = Relay(relay_dir)
+        processes.append(relay)
+        proxy = StripUpgradeProxy(relay.port)
+        processes.append(proxy)
+        token = subprocess.run([str(KANBAN_BIN), "relay", "token", "create", "--data", relay_dir, "--team", "browser"],
+                               capture_output=True, text=True, timeout=15, check=True).stdout.strip()
+        behind = Agent(dirs[0], ("--relay", proxy.url, "--token", token))
+        direct = Agent(dirs[1], ("--relay", relay.url, "--token", token))
+        processes += [behind, direct]
+        status = lambda: behind.api("GET", "/health/websocket")  # noqa: E731
+        poll("the agent behind the proxy to long-poll",
+             lambda: status()["state"] == "connected" and status().get("transport") == "long-polling", 15)
+        board = behind.api("POST", "/api/boards", {"title": "Behind a proxy"})
+        todo = behind.api("POST", f"/api/boards/{board['id']}/columns", {"title": "To do"})
+        poll("the column to reach the other agent",
+             lambda: any(b["id"] == board["id"] for b in direct.api("GET", "/api/boards")) and
+             direct.api("GET", f"/api/boards/{board['id']}")["columns"], 15, interval=0.1)
+        with sync_playwright() as pw:
+            browser = launch(pw)
+            try:
+                page = browser.new_context(viewport={"width": 1360, "height": 900}).new_page()
+                page.set_default_timeout(10000)
+                page.on("pageerror", lambda e: page_errors.append(f"{e}"))
+                page.on("console", lambda m: m.type == "error" and page_errors.append(f"console: {m.text}"))
+                page.goto(f"{behind.base}/?board={board['id']}", timeout=10000)
+                page.wait_for_selector(f'{SYNC_PILL}[data-state="connected"]')
+                checks.check("long-polling: the relay indicator says it syncs via HTTP long-polling",
+                             page.inner_text(f"{SYNC_PILL} .pill-text").strip() == "Synced (via HTTP long-polling)",
+                             page.inner_text(SYNC_PILL).strip())
+                page.click('[data-testid="toggle-troubleshoot"]')
+                page.wait_for_function("""() => document.querySelector(
+                    '[data-testid="troubleshoot-sync"] > dl > dd[data-field="transport"]')?.textContent === 'long-polling'""")
+                reason = panel_field(page, "fallbackReason") or ""
+                checks.check("long-polling: the panel shows the transport and why the WebSocket is not used",
+                             "Upgrade header" in reason and "Transport" in page.inner_text(PANEL)
+                             and "Why not WebSocket" in page.inner_text(PANEL), reason)
+                direct.api("POST", f"/api/columns/{todo['id']}/tasks", {"title": "from the WebSocket side"})
+                start = time.monotonic()
+                try:
+                    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid="task-title"]')]
+                        .some((e) => e.textContent === 'from the WebSocket side')""", timeout=WAIT_S * 1000)
+                    arrived = True
+                except PlaywrightError:
+                    arrived = False
+                checks.check("long-polling: a change from another agent shows up live", arrived,
+                             f"{(time.monotonic() - start) * 1000:.0f} ms")
+                checks.check("long-polling: no JavaScript errors", not page_errors, "; ".join(page_errors[:5]))
+            finally:
+                browser.close()
+    except Exception as error:  # noqa: BLE001 - any failure is a failed check, reported with context
+        checks.check("long-polling: test ran to the end", False, f"{type(error).__name__}: {error}")
+        for process in processes:
+            print(f"{process.what} log (tail):\n" + process.tail(), flush=True)
+    finally:
+        for process in reversed(processes):
+            process.stop()
+        for directory in (relay_dir, *dirs):
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 def main() -> int:
     checks = Checks()
 
@@ -554,6 +632,7 @@ def main() -> int:
     try:
         two_pages_test(checks)
         relay_outage_test(checks)
+        long_polling_test(checks)
     finally:
         timer.cancel()
     print(f"took {time.monotonic() - started:.1f} s", flush=True)
