@@ -1,6 +1,6 @@
 import AsyncHTTPClient
 import Foundation
-import KanbanProtocol
+public import KanbanProtocol
 import NIOCore
 import NIOHTTP1
 
@@ -113,4 +113,18 @@ struct LongPollLink: Sendable {
 
 extension Duration {
     var nanoseconds: Int64 { components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000 }
+}
+
+/// For `kanban doctor`: whether the long-polling fallback reaches the relay.
+public enum LongPollingProbe {
+    /// Opens a session and ends it again; nil when that worked, else what went wrong.
+    public static func check(relayURL: String, token: String) async -> LinkProblem? {
+        do {
+            let link = try await LongPollLink.open(relayURL: relayURL, token: token, timeout: .seconds(5))
+            await link.close()
+            return nil
+        } catch {
+            return LinkFailure.classify(error, url: relayURL, token: token)
+        }
+    }
 }

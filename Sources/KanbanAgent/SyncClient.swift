@@ -145,7 +145,7 @@ public struct SyncClient: Service {
 
     /// Failure classes that mean something between agent and relay refuses the WebSocket
     /// upgrade (a proxy dropping `Upgrade`, a firewall): in `auto` mode the agent long-polls.
-    static let blockedUpgrade: Set<String> = ["http_426", "no_upgrade", "upgrade_refused", "http_400", "http_403", "http_405"]
+    public static let blockedUpgrade: Set<String> = ["http_426", "no_upgrade", "upgrade_refused", "http_400", "http_403", "http_405"]
 
     /// One long-polling session, from opening it to its end (a failure, or `until` passing).
     func pollOnce(until: ContinuousClock.Instant?) async -> Outcome {

@@ -105,6 +105,14 @@ struct DoctorCommand: AsyncParsableCommand {
                     add("token", "fail", token == nil ? "no token sent" : "refused", problem)
                 } else {
                     add("upgrade", "fail", "HTTP \(answer.status) instead of 101" + (answer.headers["server"].map { " (server: \($0))" } ?? ""), problem)
+                    if let token, SyncClient.blockedUpgrade.contains(problem.code) {
+                        // Agents fall back to long-polling through the same path: say whether that works.
+                        if let fallback = await LongPollingProbe.check(relayURL: url, token: token) {
+                            add("fallback", "fail", "HTTP long-polling does not work either", fallback)
+                        } else {
+                            add("fallback", "pass", "HTTP long-polling works: agents sync over it (slower, uncompressed) until the upgrade passes", nil)
+                        }
+                    }
                 }
                 return
             }

@@ -77,5 +77,7 @@ struct DoctorTests {
         #expect(failure(findings)?.step == "upgrade" && failure(findings)?.code == "http_426",
                 "\(findings.map { "\($0.step)=\($0.status) \($0.problem?.code ?? "")" })")
         #expect(findings.first { $0.status == "fail" }?.problem?.fix.contains("proxy_set_header Upgrade") == true)
+        // ... and that agents still sync through it over HTTP long-polling.
+        #expect(findings.contains { $0.step == "fallback" && $0.status == "pass" }, "\(findings.map { "\($0.step)=\($0.status)" })")
     }
 }
