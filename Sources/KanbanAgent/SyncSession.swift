@@ -119,16 +119,16 @@ struct SyncSession {
     func pushOutbox(_ transport: SyncTransport) async throws {
         while true {
             let after = welcomed.pushed.withLock { $0 }
-            let batch = try store.outbox(after: after, limit: configuration.pushBatch)
+            // The operations' JSON as logged: nothing is decoded and encoded again.
+            let batch = try store.outboxJSON(after: after, limit: configuration.pushBatch)
             guard !batch.isEmpty else { return }
             // A push must stay under the relay's message limit (1 MiB): up to 500 operations of
             // up to 64 KiB each would not, so the batch is cut by size as well.
-            // Each operation is encoded once: to size the batch and to build the frame.
             var encoded: [[UInt8]] = []
             var bytes = 64
             var last = after
             for entry in batch {
-                let json = entry.op.jsonBytes()
+                let json = entry.json
                 if !encoded.isEmpty && bytes + json.count + 1 > Self.maxPushBytes { break }
                 encoded.append(json)
                 bytes += json.count + 1

@@ -23,6 +23,23 @@ extension ReplicaStore {
         }
     }
 
+    /// `outbox(after:limit:)` as the operations' logged JSON, which is what a push sends: no
+    /// decoding and encoding again on the way out.
+    public func outboxJSON(after seq: Int64, limit: Int) throws -> [(seq: Int64, json: [UInt8])] {
+        try writer.read { db in
+            let rows = try Row.fetchCursor(db.cachedStatement(sql: """
+                SELECT outbox.seq, op.body FROM outbox JOIN op ON op.seq = outbox.seq
+                WHERE outbox.seq > ? ORDER BY outbox.seq LIMIT ?
+                """), arguments: [seq, limit])
+            var entries: [(seq: Int64, json: [UInt8])] = []
+            while let row = try rows.next() {
+                let body: String = row[1]
+                entries.append((row[0], Array(body.utf8)))
+            }
+            return entries
+        }
+    }
+
     /// Whether any unacknowledged local operation belongs to `board`.
     public func outboxHasOperations(for board: EntityID) throws -> Bool {
         try writer.read { db in

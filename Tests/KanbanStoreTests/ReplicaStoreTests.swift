@@ -95,6 +95,10 @@ struct ReplicaStoreTests {
         let outbox = try store.outbox()
         #expect(outbox.map(\.id.counter) == [1, 2, 3])
         #expect(outbox.allSatisfy { $0.id.replica == store.replicaID })
+        // What a push sends is the logged JSON, byte for byte the operations' encoding.
+        let logged = try store.outboxJSON(after: 1, limit: 10)
+        #expect(logged.map(\.json) == outbox.dropFirst().map { $0.jsonBytes() })
+        #expect(logged.map(\.seq) == Array(logged.map(\.seq).sorted()) && logged.count == 2)
         try store.acknowledge([outbox[0].id, outbox[1].id], cursors: [board: 2])
         #expect(try store.outbox().map(\.id) == [outbox[2].id])
         #expect(try store.cursors() == [board: 2])
