@@ -55,22 +55,14 @@ extension BoardState {
     ///
     /// One pass over the tasks, no sort: it runs on every create and move, on boards of any size.
     public func taskPosition(in column: EntityID, after: EntityID?, moving: EntityID? = nil) -> PositionKey? {
-        var anchor: (position: PositionKey, id: EntityID)?
+        var anchor: TaskSlot?
         if let after {
-            guard after != moving, let task = tasks[after], task.created, !task.isDeleted,
-                  let place = task.place?.value, place.column == column
+            guard after != moving, let task = tasks[after], let place = ColumnOrder.place(of: task), place.column == column
             else { return nil }
-            anchor = (place.position, after)
+            anchor = place.slot
         }
         // The first slot after the anchor (after nothing: the first slot of the column).
-        var next: (position: PositionKey, id: EntityID)?
-        for (id, task) in tasks where id != moving && task.created && !task.isDeleted {
-            guard let place = task.place?.value, place.column == column else { continue }
-            let slot = (position: place.position, id: id)
-            if let anchor, slot <= anchor { continue }
-            if let current = next, current <= slot { continue }
-            next = slot
-        }
+        let next = order.first(in: column, after: anchor, excluding: moving)
         return PositionKey.between(anchor?.position, next?.position)
     }
 

@@ -108,12 +108,7 @@ extension BoardState {
 
     /// (position, ID) of the visible tasks of one column, in order; cheaper than whole entities.
     public func orderedTaskSlots(in column: EntityID) -> [(position: PositionKey, id: EntityID)] {
-        var slots: [(position: PositionKey, id: EntityID)] = []
-        for (id, task) in tasks where task.created && !task.isDeleted {
-            if let place = task.place?.value, place.column == column { slots.append((place.position, id)) }
-        }
-        slots.sort { ($0.position, $0.id) < ($1.position, $1.id) }
-        return slots
+        order.tasks(in: column).map { ($0.position, $0.id) }
     }
 
     /// Visible columns, in order.

@@ -24,7 +24,7 @@ extension BoardState {
             mine.description.join(theirs.description)
             mine.place.join(theirs.place)
             mine.deleted.join(theirs.deleted)
-            tasks[id] = mine
+            setTask(mine)
         }
     }
 }
@@ -112,7 +112,7 @@ public struct BoardSnapshot: Codable, Hashable, Sendable {
             entity.description = r(t.description)
             entity.place = r(t.place)
             entity.deleted = r(t.deleted)
-            state.tasks[t.id] = entity
+            state.setTask(entity)
         }
         return state
     }

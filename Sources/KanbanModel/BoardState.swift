@@ -5,9 +5,20 @@
 public struct BoardState: Hashable, Sendable {
     public var board: BoardEntity
     public var columns: [EntityID: ColumnEntity] = [:]
-    public var tasks: [EntityID: TaskEntity] = [:]
+    /// Every task by ID; changed only through `apply`, `join` and `setTask`, which keep `order`
+    /// in step.
+    public private(set) var tasks: [EntityID: TaskEntity] = [:]
+    /// Derived from `tasks`: each column's visible tasks in order.
+    private(set) var order = ColumnOrder()
 
     public init(id: EntityID) { self.board = BoardEntity(id: id) }
+
+    /// Puts a task's entity in place (loading a stored state, joining a snapshot).
+    public mutating func setTask(_ entity: TaskEntity) {
+        let old = tasks[entity.id].flatMap(ColumnOrder.place(of:))
+        tasks[entity.id] = entity
+        order.update(from: old, to: ColumnOrder.place(of: entity))
+    }
 
     public var id: EntityID { board.id }
 
@@ -84,7 +95,7 @@ public struct BoardState: Hashable, Sendable {
     private mutating func updateTask(_ id: EntityID, _ body: (inout TaskEntity) -> Bool) -> Bool {
         var entity = tasks[id] ?? TaskEntity(id: id)
         let changed = body(&entity)
-        if changed { tasks[id] = entity }
+        if changed { setTask(entity) }
         return changed
     }
 }

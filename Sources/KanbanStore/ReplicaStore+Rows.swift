@@ -109,7 +109,7 @@ extension ReplicaStore {
                                    stamp: try stamp(hlc), op: try opID(row["place_op"]))
             }
             t.deleted = try register(row, "deleted") { (v: Bool) in v }
-            state.tasks[id] = t
+            state.setTask(t)
         }
         return state
     }
