@@ -41,14 +41,18 @@ struct NginxTests {
         throw TestError("nginx did not start")
     }
 
+    /// A `kanban relay` process with data in ROOT/relay, its port, and a token for team "t".
+    func startRelay(root: String) async throws -> (ProcessSyncTests.Child, Int, String) {
+        let (_, tokenOut) = try await CLITests().run(["relay", "token", "create", "--data", root + "/relay", "--team", "t"])
+        let relay = try ProcessSyncTests.Child(["relay", "--port", "0", "--data", root + "/relay"])
+        return (relay, try await relay.port(after: "listening on ws://"), tokenOut.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
     @Test func agentsSyncThroughNginxAndDoctorNamesABrokenProxy() async throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-nginx-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let (_, tokenOut) = try await CLITests().run(["relay", "token", "create", "--data", root + "/relay", "--team", "t"])
-        let token = tokenOut.trimmingCharacters(in: .whitespacesAndNewlines)
-        let relay = try ProcessSyncTests.Child(["relay", "--port", "0", "--data", root + "/relay"])
+        let (relay, relayPort, token) = try await startRelay(root: root)
         defer { relay.kill() }
-        let relayPort = try await relay.port(after: "listening on ws://")
 
         let (nginx, proxyPort) = try await startNginx("kanban-relay.conf", relayPort: relayPort, root: root)
         defer { nginx.terminate(); nginx.waitUntilExit() }
@@ -82,11 +86,8 @@ struct NginxTests {
     @Test func agentsFallBackToLongPollingThroughABrokenProxyAndReturnToTheWebSocket() async throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-nginx-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let (_, tokenOut) = try await CLITests().run(["relay", "token", "create", "--data", root + "/relay", "--team", "t"])
-        let token = tokenOut.trimmingCharacters(in: .whitespacesAndNewlines)
-        let relay = try ProcessSyncTests.Child(["relay", "--port", "0", "--data", root + "/relay"])
+        let (relay, relayPort, token) = try await startRelay(root: root)
         defer { relay.kill() }
-        let relayPort = try await relay.port(after: "listening on ws://")
         let (broken, proxyPort) = try await startNginx("broken-no-upgrade.conf", relayPort: relayPort, root: root)
         defer { broken.terminate(); broken.waitUntilExit() }
 

@@ -198,6 +198,16 @@ def launch(pw):
     return pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True, timeout=20000)
 
 
+def open_board(browser, base: str, board_id: str, page_errors: list[str]) -> Page:
+    """A new page on an agent's board; JavaScript errors and console errors go to `page_errors`."""
+    page = browser.new_context(viewport={"width": 1360, "height": 900}).new_page()
+    page.set_default_timeout(10000)
+    page.on("pageerror", lambda e: page_errors.append(f"{e}"))
+    page.on("console", lambda m: m.type == "error" and page_errors.append(f"console: {m.text}"))
+    page.goto(f"{base}/?board={board_id}", timeout=10000)
+    return page
+
+
 def two_pages_test(checks: Checks) -> None:
     """Two pages on one agent: every edit in one shows in the other within 1 s."""
     data_dir = tempfile.mkdtemp(prefix="kanban-browser-")
@@ -430,11 +440,7 @@ def relay_outage_test(checks: Checks) -> None:
         with sync_playwright() as pw:
             browser = launch(pw)
             try:
-                page = browser.new_context(viewport={"width": 1360, "height": 900}).new_page()
-                page.set_default_timeout(10000)
-                page.on("pageerror", lambda e: page_errors.append(f"{e}"))
-                page.on("console", lambda m: m.type == "error" and page_errors.append(f"console: {m.text}"))
-                page.goto(f"{agent.base}/?board={board['id']}", timeout=10000)
+                page = open_board(browser, agent.base, board["id"], page_errors)
                 page.wait_for_selector('[data-testid="stream-status"][data-state="live"]')
 
                 # 1. Connected: the indicator says so; the panel shows the link, with a round-trip time.
@@ -574,11 +580,7 @@ def long_polling_test(checks: Checks) -> None:
         with sync_playwright() as pw:
             browser = launch(pw)
             try:
-                page = browser.new_context(viewport={"width": 1360, "height": 900}).new_page()
-                page.set_default_timeout(10000)
-                page.on("pageerror", lambda e: page_errors.append(f"{e}"))
-                page.on("console", lambda m: m.type == "error" and page_errors.append(f"console: {m.text}"))
-                page.goto(f"{behind.base}/?board={board['id']}", timeout=10000)
+                page = open_board(browser, behind.base, board["id"], page_errors)
                 page.wait_for_selector(f'{SYNC_PILL}[data-state="connected"]')
                 checks.check("long-polling: the relay indicator says it syncs via HTTP long-polling",
                              page.inner_text(f"{SYNC_PILL} .pill-text").strip() == "Synced (via HTTP long-polling)",
