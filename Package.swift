@@ -42,7 +42,11 @@ let package = Package(
         // SQLite replica + op log + outbox + cursors, on GRDB over the system libsqlite3.
         .target(
             name: "KanbanStore",
-            dependencies: ["KanbanModel", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: [
+                "KanbanModel", .product(name: "GRDB", package: "GRDB.swift"),
+                // The C API, to bind hot-path arguments without building `StatementArguments`.
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
+            ],
             swiftSettings: swiftSettings
         ),
         // Agent <-> relay wire protocol: messages, codec, close codes, session state machine.

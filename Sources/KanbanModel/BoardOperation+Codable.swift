@@ -242,15 +242,17 @@ extension BoardOperation {
                 if i > 0 { out.bytes.append(UInt8(ascii: ",")) }
                 out.string(entry.key.rawValue)
                 out.bytes.append(UInt8(ascii: ":"))
-                out.string(entry.value.description)
+                entry.value.withUTF8Text { out.string($0) }
             }
             out.bytes.append(UInt8(ascii: "}"))
         }
         out.field("board", board.rawValue)
         if let column { out.field("column", column.rawValue) }
         if let description { out.field("description", description) }
-        out.field("hlc", stamp.description)
-        out.field("id", id.description)
+        out.key("hlc")
+        stamp.withUTF8Text { out.string($0) }
+        out.key("id")
+        id.withUTF8Text { out.string($0) }
         out.field("kind", action.kind.rawValue)
         if let position { out.field("position", position.rawValue) }
         if let restores { out.field("restores", restores.description) }
@@ -287,27 +289,30 @@ private struct JSONBytes {
     /// A JSON string literal: quotes, backslashes and control characters escaped; everything
     /// else (including non-ASCII UTF-8 and "/") copied as is.
     mutating func string(_ text: String) {
-        bytes.append(UInt8(ascii: "\""))
         var text = text
-        text.withUTF8 { utf8 in
-            if !utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) {
-                bytes.append(contentsOf: utf8)
-                return
-            }
-            let hex = Array("0123456789abcdef".utf8)
-            for byte in utf8 {
-                switch byte {
-                case 0x22: bytes += [0x5C, 0x22]
-                case 0x5C: bytes += [0x5C, 0x5C]
-                case 0x0A: bytes += [0x5C, UInt8(ascii: "n")]
-                case 0x0D: bytes += [0x5C, UInt8(ascii: "r")]
-                case 0x09: bytes += [0x5C, UInt8(ascii: "t")]
-                case let c where c < 0x20:
-                    bytes += [0x5C, UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(c >> 4)], hex[Int(c & 0xF)]]
-                default: bytes.append(byte)
-                }
+        text.withUTF8 { string($0) }
+    }
+
+    /// The same for text given as UTF-8 bytes (stamps and operation IDs are formatted on the stack).
+    mutating func string(_ utf8: UnsafeBufferPointer<UInt8>) {
+        bytes.append(UInt8(ascii: "\""))
+        defer { bytes.append(UInt8(ascii: "\"")) }
+        if !utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) {
+            bytes.append(contentsOf: utf8)
+            return
+        }
+        let hex = Array("0123456789abcdef".utf8)
+        for byte in utf8 {
+            switch byte {
+            case 0x22: bytes += [0x5C, 0x22]
+            case 0x5C: bytes += [0x5C, 0x5C]
+            case 0x0A: bytes += [0x5C, UInt8(ascii: "n")]
+            case 0x0D: bytes += [0x5C, UInt8(ascii: "r")]
+            case 0x09: bytes += [0x5C, UInt8(ascii: "t")]
+            case let c where c < 0x20:
+                bytes += [0x5C, UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(c >> 4)], hex[Int(c & 0xF)]]
+            default: bytes.append(byte)
             }
         }
-        bytes.append(UInt8(ascii: "\""))
     }
 }

@@ -7,14 +7,41 @@ import Foundation
 public struct EntityID: Hashable, Comparable, Sendable, CustomStringConvertible {
     /// The canonical lowercase text form, e.g. `0192f3c4-8b1e-7c2a-9d3e-1f2a3b4c5d6e`.
     public let rawValue: String
+    /// The UUID's 16 bytes as two big-endian halves. The text is canonical, so they are equal
+    /// exactly when `rawValue` is, and (lowercase hex at fixed places) ordered the same way.
+    /// Equality, hashing and ordering use them: every applied operation looks up boards, columns
+    /// and tasks by ID, and hashing or comparing the 36-character string cost more.
+    private let high: UInt64
+    private let low: UInt64
 
     /// Parses the text form; accepts any RFC 9562 UUID, upper or lower case.
     public init?(_ text: some StringProtocol) {
         guard text.utf8.count == 36, let uuid = UUID(uuidString: String(text)) else { return nil }
-        self.rawValue = uuid.uuidString.lowercased()
+        self.init(bytes: withUnsafeBytes(of: uuid.uuid) { Array($0) })
     }
 
-    init(canonical: String) { self.rawValue = canonical }
+    /// From the UUID's 16 bytes.
+    init(bytes: [UInt8]) {
+        precondition(bytes.count == 16)
+        let hex = Array("0123456789abcdef".utf8)
+        var text: [UInt8] = []
+        text.reserveCapacity(36)
+        for (i, byte) in bytes.enumerated() {
+            if i == 4 || i == 6 || i == 8 || i == 10 { text.append(UInt8(ascii: "-")) }
+            text.append(hex[Int(byte >> 4)])
+            text.append(hex[Int(byte & 0xF)])
+        }
+        rawValue = String(decoding: text, as: UTF8.self)
+        high = bytes[0..<8].reduce(0) { $0 << 8 | UInt64($1) }
+        low = bytes[8..<16].reduce(0) { $0 << 8 | UInt64($1) }
+    }
+
+    public static func == (lhs: EntityID, rhs: EntityID) -> Bool { lhs.high == rhs.high && lhs.low == rhs.low }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(high)
+        hasher.combine(low)
+    }
 
     /// Makes a fresh UUIDv7 from a millisecond timestamp and random bits.
     public static func make(nowMillis: Int64 = WallClock.system.nowMillis()) -> EntityID {
@@ -35,18 +62,11 @@ public struct EntityID: Hashable, Comparable, Sendable, CustomStringConvertible 
         }
         bytes[6] = (bytes[6] & 0x0F) | 0x70  // version 7
         bytes[8] = (bytes[8] & 0x3F) | 0x80  // RFC 9562 variant
-        let hex = bytes.map { byte -> String in
-            let s = String(byte, radix: 16)
-            return s.count == 1 ? "0" + s : s
-        }.joined()
-        let chars = Array(hex)
-        let text = String(chars[0..<8]) + "-" + String(chars[8..<12]) + "-" + String(chars[12..<16]) + "-"
-            + String(chars[16..<20]) + "-" + String(chars[20..<32])
-        return EntityID(canonical: text)
+        return EntityID(bytes: bytes)
     }
 
     public var description: String { rawValue }
-    public static func < (lhs: EntityID, rhs: EntityID) -> Bool { lhs.rawValue < rhs.rawValue }
+    public static func < (lhs: EntityID, rhs: EntityID) -> Bool { (lhs.high, lhs.low) < (rhs.high, rhs.low) }
 }
 
 extension EntityID: Codable {

@@ -21,23 +21,32 @@ public struct HLCStamp: Hashable, Comparable, Sendable, CustomStringConvertible 
 
     /// Fixed-width text whose byte order equals the stamp order:
     /// 15 digits of wall ms, `.`, 10 digits of counter, `.`, replica.
-    public var description: String {
-        // Hot: every logged operation and every saved register formats stamps.
-        var bytes = [UInt8](repeating: UInt8(ascii: "0"), count: 27)
-        var wall = UInt64(max(0, wallMillis))
-        for i in stride(from: 14, through: 0, by: -1) {
-            bytes[i] = UInt8(ascii: "0") + UInt8(wall % 10)
-            wall /= 10
+    public var description: String { withUTF8Text { String(decoding: $0, as: UTF8.self) } }
+
+    /// Calls `body` with the bytes of `description`, formatted on the stack.
+    ///
+    /// Hot: every logged operation and every saved register formats stamps; the store binds these
+    /// bytes straight into its statements instead of making a `String` per stamp.
+    public func withUTF8Text<R>(_ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
+        var replicaText = replica.rawValue
+        return try replicaText.withUTF8 { replicaBytes in
+            try withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 27 + replicaBytes.count) { text in
+                var wall = UInt64(max(0, wallMillis))
+                for i in stride(from: 14, through: 0, by: -1) {
+                    text[i] = UInt8(ascii: "0") + UInt8(wall % 10)
+                    wall /= 10
+                }
+                text[15] = UInt8(ascii: ".")
+                var count = counter
+                for i in stride(from: 25, through: 16, by: -1) {
+                    text[i] = UInt8(ascii: "0") + UInt8(count % 10)
+                    count /= 10
+                }
+                text[26] = UInt8(ascii: ".")
+                _ = UnsafeMutableBufferPointer(rebasing: text[27...]).initialize(from: replicaBytes)
+                return try body(UnsafeBufferPointer(text))
+            }
         }
-        bytes[15] = UInt8(ascii: ".")
-        var count = counter
-        for i in stride(from: 25, through: 16, by: -1) {
-            bytes[i] = UInt8(ascii: "0") + UInt8(count % 10)
-            count /= 10
-        }
-        bytes[26] = UInt8(ascii: ".")
-        bytes.append(contentsOf: replica.rawValue.utf8)
-        return String(decoding: bytes, as: UTF8.self)
     }
 
     public init?(_ text: some StringProtocol) {

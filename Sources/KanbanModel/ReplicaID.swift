@@ -61,7 +61,30 @@ public struct OperationID: Hashable, Comparable, Sendable, CustomStringConvertib
         self.init(replica: replica, counter: counter)
     }
 
-    public var description: String { "\(replica.rawValue):\(counter)" }
+    public var description: String { withUTF8Text { String(decoding: $0, as: UTF8.self) } }
+
+    /// Calls `body` with the bytes of `description` (`replica:counter`), formatted on the stack,
+    /// so the store can bind an operation ID without making a `String`.
+    public func withUTF8Text<R>(_ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
+        var replicaText = replica.rawValue
+        return try replicaText.withUTF8 { replicaBytes in
+            // A UInt64 has at most 20 decimal digits.
+            try withUnsafeTemporaryAllocation(of: UInt8.self, capacity: replicaBytes.count + 21) { text in
+                _ = UnsafeMutableBufferPointer(rebasing: text[..<replicaBytes.count]).initialize(from: replicaBytes)
+                text[replicaBytes.count] = UInt8(ascii: ":")
+                var digits = 1
+                var rest = counter / 10
+                while rest > 0 { digits += 1; rest /= 10 }
+                let end = replicaBytes.count + 1 + digits
+                var value = counter
+                for i in stride(from: end - 1, through: replicaBytes.count + 1, by: -1) {
+                    text[i] = UInt8(ascii: "0") + UInt8(value % 10)
+                    value /= 10
+                }
+                return try body(UnsafeBufferPointer(rebasing: text[..<end]))
+            }
+        }
+    }
 
     public static func < (lhs: OperationID, rhs: OperationID) -> Bool {
         (lhs.replica, lhs.counter) < (rhs.replica, rhs.counter)

@@ -109,8 +109,9 @@ extension ReplicaStore {
         try db.cachedStatement(sql: "UPDATE meta SET value = ? WHERE key = 'counter'")
             .execute(arguments: [String(last.id.counter)])
         try saveClock(in: db)
+        let log = try LogStatements(db)
         return try ops.map { op in
-            guard let change = try insert(op, local: true, in: db) else {
+            guard let change = try insert(op, local: true, with: log, in: db) else {
                 throw StoreError(.conflict, "operation ID \(op.id) is already in the log; the replica's counter is behind its log")
             }
             return change
@@ -136,16 +137,19 @@ extension ReplicaStore {
     private func applyInTransaction(_ ops: [BoardOperation], local: Bool, cursors: [EntityID: Int64], in db: Database) throws -> [AppliedChange] {
         var changes: [AppliedChange] = []
         changes.reserveCapacity(ops.count)
+        let log = try LogStatements(db)
+        var newest: HLCStamp?
         for op in ops {
             if !local && op.id.replica == self.replicaID {
                 // One of ours came back from the relay: it is stored there, so it is acknowledged.
-                try db.cachedStatement(sql: "DELETE FROM outbox WHERE op_id = ?").execute(arguments: [op.id.description])
+                try db.cachedStatement(sql: "DELETE FROM outbox WHERE op_id = ?").execute { $0.operation(op.id) }
             }
             try self.ensureLoaded(op.board, in: db)
-            if let change = try self.insert(op, local: local, in: db) { changes.append(change) }
+            if let change = try self.insert(op, local: local, with: log, in: db) { changes.append(change) }
+            if newest.map({ $0 < op.stamp }) ?? true { newest = op.stamp }
         }
         let now = self.clock.nowMillis()
-        if let newest = ops.map(\.stamp).max() {
+        if let newest {
             self.cache.withLock { $0.author.observe(newest, nowMillis: now) }
             try self.saveClock(in: db)
         }
@@ -162,7 +166,7 @@ extension ReplicaStore {
     /// Persists the clock with the transaction, so a restart resumes above every logged stamp.
     func saveClock(in db: Database) throws {
         let last = cache.withLock { $0.author.clock.last }
-        try db.cachedStatement(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('hlc', ?)").execute(arguments: [last.description])
+        try db.cachedStatement(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('hlc', ?)").execute { $0.stamp(last) }
     }
 
     /// Calls the change listeners once the transaction has committed, in commit order
@@ -210,27 +214,53 @@ extension ReplicaStore {
         }
     }
 
+    /// The statements that log each operation, looked up once per batch (`cachedStatement`
+    /// hashes the SQL on every call).
+    struct LogStatements {
+        let insertOp: Statement
+        let insertOutbox: Statement
+
+        init(_ db: Database) throws {
+            insertOp = try db.cachedStatement(sql: """
+                INSERT INTO op (id, board_id, body, local) VALUES (?, ?, ?, ?)
+                ON CONFLICT (id) DO NOTHING
+                """)
+            insertOutbox = try db.cachedStatement(sql: "INSERT INTO outbox (seq, op_id) VALUES (?, ?)")
+        }
+    }
+
     /// Logs and applies one operation inside an open transaction; nil if it was already logged.
-    func insert(_ op: BoardOperation, local: Bool, in db: Database) throws -> AppliedChange? {
-        let body = op.jsonString()
-        try db.cachedStatement(sql: """
-            INSERT INTO op (id, board_id, body, local) VALUES (?, ?, ?, ?)
-            ON CONFLICT (id) DO NOTHING
-            """).execute(arguments: [op.id.description, op.board.rawValue, body, local])
+    func insert(_ op: BoardOperation, local: Bool, with log: LogStatements, in db: Database) throws -> AppliedChange? {
+        let body = op.jsonBytes()
+        try log.insertOp.execute { row in
+            row.operation(op.id)
+            row.text(op.board.rawValue)
+            body.withUnsafeBufferPointer { row.text(bytes: $0) }
+            row.bool(local)
+        }
         guard db.changesCount > 0 else { return nil }
         let seq = db.lastInsertedRowID
         if local {
-            try db.cachedStatement(sql: "INSERT INTO outbox (seq, op_id) VALUES (?, ?)")
-                .execute(arguments: [seq, op.id.description])
+            try log.insertOutbox.execute { row in
+                row.int(seq)
+                row.operation(op.id)
+            }
         }
         let (outcome, snapshot) = cache.withLock { cache in
             cache.lastSeq = seq
             cache.touched.insert(op.board)
-            let outcome = cache.boards[op.board]!.apply(op)
-            if outcome.changed { cache.dirty.insert(DirtyRow(board: op.board, entity: outcome.target)) }
-            return (outcome, cache.boards[op.board]!.snapshot(of: outcome.target))
+            return Self.apply(op, to: &cache.boards[op.board]!, dirty: &cache.dirty)
         }
         return AppliedChange(operation: op, seq: seq, changed: outcome.changed, local: local, entity: snapshot)
+    }
+
+    /// Applies an operation to its board's mirror (looked up once) and marks the row it changed.
+    private static func apply(
+        _ op: BoardOperation, to state: inout BoardState, dirty: inout Set<DirtyRow>
+    ) -> (BoardState.Outcome, EntitySnapshot) {
+        let outcome = state.apply(op)
+        if outcome.changed { dirty.insert(DirtyRow(board: op.board, entity: outcome.target)) }
+        return (outcome, state.snapshot(of: outcome.target))
     }
 
     /// Runs a write transaction. If it rolls back, the author and version go back to what they
@@ -265,11 +295,14 @@ extension ReplicaStore {
 
     /// Writes each row the transaction changed once, however many of its operations touched it.
     private func saveDirtyRows(in db: Database) throws {
-        let rows: [(DirtyRow, BoardState)] = cache.withLock { cache in
+        // The boards are copied out (one reference, not one per row) so that no lock is held
+        // while SQLite writes; the copy is gone before the next transaction mutates them.
+        let (rows, boards) = cache.withLock { cache in
             defer { cache.dirty = [] }
-            return cache.dirty.map { ($0, cache.boards[$0.board]!) }
+            return (cache.dirty, cache.boards)
         }
-        for (row, state) in rows { try Self.save(row.entity, of: state, in: db) }
+        var upserts = Upserts(db)
+        for row in rows { try Self.save(row.entity, of: boards[row.board]!, with: &upserts) }
     }
 
     /// Loads a board's rows into the cache if it is not there yet. Call inside a write.

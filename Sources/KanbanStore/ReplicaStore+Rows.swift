@@ -7,45 +7,70 @@ import KanbanModel
 extension ReplicaStore {
     /// Writes one entity's row (inserted, or updated in place).
     static func save(_ entity: EntityRef, of state: BoardState, in db: Database) throws {
-        let board = state.id.rawValue.databaseValue
-        var values: [DatabaseValue] = []  // the non-key columns, in table order
-        values.reserveCapacity(16)
-        let table: Table
-        let key: [DatabaseValue]
+        var upserts = Upserts(db)
+        try save(entity, of: state, with: &upserts)
+    }
+
+    /// Writes one entity's row with statements looked up once for many rows.
+    static func save(_ entity: EntityRef, of state: BoardState, with upserts: inout Upserts) throws {
+        let board = state.id.rawValue
         switch entity {
         case .board:
             let b = state.board
-            values.append(b.created.databaseValue)
-            append(b.title, to: &values) { $0.databaseValue }
-            (table, key) = (.boards, [board])
+            try upserts.statement(.boards).execute { row in
+                row.text(board)
+                row.bool(b.created)
+                row.register(b.title) { $0.text($1) }
+            }
         case .column(let id):
             guard let c = state.columns[id] else { return }
-            values.append(c.created.databaseValue)
-            append(c.title, to: &values) { $0.databaseValue }
-            append(c.position, to: &values) { $0.rawValue.databaseValue }
-            append(c.deleted, to: &values) { $0.databaseValue }
-            (table, key) = (.columns, [board, id.rawValue.databaseValue])
+            try upserts.statement(.columns).execute { row in
+                row.text(board)
+                row.text(id.rawValue)
+                row.bool(c.created)
+                row.register(c.title) { $0.text($1) }
+                row.register(c.position) { $0.text($1.rawValue) }
+                row.register(c.deleted) { $0.bool($1) }
+            }
         case .task(let id):
             guard let t = state.tasks[id] else { return }
-            values.append(t.created.databaseValue)
-            append(t.title, to: &values) { $0.databaseValue }
-            append(t.description, to: &values) { $0.databaseValue }
-            if let place = t.place {
-                values.append(place.value.column.rawValue.databaseValue)
-                values.append(place.value.position.rawValue.databaseValue)
-                values.append(place.stamp.description.databaseValue)
-                values.append(place.op.description.databaseValue)
-            } else {
-                values.append(contentsOf: repeatElement(.null, count: 4))
+            try upserts.statement(.tasks).execute { row in
+                row.text(board)
+                row.text(id.rawValue)
+                row.bool(t.created)
+                row.register(t.title) { $0.text($1) }
+                row.register(t.description) { $0.text($1) }
+                if let place = t.place {
+                    row.text(place.value.column.rawValue)
+                    row.text(place.value.position.rawValue)
+                    row.stamp(place.stamp)
+                    row.operation(place.op)
+                } else {
+                    row.null(count: 4)
+                }
+                row.register(t.deleted) { $0.bool($1) }
             }
-            append(t.deleted, to: &values) { $0.databaseValue }
-            (table, key) = (.tasks, [board, id.rawValue.databaseValue])
         }
-        try db.cachedStatement(sql: table.upsert).execute(arguments: StatementArguments(key + values))
+    }
+
+    /// The upsert statements of one transaction, each looked up on first use: `cachedStatement`
+    /// hashes its SQL (some 400 bytes for tasks) on every call, and a batch writes thousands of rows.
+    struct Upserts {
+        private let db: Database
+        private var statements: [Statement?] = [nil, nil, nil]
+
+        init(_ db: Database) { self.db = db }
+
+        mutating func statement(_ table: Table) throws -> Statement {
+            if let statement = statements[table.rawValue] { return statement }
+            let statement = try db.cachedStatement(sql: table.upsert)
+            statements[table.rawValue] = statement
+            return statement
+        }
     }
 
     /// The upsert that writes each kind of entity row.
-    enum Table {
+    enum Table: Int {
         case boards, columns, tasks
 
         static let boardColumns = ["created", "title", "title_hlc", "title_op"]
@@ -53,13 +78,17 @@ extension ReplicaStore {
                                     "deleted", "deleted_hlc", "deleted_op"]
         static let taskColumns = ["created", "title", "title_hlc", "title_op", "description", "description_hlc", "description_op",
                                   "column_id", "position", "place_hlc", "place_op", "deleted", "deleted_hlc", "deleted_op"]
-        static let sql: [Table: String] = [
-            .boards: statements("boards", keys: ["id"], boardColumns),
-            .columns: statements("board_columns", keys: ["board_id", "id"], columnColumns),
-            .tasks: statements("tasks", keys: ["board_id", "id"], taskColumns),
-        ]
+        static let boardsUpsert = statements("boards", keys: ["id"], boardColumns)
+        static let columnsUpsert = statements("board_columns", keys: ["board_id", "id"], columnColumns)
+        static let tasksUpsert = statements("tasks", keys: ["board_id", "id"], taskColumns)
 
-        var upsert: String { Self.sql[self]! }
+        var upsert: String {
+            switch self {
+            case .boards: Self.boardsUpsert
+            case .columns: Self.columnsUpsert
+            case .tasks: Self.tasksUpsert
+            }
+        }
 
         private static func statements(_ table: String, keys: [String], _ columns: [String]) -> String {
             let all = keys + columns
@@ -67,17 +96,6 @@ extension ReplicaStore {
                 + " ON CONFLICT (\(keys.joined(separator: ", "))) DO UPDATE SET "
                 + columns.map { "\($0) = excluded.\($0)" }.joined(separator: ", ")
         }
-    }
-
-    /// A register as three column values: value, stamp, operation ID (all NULL when unset).
-    private static func append<V>(_ r: Register<V>?, to values: inout [DatabaseValue], _ value: (V) -> DatabaseValue) {
-        guard let r else {
-            values.append(contentsOf: repeatElement(.null, count: 3))
-            return
-        }
-        values.append(value(r.value))
-        values.append(r.stamp.description.databaseValue)
-        values.append(r.op.description.databaseValue)
     }
 
     /// Rebuilds a board's state from its rows (not from the log).

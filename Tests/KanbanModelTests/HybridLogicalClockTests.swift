@@ -42,4 +42,42 @@ struct HybridLogicalClockTests {
             #expect(EntityID(id.rawValue) == id)
         }
     }
+
+    /// IDs compare and hash by their bytes; that must agree with their canonical text.
+    @Test func entityIDsCompareAndHashLikeTheirText() {
+        var rng = SplitMix(seed: 3)
+        // Few distinct timestamps and a narrow random range, so equal prefixes and equal IDs occur.
+        let ids = (0..<400).map { i in EntityID.make(nowMillis: Int64(i % 3), using: &rng) }
+            + [EntityID("0192F3C4-8B1E-7C2A-9D3E-1F2A3B4C5D6E")!, EntityID("0192f3c4-8b1e-7c2a-9d3e-1f2a3b4c5d6e")!,
+               EntityID("ffffffff-ffff-ffff-ffff-ffffffffffff")!, EntityID("00000000-0000-0000-0000-000000000000")!]
+        for (x, y) in Array(zip(ids, ids.shuffled(using: &rng))) + Array(zip(ids, ids.reversed())) {
+            #expect((x == y) == (x.rawValue == y.rawValue))
+            #expect((x < y) == (x.rawValue < y.rawValue))
+            if x == y { #expect(x.hashValue == y.hashValue) }
+        }
+        #expect(ids[400] == ids[401])
+        #expect(ids[401].rawValue == "0192f3c4-8b1e-7c2a-9d3e-1f2a3b4c5d6e")
+        #expect(Set(ids.map(\.rawValue)).count == Set(ids).count)
+    }
+
+    @Test func operationIDTextForm() {
+        for counter: UInt64 in [0, 1, 9, 10, 99, 100, 12_345, .max] {
+            let id = OperationID(replica: a, counter: counter)
+            #expect(id.description == "alpha:\(counter)")
+            #expect(OperationID(id.description) == id)
+        }
+    }
+}
+
+/// A seeded generator that repeats values (a small range), to make colliding IDs.
+private struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return (z ^ (z >> 31)) % 4
+    }
 }
