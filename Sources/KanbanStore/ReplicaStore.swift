@@ -71,6 +71,9 @@ public final class ReplicaStore: Sendable {
         }
         config.busyMode = .timeout(5)
         let pool = try DatabasePool(path: path, configuration: config)
+        // DatabasePool sets `synchronous = NORMAL` on its writer when it turns WAL on, which it
+        // does after `prepareDatabase`: set it again, or `.full` would not sync any commit.
+        try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = \(synchronous)") }
         try self.init(writer: pool, path: path, configuration: configuration)
         checkpointer.withLock { $0 = try? Checkpointer(path: path) }
     }
