@@ -9,9 +9,11 @@ public final class SQLiteRelayStorage: RelayStorage {
 
     public init(path: String) throws {
         var config = Configuration()
-        config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
         config.busyMode = .timeout(5)
         pool = try DatabasePool(path: path, configuration: config)
+        // DatabasePool sets `synchronous = NORMAL` on its writer when it turns WAL on (after
+        // `prepareDatabase`): set FULL again, or no commit would be synced before its ack.
+        try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in
             try db.execute(sql: """
@@ -159,4 +161,11 @@ public final class SQLiteRelayStorage: RelayStorage {
 public struct RelayError: Error, Sendable, CustomStringConvertible {
     public let description: String
     static func corrupt(_ detail: String) -> RelayError { RelayError(description: "relay log is damaged: \(detail)") }
+}
+
+extension SQLiteRelayStorage {
+    /// The writer connection's `PRAGMA synchronous` (2: FULL), for the durability test.
+    func writerSynchronousLevel() throws -> Int {
+        try pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
+    }
 }
