@@ -15,7 +15,9 @@ struct RelaySession {
     let logger: Logger
     let traffic: RelayTraffic
 
-    func run(token: RelayToken, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
+    /// `deflate`: what permessage-deflate negotiated (nil: none); the hub compresses what it
+    /// queues accordingly, and the writer sends the frames as they are.
+    func run(token: RelayToken, deflate: DeflateParameters?, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
         guard traffic.connections.acquire(token, limit: configuration.maxConnectionsPerToken) else {
             logger.notice("connection refused: too many for this token", metadata: ["team": "\(token.team)"])
             let message = SyncMessage.error(.init(code: "too_many_connections",
@@ -26,22 +28,24 @@ struct RelaySession {
             return
         }
         defer { traffic.connections.release(token) }
-        let queue = OutboundQueue(maxMessages: configuration.maxQueuedMessages, maxBytes: configuration.maxQueuedBytes)
+        let queue = OutboundQueue<OutboundItem>(maxMessages: configuration.maxQueuedMessages, maxBytes: configuration.maxQueuedBytes)
         let closing = CloseRequest()
         let close: @Sendable (UInt16, String) -> Void = { code, reason in
             closing.value.withLock { if $0 == nil { $0 = (code, reason) } }
             // A connection dropped for being slow gets its close frame now, not after its backlog.
             queue.finish(discardingQueued: code == SyncCloseCode.tooSlow)
         }
-        let id = await hub.register(token: token, send: { text, live in queue.enqueue(text, boundedByBytes: live) }, close: close)
+        let id = await hub.register(token: token, deflate: deflate.map(ConnectionDeflate.init),
+                                    send: { item, live in queue.enqueue(item, boundedByBytes: live) }, close: close)
         defer { Task { [hub] in await hub.unregister(id) } }
 
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 while let batch = await queue.next() {
-                    for text in batch {
-                        try await outbound.write(.text(text))
-                        traffic.sent(bytes: text.utf8.count)
+                    for item in batch {
+                        // Compressed (RSV1) by the hub, or meant to go as it is.
+                        try await outbound.write(.custom(WebSocketFrame(fin: true, rsv1: item.compressed, opcode: .text, data: item.payload)))
+                        traffic.sent(bytes: item.size)
                     }
                 }
                 if let (code, reason) = closing.value.withLock({ $0 }) {
@@ -49,61 +53,96 @@ struct RelaySession {
                 }
             }
             group.addTask {
-                defer { queue.finish() }
-                var greeted = false
-                var pushRate = TokenBucket(perSecond: configuration.maxOperationsPerSecond)
-                for try await message in inbound.messages(maxSize: configuration.maxMessageBytes) {
-                    guard case .text(let text) = message else {
-                        if case .binary(let bytes) = message { traffic.received(bytes: bytes.readableBytes) }
-                        await fail(id, close, .init(.malformed, "binary frames are not part of the protocol; send JSON text"))
-                        return
-                    }
-                    traffic.received(bytes: text.utf8.count)
-                    let decoded: SyncMessage
-                    do {
-                        decoded = try SyncMessage.decode(Data(text.utf8))
-                    } catch let violation as ProtocolViolation {
-                        await fail(id, close, violation)
-                        return
-                    } catch {
-                        await fail(id, close, .init(.malformed, "message could not be read"))
-                        return
-                    }
-                    if !greeted {
-                        guard case .hello(let hello) = decoded else {
-                            await fail(id, close, .init(.unexpected, "the first message must be hello"))
-                            return
-                        }
-                        guard hello.protocol == SyncMessage.protocolVersion else {
-                            await fail(id, close, .init(.versionMismatch,
-                                "agent speaks protocol \(hello.protocol), this relay speaks \(SyncMessage.protocolVersion); upgrade the older side"),
-                                code: SyncCloseCode.versionMismatch)
-                            return
-                        }
-                        greeted = true
-                        try await hub.hello(id, hello)
-                        continue
-                    }
-                    switch decoded {
-                    case .push(let push):
-                        // Over the rate, the next read waits: the sender is slowed by TCP, nothing is dropped.
-                        let wait = pushRate.take(push.ops.count)
-                        if wait > .zero { try await Task.sleep(for: wait) }
-                        try await hub.push(id, push.ops)
-                    case .presence(let presence): await hub.presence(id, presence)
-                    case .digest(let digest): try await hub.digest(id, digest)
-                    case .ping(let ping):
-                        await hub.send(id, .pong(.init(t: ping.t, serverTime: Int64(Date().timeIntervalSince1970 * 1000))))
-                    default:
-                        await fail(id, close, .init(.unexpected, "a relay does not accept '\(decoded.type)' from an agent"))
-                        return
-                    }
+                // Pushes are handed to the hub without waiting for their commit (so one group
+                // commit can hold several of a connection's pushes), at most `maxPipelinedPushes`.
+                let pushes = PushWindow(limit: Self.maxPipelinedPushes)
+                do {
+                    try await read(id, inbound: inbound, close: close, pushes: pushes)
+                } catch {
+                    await pushes.drain()
+                    queue.finish()
+                    throw error
                 }
+                // Acks of pushes still being committed go out before the writer ends.
+                await pushes.drain()
+                queue.finish()
             }
             try await group.next()
             try await group.next()
         }
     }
+
+    /// Reads the connection's messages in order and hands them to the hub.
+    private func read(_ id: Int, inbound: WebSocketInboundStream, close: @escaping @Sendable (UInt16, String) -> Void,
+                      pushes: PushWindow) async throws {
+        var greeted = false
+        var pushRate = TokenBucket(perSecond: configuration.maxOperationsPerSecond)
+        for try await message in inbound.messages(maxSize: configuration.maxMessageBytes) {
+            guard case .text(let text) = message else {
+                if case .binary(let bytes) = message { traffic.received(bytes: bytes.readableBytes) }
+                await fail(id, close, .init(.malformed, "binary frames are not part of the protocol; send JSON text"))
+                return
+            }
+            traffic.received(bytes: text.utf8.count)
+            let decoded: SyncMessage
+            switch Result(catching: { () throws(ProtocolViolation) -> SyncMessage in try SyncMessage.decode(Data(text.utf8)) }) {
+            case .success(let message): decoded = message
+            case .failure(let violation):
+                await fail(id, close, violation)
+                return
+            }
+            if !greeted {
+                guard case .hello(let hello) = decoded else {
+                    await fail(id, close, .init(.unexpected, "the first message must be hello"))
+                    return
+                }
+                guard hello.protocol == SyncMessage.protocolVersion else {
+                    await fail(id, close, .init(.versionMismatch,
+                        "agent speaks protocol \(hello.protocol), this relay speaks \(SyncMessage.protocolVersion); upgrade the older side"),
+                        code: SyncCloseCode.versionMismatch)
+                    return
+                }
+                greeted = true
+                try await hub.hello(id, hello)
+                continue
+            }
+            switch decoded {
+            case .push(let push):
+                // Over the rate, the next read waits: the sender is slowed by TCP, nothing is dropped.
+                let wait = pushRate.take(push.ops.count)
+                if wait > .zero { try await Task.sleep(for: wait) }
+                if let failure = pushes.failure { throw failure }
+                await pushes.acquire()
+                let submitted = await hub.submit(id, push.ops) { error in
+                    if let error {
+                        logger.error("could not store pushed operations", metadata: ["connection": "\(id)", "error": "\(error)"])
+                        pushes.fail(error)
+                        close(SyncCloseCode.internalError, "the relay could not store the operations")
+                    }
+                    pushes.release()
+                }
+                if !submitted {
+                    // Several boards: after the connection's earlier pushes, and waited for.
+                    pushes.release()
+                    await pushes.drain()
+                    try await hub.push(id, push.ops)
+                }
+            case .presence(let presence): await hub.presence(id, presence)
+            case .digest(let digest):
+                // Compared with the log once the connection's own pushes are in it.
+                await pushes.drain()
+                try await hub.digest(id, digest)
+            case .ping(let ping):
+                await hub.send(id, .pong(.init(t: ping.t, serverTime: Int64(Date().timeIntervalSince1970 * 1000))))
+            default:
+                await fail(id, close, .init(.unexpected, "a relay does not accept '\(decoded.type)' from an agent"))
+                return
+            }
+        }
+    }
+
+    /// Pushes one connection may have handed to the hub and not yet seen committed.
+    static let maxPipelinedPushes = 32
 
     private func fail(_ id: Int, _ close: @Sendable (UInt16, String) -> Void, _ violation: ProtocolViolation,
                       code: UInt16 = SyncCloseCode.badMessage) async {
@@ -116,4 +155,64 @@ struct RelaySession {
 /// The close a connection should end with, set by whoever decides to close it first.
 final class CloseRequest: Sendable {
     let value = Mutex<(UInt16, String)?>(nil)
+}
+
+/// Bounds a connection's pushes in flight (submitted to the hub, not yet committed).
+final class PushWindow: Sendable {
+    private struct State {
+        var inFlight = 0
+        var waiters: [CheckedContinuation<Void, Never>] = []
+        var drainers: [CheckedContinuation<Void, Never>] = []
+        var failure: (any Error)?
+    }
+    private let state = Mutex(State())
+    let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    /// A commit that failed (the connection is being closed).
+    var failure: (any Error)? { state.withLock { $0.failure } }
+
+    func fail(_ error: any Error) { state.withLock { if $0.failure == nil { $0.failure = error } } }
+
+    /// Takes a slot, waiting while `limit` pushes are in flight.
+    func acquire() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let ready = state.withLock { state in
+                if state.inFlight < limit {
+                    state.inFlight += 1
+                    return true
+                }
+                state.waiters.append(continuation)
+                return false
+            }
+            if ready { continuation.resume() }
+        }
+    }
+
+    func release() {
+        let resume: [CheckedContinuation<Void, Never>] = state.withLock { state in
+            if !state.waiters.isEmpty {
+                // The slot passes to the next waiter.
+                return [state.waiters.removeFirst()]
+            }
+            state.inFlight -= 1
+            guard state.inFlight == 0 else { return [] }
+            defer { state.drainers = [] }
+            return state.drainers
+        }
+        for continuation in resume { continuation.resume() }
+    }
+
+    /// Waits until no push is in flight.
+    func drain() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = state.withLock { state in
+                if state.inFlight == 0 { return true }
+                state.drainers.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
 }

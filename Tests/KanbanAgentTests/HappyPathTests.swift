@@ -73,7 +73,7 @@ struct HappyPathTests {
             #expect(digest["digest"]?.string?.count == 64)
             #expect(digest["operations"]?.int == 6)
             #expect(digest["version"]?.int == (try await server.board(board))["version"]?.int)
-            #expect(digest["digest"]?.string == (try await server.agent.store.digest(EntityID(board)!)))
+            #expect(digest["digest"]?.string == (try server.agent.store.digest(EntityID(board)!)))
             expectError(try await server.send(.get, "/api/boards/\(randomID())/digest"), .notFound, code: "not_found")
         }
     }
