@@ -52,22 +52,20 @@ struct RelaySession {
                     try await outbound.close(WebSocketErrorCode(codeNumber: Int(code)), reason: reason)
                 }
             }
-            group.addTask {
-                // Pushes are handed to the hub without waiting for their commit (so one group
-                // commit can hold several of a connection's pushes), at most `maxPipelinedPushes`.
-                let pushes = PushWindow(limit: Self.maxPipelinedPushes)
-                do {
-                    try await read(id, inbound: inbound, close: close, pushes: pushes)
-                } catch {
-                    await pushes.drain()
-                    queue.finish()
-                    throw error
-                }
-                // Acks of pushes still being committed go out before the writer ends.
+            // The reader runs in this task (one task fewer per connection). Pushes are handed to
+            // the hub without waiting for their commit (so one group commit can hold several of a
+            // connection's pushes), at most `maxPipelinedPushes`.
+            let pushes = PushWindow(limit: Self.maxPipelinedPushes)
+            do {
+                try await read(id, inbound: inbound, close: close, pushes: pushes)
+            } catch {
                 await pushes.drain()
                 queue.finish()
+                throw error
             }
-            try await group.next()
+            // Acks of pushes still being committed go out before the writer ends.
+            await pushes.drain()
+            queue.finish()
             try await group.next()
         }
     }
