@@ -73,15 +73,19 @@ let package = Package(
             resources: [.copy("Web")],
             swiftSettings: swiftSettings
         ),
+        // The system zlib, for the relay's own permessage-deflate (KanbanRelay/RelayDeflate.swift).
+        .target(
+            name: "CRelayZlib",
+            linkerSettings: [.linkedLibrary("z")]
+        ),
         .target(
             name: "KanbanRelay",
             dependencies: [
-                "KanbanModel", "KanbanStore", "KanbanProtocol",
+                "KanbanModel", "KanbanStore", "KanbanProtocol", "CRelayZlib",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
-                .product(name: "HummingbirdWSCompression", package: "hummingbird-websocket"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

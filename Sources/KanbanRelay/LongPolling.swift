@@ -17,7 +17,7 @@ final class PollSession: Sendable {
     let id: String
     let token: RelayToken
     let connection: Int
-    let queue: OutboundQueue
+    let queue: OutboundQueue<OutboundItem>
     /// Set when the hub or a protocol error closes the session; a poll then answers 410.
     let closing: CloseRequest
     /// Closes the session as the hub would close a WebSocket (the next poll answers 410).
@@ -31,11 +31,11 @@ final class PollSession: Sendable {
     /// Guarded by `pollGate`: the number of the last batch handed out and its messages, kept
     /// until the agent confirms it.
     nonisolated(unsafe) var sent = 0
-    nonisolated(unsafe) var unconfirmed: [String] = []
+    nonisolated(unsafe) var unconfirmed: [OutboundItem] = []
     private let activity = Mutex<(lastSeen: ContinuousClock.Instant, busy: Int)>((.now, 0))
     private let ended = Atomic<Bool>(false)
 
-    init(id: String, token: RelayToken, connection: Int, queue: OutboundQueue, closing: CloseRequest,
+    init(id: String, token: RelayToken, connection: Int, queue: OutboundQueue<OutboundItem>, closing: CloseRequest,
          close: @escaping @Sendable (UInt16, String) -> Void) {
         self.id = id
         self.token = token
@@ -138,14 +138,15 @@ struct LongPolling {
                               "this token already has \(configuration.maxConnectionsPerToken) open connections",
                               hint: "Stop other agents using the same token, or raise --max-connections-per-token on the relay.")
         }
-        let queue = OutboundQueue(maxMessages: configuration.maxQueuedMessages, maxBytes: configuration.maxQueuedBytes)
+        let queue = OutboundQueue<OutboundItem>(maxMessages: configuration.maxQueuedMessages, maxBytes: configuration.maxQueuedBytes)
         let closing = CloseRequest()
         let close: @Sendable (UInt16, String) -> Void = { code, reason in
             closing.value.withLock { if $0 == nil { $0 = (code, reason) } }
             queue.finish(discardingQueued: code == SyncCloseCode.tooSlow)
         }
-        let connection = await relay.hub.register(token: token, send: { text, live in queue.enqueue(text, boundedByBytes: live) },
-                                                  close: close)
+        // No permessage-deflate here: the hub queues each message as plain JSON text.
+        let connection = await relay.hub.register(token: token, deflate: nil,
+                                                  send: { item, live in queue.enqueue(item, boundedByBytes: live) }, close: close)
         var bytes = [UInt8](repeating: 0, count: 16)
         for index in bytes.indices { bytes[index] = UInt8.random(in: 0...255) }
         let id = bytes.map { String(format: "%02x", $0) }.joined()
@@ -253,12 +254,13 @@ struct LongPolling {
         return batch(session.sent, items)
     }
 
-    private func batch(_ number: Int, _ items: [String]) -> Response {
+    private func batch(_ number: Int, _ items: [OutboundItem]) -> Response {
         var buffer = ByteBuffer()
-        for (index, text) in items.enumerated() {
+        for (index, item) in items.enumerated() {
             if index > 0 { buffer.writeString("\n") }
-            buffer.writeString(text)
-            relay.traffic.sent(bytes: text.utf8.count)
+            var payload = item.payload
+            buffer.writeBuffer(&payload)
+            relay.traffic.sent(bytes: item.size)
         }
         return Response(status: .ok, headers: [.contentType: "application/x-ndjson", .kanbanPollBatch: String(number)],
                         body: .init(byteBuffer: buffer))

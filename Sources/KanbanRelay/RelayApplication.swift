@@ -3,7 +3,6 @@ import HTTPTypes
 public import Hummingbird
 import HummingbirdCore
 import HummingbirdWebSocket
-import HummingbirdWSCompression
 import KanbanModel
 import KanbanProtocol
 import CoreMetrics
@@ -152,12 +151,15 @@ public func buildRelayApplication(
 
     let wsRouter = Router(context: BasicWebSocketRequestContext.self)
     let session = RelaySession(hub: relay.hub, configuration: configuration, logger: logger, traffic: relay.traffic)
+    // permessage-deflate, window 2^12 both ways, done by the relay (RelayDeflate.swift): the hub
+    // compresses a broadcast once for all the subscribers that share a deflate stream.
+    let deflate = relay.hub.deflateSettings
     wsRouter.ws("sync") { request, _ in
         guard case .success = relay.tokens.verify(authorization: request.headers[.authorization]) else { return .dontUpgrade }
         return .upgrade([:])
     } onUpgrade: { inbound, outbound, context in
         guard case .success(let token) = relay.tokens.verify(authorization: context.request.headers[.authorization]) else { return }
-        try await session.run(token: token, inbound: inbound, outbound: outbound)
+        try await session.run(token: token, deflate: deflate.negotiate(context.request.headers)?.0, inbound: inbound, outbound: outbound)
     }
 
     let wsResponder = wsRouter.buildResponder()
@@ -165,10 +167,7 @@ public func buildRelayApplication(
         http1: .init(idleTimeout: .seconds(60)),
         ws: .init(
             maxFrameSize: configuration.maxMessageBytes,
-            // memoryLevel 3: ~10 KiB of zlib state per connection instead of ~88 KiB at the
-            // default 8, with the same ratio on our messages (Tools/Benchmarks/RESULTS.md).
-            extensions: [.perMessageDeflate(clientMaxWindow: 12, serverMaxWindow: 12, memoryLevel: 3,
-                                            maxDecompressedFrameSize: configuration.maxMessageBytes, minFrameSizeToCompress: 64)],
+            extensions: [deflate.factory],
             autoPing: .enabled(timePeriod: .seconds(Int64(configuration.heartbeatSeconds)))
         )
     )

@@ -21,9 +21,11 @@ public actor RelayHub {
         public var replica: ReplicaID?
         /// The cursors from `hello`; nil until the connection said hello.
         var cursors: [String: Int64]?
+        /// The relay → client deflate state (nil: no permessage-deflate on this connection).
+        let deflate: ConnectionDeflate?
         /// Queues a message; `live` marks broadcasts, which the per-connection byte bound applies
         /// to (catch-up and replies are bounded by count only, so a large board can still be sent).
-        let send: @Sendable (_ text: String, _ live: Bool) -> Bool
+        let send: @Sendable (_ item: OutboundItem, _ live: Bool) -> Bool
         let close: @Sendable (UInt16, String) -> Void
     }
 
@@ -32,6 +34,8 @@ public actor RelayHub {
         let team: String
         var members: Set<Int> = []
         var delivered: Int64
+        /// Compressions spent on members kept in separate deflate streams (RelayCompressor).
+        var deflateWaste = 0
     }
 
     let storage: any RelayStorage
@@ -60,6 +64,12 @@ public actor RelayHub {
     public private(set) var gapFills = 0
 
     let traffic: RelayTraffic
+    /// permessage-deflate settings (negotiation happens in the WebSocket upgrade).
+    nonisolated let deflateSettings: RelayDeflate
+    /// Compresses everything sent (on this actor, in the order it is queued).
+    let compressor: RelayCompressor
+    /// Deflate compressions made (a broadcast to a room of quiet subscribers costs one).
+    public var compressions: Int { compressor.compressions }
 
     public init(storage: any RelayStorage, configuration: RelayConfiguration, logger: Logger,
                 traffic: RelayTraffic = RelayTraffic()) {
@@ -67,17 +77,20 @@ public actor RelayHub {
         self.configuration = configuration
         self.logger = logger
         self.traffic = traffic
+        deflateSettings = RelayDeflate(maxDecompressedFrameSize: configuration.maxMessageBytes)
+        compressor = RelayCompressor(settings: deflateSettings)
     }
 
-    public func register(token: RelayToken, send: @escaping @Sendable (_ text: String, _ live: Bool) -> Bool,
-                         close: @escaping @Sendable (UInt16, String) -> Void) -> Int {
+    func register(token: RelayToken, deflate: ConnectionDeflate?, send: @escaping @Sendable (_ item: OutboundItem, _ live: Bool) -> Bool,
+                  close: @escaping @Sendable (UInt16, String) -> Void) -> Int {
         nextID += 1
-        connections[nextID] = Connection(id: nextID, token: token, replica: nil, send: send, close: close)
+        connections[nextID] = Connection(id: nextID, token: token, replica: nil, deflate: deflate, send: send, close: close)
         return nextID
     }
 
     public func unregister(_ id: Int) {
         guard let gone = connections.removeValue(forKey: id) else { return }
+        gone.deflate?.leave()
         greeted[gone.token.team]?.remove(id)
         if greeted[gone.token.team]?.isEmpty == true { greeted[gone.token.team] = nil }
         for board in rooms.keys where rooms[board]?.members.contains(id) == true {
@@ -87,7 +100,7 @@ public actor RelayHub {
         for board in presence.keys where presence[board]?[id] != nil {
             let gone = presence[board]!.removeValue(forKey: id)!
             let message = SyncMessage.Presence(board: board, replica: gone.replica, user: gone.user, viewing: false, editing: nil)
-            broadcast(.presence(message), board: board, except: id)
+            broadcast(.presence(message), board: board, except: [id])
             if let cluster = storage.cluster {
                 Task { [logger] in
                     do { try await cluster.publish(presence: message, connection: id) } catch {
@@ -150,7 +163,7 @@ public actor RelayHub {
         // From here on the connection also joins rooms created for boards new to it.
         send(id, .welcome(.init(relay: configuration.relayName, team: token.team, writable: token.write,
                                 boards: heads, serverTime: Int64(Date().timeIntervalSince1970 * 1000),
-                                heartbeatSeconds: configuration.heartbeatSeconds)))
+                                heartbeatSeconds: configuration.heartbeatSeconds)), keepContext: false)
         // Heads read again now that the connection counts as greeted: anything committed after
         // this read reaches it live (a notification finds it eligible), anything before is in
         // its catch-up. (Also catches boards created since the list above.)
@@ -215,20 +228,20 @@ public actor RelayHub {
         var cursor = after
         if after < head, let snapshot = try await storage.snapshot(board: board), snapshot.seq > after, snapshot.seq <= head {
             // Past the compaction horizon: the state at the horizon, then the tail.
-            if !send(id, .snapshot(.init(board: board, seq: snapshot.seq, head: head, state: snapshot.state))) { return false }
+            if !send(id, .snapshot(.init(board: board, seq: snapshot.seq, head: head, state: snapshot.state)), keepContext: false) { return false }
             cursor = snapshot.seq
         }
         var sent = false
         while cursor < head {
             let batch = try await storage.operations(board: board, after: cursor, limit: min(configuration.catchUpBatch, Int(head - cursor)))
             guard let last = batch.last else { break }
-            if !send(id, .ops(.init(board: board, ops: batch, head: head))) { return false }
+            if !send(id, .ops(.init(board: board, ops: batch, head: head)), keepContext: false) { return false }
             cursor = last.seq
             sent = true
         }
         if !sent && announce {
             // Nothing (more) to send; still tell the agent the head so it knows it is caught up.
-            return send(id, .ops(.init(board: board, ops: [], head: head)))
+            return send(id, .ops(.init(board: board, ops: [], head: head)), keepContext: false)
         }
         return connections[id] != nil
     }
@@ -264,12 +277,12 @@ public actor RelayHub {
                 return
             }
         }
-        deliver(board, entries, except: nil)
+        deliver(board, entries, except: [])
     }
 
     /// Under the board's lock: sends consecutive operations (the next after `delivered`) to the
-    /// room, except their author (who gets an ack).
-    private func deliver(_ board: EntityID, _ entries: [SyncMessage.Ops.Sequenced], except: Int?) {
+    /// room, except their authors (who get acks and are sent the others' operations around them).
+    private func deliver(_ board: EntityID, _ entries: [SyncMessage.Ops.Sequenced], except: Set<Int>) {
         guard let delivered = rooms[board]?.delivered else { return }
         let fresh = entries.filter { $0.seq > delivered }
         guard let last = fresh.last else { return }
@@ -277,7 +290,7 @@ public actor RelayHub {
         var start = 0
         while start < fresh.count {
             let end = min(start + configuration.catchUpBatch, fresh.count)
-            broadcast(.ops(.init(board: board, ops: Array(fresh[start..<end]), head: last.seq)), board: board, except: except ?? -1)
+            broadcast(.ops(.init(board: board, ops: Array(fresh[start..<end]), head: last.seq)), board: board, except: except)
             start = end
         }
         rooms[board]?.delivered = last.seq
@@ -285,12 +298,50 @@ public actor RelayHub {
 
     /// Stores pushed operations, acknowledges them to the author and broadcasts the new ones.
     func push(_ id: Int, _ ops: [BoardOperation]) async throws {
-        guard let connection = connections[id] else { return }
+        guard let (allowed, team) = admitted(id, ops) else { return }
+        let boards = Set(allowed.map(\.board))
+        if boards.count == 1, let board = boards.first {
+            try await withCheckedThrowingContinuation { (done: CheckedContinuation<Void, any Error>) in
+                enqueue(board, PendingPush(id: id, ops: allowed, team: team) { error in
+                    if let error { done.resume(throwing: error) } else { done.resume() }
+                })
+            }
+            return
+        }
+        await lock(boards)
+        defer { unlock(boards) }
+        try await commit([(id, allowed)], boards: boards, team: team)
+    }
+
+    /// A push to one board, without waiting for it: it joins the board's next group commit and
+    /// `done` is called once it is stored, acknowledged and broadcast (or failed). Pushes a
+    /// connection submits to a board are committed in the order submitted. Returns false when
+    /// the push touches several boards: the caller uses `push` (after its submitted ones are done).
+    func submit(_ id: Int, _ ops: [BoardOperation], done: @escaping @Sendable ((any Error)?) -> Void) -> Bool {
+        guard Set(ops.map(\.board)).count <= 1 else { return false }
+        guard let (allowed, team) = admitted(id, ops), let board = allowed.first?.board else {
+            done(nil)
+            return true
+        }
+        enqueue(board, PendingPush(id: id, ops: allowed, team: team, done: done))
+        return true
+    }
+
+    private func enqueue(_ board: EntityID, _ push: PendingPush) {
+        // Group commit: pushes to one board that arrive while its previous transaction runs
+        // are stored together in the next one (one commit, one fsync, one row lock).
+        pending[board, default: []].append(push)
+        if committing.insert(board).inserted { Task { await self.commitPending(board) } }
+    }
+
+    /// The operations of a push the connection may write (errors sent for the others), and its team.
+    private func admitted(_ id: Int, _ ops: [BoardOperation]) -> ([BoardOperation], String)? {
+        guard let connection = connections[id] else { return nil }
         let token = connection.token
         guard token.write else {
             send(id, .error(.init(code: "read_only", message: "this token may not write; ask for a read-write token",
                                   op: ops.first?.id, board: ops.first?.board)))
-            return
+            return nil
         }
         var allowed: [BoardOperation] = []
         for op in ops {
@@ -301,31 +352,19 @@ public actor RelayHub {
                                       op: op.id, board: op.board)))
             }
         }
-        guard !allowed.isEmpty else { return }
-        let boards = Set(allowed.map(\.board))
-        if boards.count == 1, let board = boards.first {
-            // Group commit: pushes to one board that arrive while its previous transaction
-            // runs are stored together in the next one (one commit, one fsync, one row lock).
-            try await withCheckedThrowingContinuation { (done: CheckedContinuation<Void, any Error>) in
-                pending[board, default: []].append(PendingPush(id: id, ops: allowed, team: token.team, done: done))
-                if committing.insert(board).inserted { Task { await self.commitPending(board) } }
-            }
-            return
-        }
-        await lock(boards)
-        defer { unlock(boards) }
-        try await commit([(id, allowed)], boards: boards, team: token.team)
+        guard !allowed.isEmpty else { return nil }
+        return (allowed, token.team)
     }
 
     struct PendingPush {
         let id: Int
         let ops: [BoardOperation]
         let team: String
-        let done: CheckedContinuation<Void, any Error>
+        let done: @Sendable ((any Error)?) -> Void
     }
 
     /// Commits the pushes waiting for a board, a batch per transaction, until none is left.
-    /// (A connection has at most one push in flight: its session waits for each.)
+    /// (A connection may have several pushes waiting: its session bounds them, `RelaySession`.)
     private func commitPending(_ board: EntityID) async {
         while let queue = pending.removeValue(forKey: board), !queue.isEmpty {
             // One team per transaction (another team's push is refused per operation), and a
@@ -346,9 +385,9 @@ public actor RelayHub {
             await lock([board])
             do {
                 try await commit(batch.map { ($0.id, $0.ops) }, boards: [board], team: team)
-                for push in batch { push.done.resume() }
+                for push in batch { push.done(nil) }
             } catch {
-                for push in batch { push.done.resume(throwing: error) }
+                for push in batch { push.done(error) }
             }
             unlock([board])
         }
@@ -408,15 +447,49 @@ public actor RelayHub {
                 try await advance(board, through: target)
             }
         }
-        // Push by push, in sequence order: the author's ack, then its operations to the room.
-        for (push, outcome) in zip(pushes, outcomes) {
-            for (op, board) in outcome.forbidden {
-                send(push.id, .error(.init(code: "forbidden_board", message: "board \(board) belongs to another team", op: op, board: board)))
+        // The room gets the batch's new operations together, in sequence order (one message for
+        // the whole group commit, compressed once); their authors get acks instead of echoes.
+        let authors = Set(pushes.map(\.id))
+        var start: [EntityID: Int64] = [:]
+        var freshByBoard: [EntityID: [SyncMessage.Ops.Sequenced]] = [:]
+        for outcome in outcomes {
+            for (board, entries) in outcome.fresh where boards.contains(board) { freshByBoard[board, default: []] += entries }
+        }
+        for (board, entries) in freshByBoard {
+            guard let delivered = rooms[board]?.delivered else { continue }
+            start[board] = delivered
+            deliver(board, entries, except: authors)
+        }
+        // Each author, push by push: the others' operations before its push, its ack, the
+        // others' after it (an ack never names a sequence above one the author was sent).
+        for author in authors {
+            var others: [EntityID: [SyncMessage.Ops.Sequenced]] = [:]
+            func flush() {
+                for (board, entries) in others where rooms[board]?.members.contains(author) == true {
+                    var first = 0
+                    while first < entries.count {
+                        let end = min(first + configuration.catchUpBatch, entries.count)
+                        send(author, .ops(.init(board: board, ops: Array(entries[first..<end]), head: entries[end - 1].seq)))
+                        first = end
+                    }
+                }
+                others = [:]
             }
-            send(push.id, .ack(.init(acks: outcome.acks)))
-            for (board, entries) in outcome.fresh where boards.contains(board) {
-                deliver(board, entries, except: push.id)
+            for (push, outcome) in zip(pushes, outcomes) {
+                if push.id == author {
+                    flush()
+                    for (op, board) in outcome.forbidden {
+                        send(push.id, .error(.init(code: "forbidden_board", message: "board \(board) belongs to another team", op: op, board: board)))
+                    }
+                    send(push.id, .ack(.init(acks: outcome.acks)))
+                } else {
+                    for (board, entries) in outcome.fresh {
+                        guard let from = start[board] else { continue }
+                        others[board, default: []] += entries.filter { $0.seq > from }
+                    }
+                }
             }
+            flush()
         }
         for (board, first) in firstFresh where boards.contains(board) {
             _ = first
@@ -469,7 +542,7 @@ public actor RelayHub {
         p.replica = connection.replica
         if p.user.map({ $0.count > 100 }) == true { p.user = String(p.user!.prefix(100)) }
         if p.viewing { presence[message.board, default: [:]][id] = p } else { presence[message.board]?.removeValue(forKey: id) }
-        broadcast(.presence(p), board: message.board, except: id)
+        broadcast(.presence(p), board: message.board, except: [id])
         if let cluster = storage.cluster {
             do { try await cluster.publish(presence: p, connection: id) } catch {
                 logger.notice("could not publish presence", metadata: ["error": "\(error)"])
@@ -482,7 +555,7 @@ public actor RelayHub {
         instancesSeen[instance] = .now
         let key = "\(instance)/\(connection)"
         if p.viewing { remotePresence[p.board, default: [:]][key] = p } else { remotePresence[p.board]?.removeValue(forKey: key) }
-        broadcast(.presence(p), board: p.board, except: -1)
+        broadcast(.presence(p), board: p.board, except: [])
     }
 
     func alive(instance: String) { instancesSeen[instance] = .now }
@@ -495,7 +568,7 @@ public actor RelayHub {
             for board in remotePresence.keys {
                 for (key, p) in remotePresence[board] ?? [:] where key.hasPrefix(instance + "/") {
                     remotePresence[board]?.removeValue(forKey: key)
-                    broadcast(.presence(.init(board: board, replica: p.replica, user: p.user, viewing: false, editing: nil)), board: board, except: -1)
+                    broadcast(.presence(.init(board: board, replica: p.replica, user: p.user, viewing: false, editing: nil)), board: board, except: [])
                 }
             }
         }
@@ -566,20 +639,27 @@ public actor RelayHub {
     // MARK: Sending
 
     /// false when the connection is gone or was closed for falling behind.
+    /// `keepContext`: compress on the connection's own deflate stream (small, frequent replies);
+    /// false for one-off messages (welcome, catch-up), compressed from a fresh stream.
     @discardableResult
-    func send(_ id: Int, _ message: SyncMessage) -> Bool {
+    func send(_ id: Int, _ message: SyncMessage, keepContext: Bool = true) -> Bool {
         guard let connection = connections[id] else { return false }
-        if connection.send(message.text, false) { return true }
+        if connection.send(compressor.message(message.text, for: connection.deflate, keepContext: keepContext), false) { return true }
         slow(id)
         return false
     }
 
-    private func broadcast(_ message: SyncMessage, board: EntityID, except: Int) {
+    /// Encoded once for the whole room, and compressed once per group of members sharing a
+    /// deflate stream (RelayCompressor).
+    private func broadcast(_ message: SyncMessage, board: EntityID, except: Set<Int>) {
         guard let members = rooms[board]?.members else { return }
-        let text = message.text  // encoded once for the whole room
-        for member in members where member != except {
-            guard let connection = connections[member] else { continue }
-            if !connection.send(text, true) { slow(member) }
+        let recipients = members.subtracting(except).compactMap { connections[$0] }
+        guard !recipients.isEmpty else { return }
+        var waste = rooms[board]?.deflateWaste ?? 0
+        let items = compressor.broadcast(message.text, to: recipients.map(\.deflate), waste: &waste)
+        rooms[board]?.deflateWaste = waste
+        for (connection, item) in zip(recipients, items) where !connection.send(item, true) {
+            slow(connection.id)
         }
     }
 

@@ -13,17 +13,22 @@ struct RelayInbound {
     let traffic: RelayTraffic
     /// Asks the connection to close with a code and reason (the transport carries it out).
     let close: @Sendable (UInt16, String) -> Void
+    /// WebSocket: pushes are handed to the hub without waiting for their commit, so one group
+    /// commit can hold several of a connection's pushes. nil (long-polling): each push is
+    /// committed before `handle` returns, so the POST's answer means stored.
+    let pushes: PushWindow?
     private var greeted = false
     private var pushRate: TokenBucket
 
     init(id: Int, hub: RelayHub, configuration: RelayConfiguration, logger: Logger, traffic: RelayTraffic,
-         close: @escaping @Sendable (UInt16, String) -> Void) {
+         close: @escaping @Sendable (UInt16, String) -> Void, pushes: PushWindow? = nil) {
         self.id = id
         self.hub = hub
         self.configuration = configuration
         self.logger = logger
         self.traffic = traffic
         self.close = close
+        self.pushes = pushes
         pushRate = TokenBucket(perSecond: configuration.maxOperationsPerSecond)
     }
 
@@ -61,9 +66,32 @@ struct RelayInbound {
             // Over the rate, the next read waits: the sender is slowed down, nothing is dropped.
             let wait = pushRate.take(push.ops.count)
             if wait > .zero { try await Task.sleep(for: wait) }
-            try await hub.push(id, push.ops)
+            guard let pushes else {
+                try await hub.push(id, push.ops)
+                return true
+            }
+            if let failure = pushes.failure { throw failure }
+            await pushes.acquire()
+            let (id, logger, close) = (id, logger, close)
+            let submitted = await hub.submit(id, push.ops) { error in
+                if let error {
+                    logger.error("could not store pushed operations", metadata: ["connection": "\(id)", "error": "\(error)"])
+                    pushes.fail(error)
+                    close(SyncCloseCode.internalError, "the relay could not store the operations")
+                }
+                pushes.release()
+            }
+            if !submitted {
+                // Several boards: after the connection's earlier pushes, and waited for.
+                pushes.release()
+                await pushes.drain()
+                try await hub.push(id, push.ops)
+            }
         case .presence(let presence): await hub.presence(id, presence)
-        case .digest(let digest): try await hub.digest(id, digest)
+        case .digest(let digest):
+            // Compared with the log once the connection's own pushes are in it.
+            await pushes?.drain()
+            try await hub.digest(id, digest)
         case .ping(let ping):
             await hub.send(id, .pong(.init(t: ping.t, serverTime: Int64(Date().timeIntervalSince1970 * 1000))))
         default:

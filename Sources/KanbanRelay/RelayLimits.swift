@@ -48,16 +48,29 @@ struct TokenBucket {
     }
 }
 
+/// Something a connection queues, with its size for the byte bound.
+protocol QueuedMessage: Sendable {
+    var queuedBytes: Int { get }
+}
+
+extension String: QueuedMessage {
+    var queuedBytes: Int { utf8.count }
+}
+
+extension OutboundItem: QueuedMessage {
+    var queuedBytes: Int { size }
+}
+
 /// One connection's outbound messages: bounded by count and bytes; the writer takes everything
 /// queued at each wake-up.
-final class OutboundQueue: Sendable {
+final class OutboundQueue<Message: QueuedMessage>: Sendable {
     private struct State {
-        var items: [String] = []
+        var items: [Message] = []
         var bytes = 0
         var finished = false
         /// `interrupt()` came while nobody waited: the next wait returns at once.
         var interrupted = false
-        var waiter: CheckedContinuation<[String]?, Never>?
+        var waiter: CheckedContinuation<[Message]?, Never>?
     }
     private let state = Mutex(State())
     let maxMessages: Int
@@ -71,9 +84,9 @@ final class OutboundQueue: Sendable {
     /// false when the queue is finished or would exceed a bound (the connection is too slow).
     /// The byte bound applies only when `boundedByBytes` (live broadcasts); a catch-up can be
     /// larger than it and must still go out.
-    func enqueue(_ text: String, boundedByBytes: Bool = true) -> Bool {
-        let size = text.utf8.count
-        let waiter: CheckedContinuation<[String]?, Never>?? = state.withLock { state in
+    func enqueue(_ text: Message, boundedByBytes: Bool = true) -> Bool {
+        let size = text.queuedBytes
+        let waiter: CheckedContinuation<[Message]?, Never>?? = state.withLock { state in
             guard !state.finished, state.items.count < maxMessages,
                   !boundedByBytes || state.bytes + size <= maxBytes else { return .none }
             if let waiter = state.waiter {
@@ -96,9 +109,9 @@ final class OutboundQueue: Sendable {
 
     /// Everything queued, waiting if there is nothing; nil once finished and drained; empty
     /// when interrupted.
-    func next() async -> [String]? {
+    func next() async -> [Message]? {
         await withCheckedContinuation { continuation in
-            let ready: [String]?? = state.withLock { state in
+            let ready: [Message]?? = state.withLock { state in
                 if !state.items.isEmpty {
                     defer { state.items = []; state.bytes = 0 }
                     return .some(state.items)

@@ -60,13 +60,13 @@ struct RelayLimitsTests {
     }
 
     @Test func theOutboundQueueIsBoundedByMessagesAndBytes() async {
-        let byCount = OutboundQueue(maxMessages: 3, maxBytes: 1 << 20)
+        let byCount = OutboundQueue<String>(maxMessages: 3, maxBytes: 1 << 20)
         #expect(byCount.enqueue("a") && byCount.enqueue("b") && byCount.enqueue("c"))
         #expect(!byCount.enqueue("d"), "a fourth message overflows")
         #expect(await byCount.next() == ["a", "b", "c"])
         #expect(byCount.enqueue("e"), "draining frees room")
 
-        let byBytes = OutboundQueue(maxMessages: 100, maxBytes: 10)
+        let byBytes = OutboundQueue<String>(maxMessages: 100, maxBytes: 10)
         #expect(byBytes.enqueue("12345") && byBytes.enqueue("67890"))
         #expect(!byBytes.enqueue("x"), "one byte over the byte bound")
         #expect(byBytes.enqueue("a catch-up larger than the byte bound", boundedByBytes: false),
@@ -76,7 +76,7 @@ struct RelayLimitsTests {
         #expect(await byBytes.next() == nil, "a slow connection's backlog is dropped, so its close goes out at once")
         #expect(!byBytes.enqueue("late"))
 
-        let draining = OutboundQueue(maxMessages: 10, maxBytes: 100)
+        let draining = OutboundQueue<String>(maxMessages: 10, maxBytes: 100)
         _ = draining.enqueue("last words")
         draining.finish()
         #expect(await draining.next() == ["last words"])

@@ -1,0 +1,1 @@
+// zlib is linked as a system library (see include/CRelayZlib.h).

@@ -1,0 +1,210 @@
+import CRelayZlib
+import HTTPTypes
+import HummingbirdWebSocket
+import NIOCore
+import NIOWebSocket
+import Synchronization
+
+// permessage-deflate (RFC 7692) on the relay, done by the relay instead of by swift-websocket's
+// WSCompression, so that a broadcast is compressed once for every subscriber that can decode the
+// same bytes, not once per subscriber.
+//
+// What makes that possible: a client's inflater only needs the server's output to refer to bytes
+// it has in its own window (the last 2^window_bits bytes of the compressed messages it received;
+// uncompressed messages do not enter it). Connections that were sent the same compressed messages
+// since their stream started hold the same window, so one deflate stream can compress for all of
+// them: `DeflateStream` is shared by such a group. A server may also start a new stream whenever it
+// likes (its output then refers to nothing earlier, which every window decodes): a connection
+// without a stream, or one that leaves its group, simply starts afresh. Nothing in the negotiation
+// changes: context takeover stays on in both directions, window 2^12.
+
+/// What the relay negotiated with one client (from its `Sec-WebSocket-Extensions` offer).
+struct DeflateParameters: Sendable, Equatable {
+    /// Window bits of the relay → client stream.
+    var sendWindow: Int
+    /// The client asked the relay not to reuse its window between messages.
+    var sendNoContextTakeover: Bool
+    /// Window bits of the client → relay stream (15 when the client offered no limit).
+    var receiveWindow: Int
+    /// The client said it will not reuse its window between messages.
+    var receiveNoContextTakeover: Bool
+}
+
+/// The relay's permessage-deflate settings and negotiation.
+struct RelayDeflate: Sendable {
+    /// Most window bits the relay uses for its stream and accepts for the client's.
+    var maxWindow = 12
+    var memoryLevel = 3
+    var compressionLevel = -1
+    /// Largest decompressed frame accepted (larger: close 1009).
+    var maxDecompressedFrameSize: Int
+    /// Messages shorter than this go out uncompressed.
+    var minSizeToCompress = 64
+
+    /// The first acceptable offer among the client's, or nil (no compression on this connection).
+    func negotiate(_ headers: HTTPFields) -> (DeflateParameters, response: String)? {
+        for offer in WebSocketExtensionHTTPParameters.parseHeaders(headers) where offer.name == "permessage-deflate" {
+            if let accepted = negotiate(offer) { return accepted }
+        }
+        return nil
+    }
+
+    func negotiate(_ offer: WebSocketExtensionHTTPParameters) -> (DeflateParameters, response: String)? {
+        var send = maxWindow
+        if let requested = offer.parameters["server_max_window_bits"] {
+            // zlib cannot make a raw deflate stream with a 2^8 window: decline rather than overrun it.
+            guard let bits = requested.integer, (9...15).contains(bits) else { return nil }
+            send = min(send, bits)
+        }
+        var receive = 15
+        var response = "permessage-deflate"
+        if let offered = offer.parameters["client_max_window_bits"] {
+            // Without a value the client accepts any limit; with one, at most that.
+            let bits = offered.integer ?? 15
+            guard (8...15).contains(bits) else { return nil }
+            receive = min(max(maxWindow, 9), bits)
+            response += ";client_max_window_bits=\(receive)"
+        }
+        let receiveNoContext = offer.parameters["client_no_context_takeover"] != nil
+        if receiveNoContext { response += ";client_no_context_takeover" }
+        response += ";server_max_window_bits=\(send)"
+        let sendNoContext = offer.parameters["server_no_context_takeover"] != nil
+        if sendNoContext { response += ";server_no_context_takeover" }
+        return (DeflateParameters(sendWindow: send, sendNoContextTakeover: sendNoContext,
+                                  receiveWindow: receive, receiveNoContextTakeover: receiveNoContext), response)
+    }
+
+    var factory: WebSocketExtensionFactory { .init { RelayDeflateBuilder(settings: self) } }
+}
+
+/// Negotiates permessage-deflate for the server side of a connection.
+struct RelayDeflateBuilder: WebSocketExtensionBuilder {
+    static let name = "permessage-deflate"
+    let settings: RelayDeflate
+
+    func clientRequestHeader() -> String { "permessage-deflate" }
+
+    func serverReponseHeader(to request: WebSocketExtensionHTTPParameters) -> String? {
+        settings.negotiate(request)?.response
+    }
+
+    func serverExtension(from request: WebSocketExtensionHTTPParameters) throws -> (any WebSocketExtension)? {
+        guard let (parameters, _) = settings.negotiate(request) else { return nil }
+        return RelayDeflateExtension(parameters: parameters, maxDecompressedFrameSize: settings.maxDecompressedFrameSize)
+    }
+
+    func clientExtension(from response: WebSocketExtensionHTTPParameters) throws -> (any WebSocketExtension)? { nil }
+}
+
+/// One connection's permessage-deflate in the WebSocket handler: inflates what the client sends
+/// (the inflater is made at the first compressed frame, and freed after each message when the
+/// client said it does not reuse its window); frames to send are already compressed (RSV1 set) or
+/// meant to go uncompressed, so they pass through.
+final class RelayDeflateExtension: WebSocketExtension {
+    let name = "permessage-deflate"
+    let parameters: DeflateParameters
+    let maxDecompressedFrameSize: Int
+
+    private struct Receive {
+        var inflater: Inflater?
+        /// Inside a message: whether it is compressed.
+        var compressedMessage: Bool?
+    }
+    private let receive = Mutex(Receive())
+
+    init(parameters: DeflateParameters, maxDecompressedFrameSize: Int) {
+        self.parameters = parameters
+        self.maxDecompressedFrameSize = maxDecompressedFrameSize
+    }
+
+    var reservedBits: WebSocketFrame.ReservedBits { .rsv1 }
+
+    func shutdown() async {
+        receive.withLock { $0.inflater = nil }
+    }
+
+    func processReceivedFrame(_ frame: WebSocketFrame, context: WebSocketExtensionContext) async throws -> WebSocketFrame {
+        try receive.withLock { state in
+            let compressed: Bool
+            if let current = state.compressedMessage {
+                // RSV1 is set on the first frame of a message only.
+                // (NIOWebSocketError.fragmentedControlFrame is what closes with 1002, protocol error.)
+                guard !frame.rsv1 else { throw NIOWebSocketError.fragmentedControlFrame }
+                compressed = current
+            } else {
+                compressed = frame.rsv1
+            }
+            state.compressedMessage = frame.fin ? nil : compressed
+            guard compressed else { return frame }
+            var data = frame.unmaskedData
+            if frame.fin { data.writeBytes([0, 0, 0xff, 0xff]) }
+            if state.inflater == nil { state.inflater = try Inflater(windowBits: parameters.receiveWindow) }
+            let (out, ended) = try state.inflater!.inflate(&data, limit: maxDecompressedFrameSize)
+            if ended || (frame.fin && parameters.receiveNoContextTakeover) { state.inflater = nil }
+            var inflated = frame
+            inflated.rsv1 = false
+            inflated.maskKey = nil
+            inflated.data = out
+            return inflated
+        }
+    }
+
+    func processFrameToSend(_ frame: WebSocketFrame, context: WebSocketExtensionContext) async throws -> WebSocketFrame { frame }
+}
+
+enum ZlibError: Error { case failed(Int32) }
+
+/// A raw inflate stream.
+final class Inflater {
+    private let z: UnsafeMutablePointer<z_stream>
+
+    init(windowBits: Int) throws {
+        z = .allocate(capacity: 1)
+        z.initialize(to: z_stream())
+        let rc = CRelayZlib_inflateInit2(z, -Int32(windowBits))
+        guard rc == Z_OK else { z.deallocate(); throw ZlibError.failed(rc) }
+    }
+
+    deinit {
+        inflateEnd(z)
+        z.deallocate()
+    }
+
+    /// Inflates all of `input`; past `limit` bytes of output, throws (close 1009). Returns the
+    /// output, and whether the client ended its deflate stream (a final block: start a new one).
+    func inflate(_ input: inout ByteBuffer, limit: Int) throws -> (ByteBuffer, ended: Bool) {
+        var out = ByteBufferAllocator().buffer(capacity: min(limit + 1, max(512, input.readableBytes * 4)))
+        var ended = false
+        try input.withUnsafeMutableReadableBytes { inBytes in
+            z.pointee.next_in = inBytes.baseAddress?.assumingMemoryBound(to: Bytef.self)
+            z.pointee.avail_in = uInt(inBytes.count)
+            defer { z.pointee.next_in = nil; z.pointee.avail_in = 0 }
+            while true {
+                let chunk = min(max(out.readableBytes, 1024), limit + 1 - out.readableBytes)
+                var rc = Z_OK
+                var roomLeft = false
+                out.writeWithUnsafeMutableBytes(minimumWritableBytes: chunk) { outBytes in
+                    z.pointee.next_out = outBytes.baseAddress!.assumingMemoryBound(to: Bytef.self)
+                    z.pointee.avail_out = uInt(outBytes.count)
+                    rc = CRelayZlib.inflate(z, Z_SYNC_FLUSH)
+                    defer { z.pointee.next_out = nil; z.pointee.avail_out = 0 }
+                    roomLeft = z.pointee.avail_out > 0
+                    return outBytes.count - Int(z.pointee.avail_out)
+                }
+                // A decompression bomb stops here: never more than `limit` + 1 bytes inflated.
+                guard out.readableBytes <= limit else { throw NIOWebSocketError.invalidFrameLength }
+                switch rc {
+                case Z_STREAM_END:
+                    ended = true
+                    return
+                case Z_OK, Z_BUF_ERROR:
+                    // inflate stops when it needs more input or more room: done when it had room left.
+                    if z.pointee.avail_in == 0 && roomLeft { return }
+                default:
+                    throw ZlibError.failed(rc)
+                }
+            }
+        }
+        return (out, ended)
+    }
+}
