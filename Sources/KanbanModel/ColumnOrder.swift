@@ -23,14 +23,18 @@ struct ColumnOrder: Hashable, Sendable {
     /// A task moved from `old` to `new` (either may be nil: it appeared or disappeared).
     mutating func update(from old: (column: EntityID, slot: TaskSlot)?, to new: (column: EntityID, slot: TaskSlot)?) {
         if let old, let new, old.column == new.column, old.slot == new.slot { return }
-        if let old {
-            var list = slots[old.column] ?? []
+        // Arrays are changed in place in the dictionary (a copy out and back would copy the
+        // whole column on every change).
+        if let old, let index = slots[old.column].flatMap({ list -> Int? in
             let index = Self.lowerBound(list, old.slot)
-            if index < list.count, list[index] == old.slot { list.remove(at: index) }
-            slots[old.column] = list.isEmpty ? nil : list
+            return index < list.count && list[index] == old.slot ? index : nil
+        }) {
+            slots[old.column]!.remove(at: index)
+            if slots[old.column]!.isEmpty { slots[old.column] = nil }
         }
         if let new {
-            slots[new.column, default: []].insert(new.slot, at: Self.lowerBound(slots[new.column] ?? [], new.slot))
+            let index = slots[new.column].map { Self.lowerBound($0, new.slot) } ?? 0
+            slots[new.column, default: []].insert(new.slot, at: index)
         }
     }
 
