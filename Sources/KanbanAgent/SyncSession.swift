@@ -41,20 +41,35 @@ struct SyncSession {
         let hello = SyncMessage.hello(.init(replica: store.replicaID, cursors: try store.cursors(), client: "kanban-agent"))
         try await send(hello, transport)
         try await withThrowingTaskGroup(of: Void.self) { group in
+            // One task reads (and decodes) what the relay sends, another handles it in order:
+            // under load, consecutive `ops` (and `ack`) messages that queued up meanwhile are
+            // committed together, one transaction and one fsync instead of one per message.
+            let inbox = Inbox(capacity: 256)
             group.addTask {
+                // However reading ends, the handler is not left waiting.
+                defer { inbox.finish() }
                 switch transport {
                 case .webSocket(let inbound, _):
                     for try await message in inbound.messages(maxSize: ProtocolLimits.maxRelayMessageBytes) {
                         guard case .text(let text) = message else { throw ProtocolViolation(.malformed, "binary frame from relay") }
-                        try await receive(text, transport)
+                        await inbox.append(try decode(text))
                     }
                 case .longPolling(let link):
                     var after = 0
                     while !Task.isCancelled {
                         let (batch, messages) = try await link.poll(after: after)
-                        for text in messages { try await receive(text, transport) }
+                        for text in messages { await inbox.append(try decode(text)) }
                         after = batch
                     }
+                }
+                // The relay closed the link: what it sent before (an `error`, say) is still handled.
+                inbox.finish()
+                await inbox.waitDrained()
+            }
+            group.addTask {
+                defer { inbox.close() }
+                while let messages = await inbox.next() {
+                    try await handle(messages, transport)
                 }
             }
             group.addTask {
@@ -92,14 +107,78 @@ struct SyncSession {
         }
     }
 
-    /// One message from the relay.
-    private func receive(_ text: String, _ transport: SyncTransport) async throws {
+    /// One message from the relay, decoded.
+    private func decode(_ text: String) throws -> SyncMessage {
         agent.metrics.received(bytes: text.utf8.count)
-        let decoded = try SyncMessage.decode(Data(text.utf8), limit: ProtocolLimits.maxRelayMessageBytes)
-        try await handle(decoded, transport)
-        if case .welcome = decoded {
-            // Push whatever is queued now that the relay knows us.
-            agent.localChange.fire()
+        return try SyncMessage.decode(Data(text.utf8), limit: ProtocolLimits.maxRelayMessageBytes)
+    }
+
+    /// Messages from the relay, in order; runs of `ops` and of `ack` are committed together.
+    func handle(_ messages: [SyncMessage], _ transport: SyncTransport) async throws {
+        var index = 0
+        while index < messages.count {
+            switch messages[index] {
+            case .ops:
+                var run: [SyncMessage.Ops] = []
+                while index < messages.count, case .ops(let batch) = messages[index] {
+                    run.append(batch)
+                    index += 1
+                }
+                try await applyOperations(run, transport)
+            case .ack:
+                var run: [SyncMessage.Ack] = []
+                while index < messages.count, case .ack(let ack) = messages[index] {
+                    run.append(ack)
+                    index += 1
+                }
+                try await acknowledge(run)
+            default:
+                let message = messages[index]
+                index += 1
+                try await handle(message, transport)
+                if case .welcome = message {
+                    // Push whatever is queued now that the relay knows us.
+                    agent.localChange.fire()
+                }
+            }
+        }
+    }
+
+    /// Others' operations, applied in one transaction with the cursors they advance.
+    private func applyOperations(_ run: [SyncMessage.Ops], _ transport: SyncTransport) async throws {
+        var cursors: [EntityID: Int64] = [:]
+        var heads: [EntityID: Int64] = [:]
+        var ops: [BoardOperation] = []
+        for batch in run {
+            ops += batch.ops.map(\.op)
+            if let last = batch.ops.last { cursors[batch.board] = max(cursors[batch.board] ?? 0, last.seq) }
+            heads[batch.board] = batch.head
+        }
+        if !ops.isEmpty { try await store.apply(ops, cursors: cursors) }
+        // Once per board per link, when caught up with nothing of ours in flight, compare digests.
+        for (board, head) in heads.sorted(by: { $0.key < $1.key }) where !welcomed.digested.withLock({ $0.contains(board) }) {
+            let cursor = try store.cursors()[board] ?? 0
+            if cursor == head, !(try store.outboxHasOperations(for: board)) {
+                welcomed.digested.withLock { _ = $0.insert(board) }
+                let digest = try store.digest(board)
+                try await send(.digest(.init(board: board, seq: cursor, digest: digest)), transport)
+            }
+        }
+        if !cursors.isEmpty {
+            agent.updateSyncStatus(publish: false) { status in
+                for (board, seq) in cursors { status.cursors[board.rawValue] = max(status.cursors[board.rawValue] ?? 0, seq) }
+            }
+        }
+    }
+
+    /// The relay stored our operations: out of the outbox, cursors advanced, in one transaction.
+    private func acknowledge(_ run: [SyncMessage.Ack]) async throws {
+        var cursors: [EntityID: Int64] = [:]
+        let acks = run.flatMap(\.acks)
+        for entry in acks { cursors[entry.board] = max(cursors[entry.board] ?? 0, entry.seq) }
+        try await store.acknowledge(acks.map(\.op), cursors: cursors)
+        agent.updateSyncStatus { status in
+            for (board, seq) in cursors { status.cursors[board.rawValue] = max(status.cursors[board.rawValue] ?? 0, seq) }
         }
     }
 
@@ -170,28 +249,9 @@ struct SyncSession {
             }
             logger.info("relay link up", metadata: ["team": "\(welcome.team)", "boards": "\(welcome.boards.count)"])
         case .ops(let batch):
-            if let last = batch.ops.last {
-                try await store.apply(batch.ops.map(\.op), cursors: [batch.board: last.seq])
-            }
-            // Once per board per link, when caught up with nothing of ours in flight, compare digests.
-            if !welcomed.digested.withLock({ $0.contains(batch.board) }) {
-                let cursor = try store.cursors()[batch.board] ?? 0
-                if cursor == batch.head, !(try store.outboxHasOperations(for: batch.board)) {
-                    welcomed.digested.withLock { _ = $0.insert(batch.board) }
-                    let digest = try store.digest(batch.board)
-                    try await send(.digest(.init(board: batch.board, seq: cursor, digest: digest)), transport)
-                }
-            }
-            if let last = batch.ops.last {
-                agent.updateSyncStatus(publish: false) { $0.cursors[batch.board.rawValue] = max($0.cursors[batch.board.rawValue] ?? 0, last.seq) }
-            }
+            try await applyOperations([batch], transport)
         case .ack(let ack):
-            var cursors: [EntityID: Int64] = [:]
-            for entry in ack.acks { cursors[entry.board] = max(cursors[entry.board] ?? 0, entry.seq) }
-            try await store.acknowledge(ack.acks.map(\.op), cursors: cursors)
-            agent.updateSyncStatus { status in
-                for (board, seq) in cursors { status.cursors[board.rawValue] = max(status.cursors[board.rawValue] ?? 0, seq) }
-            }
+            try await acknowledge([ack])
         case .snapshot(let snapshot):
             try store.applySnapshot(snapshot.state, seq: snapshot.seq)
             agent.hub.publishResync(board: snapshot.board)
@@ -217,4 +277,108 @@ struct SyncSession {
         }
     }
 
+}
+
+/// Messages read from the relay and not yet handled: bounded (the reader waits when it is
+/// full, so a fast relay slows down through TCP); the handler takes everything queued at once.
+final class Inbox: Sendable {
+    private struct State {
+        var items: [SyncMessage] = []
+        /// The reader is done (or the handler is gone): nothing more will be queued.
+        var finished = false
+        /// The handler has handled everything, or is gone.
+        var drained = false
+        var reader: CheckedContinuation<Void, Never>?
+        var handler: CheckedContinuation<[SyncMessage]?, Never>?
+        var drainWaiter: CheckedContinuation<Void, Never>?
+    }
+    private let state = Mutex(State())
+    let capacity: Int
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    /// Queues a message, waiting while `capacity` are queued (not after `close`).
+    func append(_ message: SyncMessage) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let (handler, ready): (CheckedContinuation<[SyncMessage]?, Never>?, Bool) = state.withLock { state in
+                if state.drained { return (nil, true) }
+                if let handler = state.handler {
+                    state.handler = nil
+                    return (handler, true)
+                }
+                state.items.append(message)
+                if state.items.count < capacity { return (nil, true) }
+                state.reader = continuation
+                return (nil, false)
+            }
+            handler?.resume(returning: [message])
+            if ready { continuation.resume() }
+        }
+    }
+
+    /// Everything queued, waiting if nothing is; nil once finished and drained.
+    func next() async -> [SyncMessage]? {
+        await withCheckedContinuation { (continuation: CheckedContinuation<[SyncMessage]?, Never>) in
+            let (ready, reader, drainWaiter): ([SyncMessage]??, CheckedContinuation<Void, Never>?, CheckedContinuation<Void, Never>?) =
+                state.withLock { state in
+                    if !state.items.isEmpty {
+                        defer { state.items = []; state.reader = nil }
+                        return (.some(state.items), state.reader, nil)
+                    }
+                    if state.finished {
+                        state.drained = true
+                        defer { state.drainWaiter = nil }
+                        return (.some(nil), nil, state.drainWaiter)
+                    }
+                    state.handler = continuation
+                    return (.none, nil, nil)
+                }
+            reader?.resume()
+            drainWaiter?.resume()
+            if case .some(let items) = ready { continuation.resume(returning: items) }
+        }
+    }
+
+    /// The reader is done; the handler drains what is queued, then gets nil.
+    func finish() {
+        let handler = state.withLock { state in
+            state.finished = true
+            defer { state.handler = nil }
+            return state.handler
+        }
+        handler?.resume(returning: nil)
+    }
+
+    /// The handler is gone (done or failed): nothing waits for it any more.
+    func close() {
+        let (handler, reader, drainWaiter) = state.withLock { state in
+            state.finished = true
+            state.drained = true
+            defer { state.handler = nil; state.reader = nil; state.drainWaiter = nil }
+            return (state.handler, state.reader, state.drainWaiter)
+        }
+        handler?.resume(returning: nil)
+        reader?.resume()
+        drainWaiter?.resume()
+    }
+
+    /// Waits until the handler has handled everything queued (or is gone, or this task is cancelled).
+    func waitDrained() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let done = state.withLock { state in
+                    if state.drained || Task.isCancelled { return true }
+                    state.drainWaiter = continuation
+                    return false
+                }
+                if done { continuation.resume() }
+            }
+        } onCancel: {
+            let waiter = state.withLock { state in
+                defer { state.drainWaiter = nil }
+                return state.drainWaiter
+            }
+            waiter?.resume()
+        }
+    }
 }
