@@ -37,13 +37,10 @@ struct RelayInbound {
     mutating func handle(text: String) async throws -> Bool {
         traffic.received(bytes: text.utf8.count)
         let decoded: SyncMessage
-        do {
+        do throws(ProtocolViolation) {
             decoded = try SyncMessage.decode(Data(text.utf8))
-        } catch let violation as ProtocolViolation {
-            await fail(violation)
-            return false
         } catch {
-            await fail(.init(.malformed, "message could not be read"))
+            await fail(error)
             return false
         }
         if !greeted {
