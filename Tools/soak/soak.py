@@ -229,15 +229,18 @@ class RelayProc(Child):
 
 
 class AgentProc(Child):
-    def __init__(self, index: int, binary: str, data: str, log_path: str, port: int, proxy_port: int, token: str):
+    def __init__(self, index: int, binary: str, data: str, log_path: str, port: int, proxy_port: int, token: str,
+                 transport: str = "auto"):
         super().__init__(f"agent{index}", log_path)
         self.index, self.binary, self.data = index, binary, data
         self.port, self.proxy_port, self.token = port, proxy_port, token
+        self.transport = transport
         self.replica = ""
 
     def argv(self):
         return [self.binary, "agent", "--port", str(self.port), "--data", self.data,
-                "--relay", f"ws://{HOST}:{self.proxy_port}/sync", "--token", self.token]
+                "--relay", f"ws://{HOST}:{self.proxy_port}/sync", "--token", self.token,
+                "--relay-transport", self.transport]
 
     def ready_pattern(self):
         return r"Board: http://127\.0\.0\.1:(\d+)/"
@@ -584,11 +587,13 @@ class Soak:
         for i in range(a.agents):
             p = self.pt.start_proxy((HOST, self.relay.port), seed=self.rng.getrandbits(32), name=f"proxy{i}")
             self.proxies.append(p)
+            # The last `--long-polling` agents sync over HTTP long-polling instead of the WebSocket.
+            transport = "long-polling" if i >= a.agents - a.long_polling else "auto"
             ag = AgentProc(i, a.binary, os.path.join(self.dir, f"agent{i}"), os.path.join(self.dir, f"agent{i}.log"),
-                           free_port(), p.port, token)
+                           free_port(), p.port, token, transport)
             self.agents.append(ag)
             ag.start()
-            log(f"{ag.name} (replica {ag.replica}) on port {ag.port}, relay link through proxy port {p.port}")
+            log(f"{ag.name} (replica {ag.replica}) on port {ag.port}, relay link ({transport}) through proxy port {p.port}")
         self.seed_boards()
 
     def seed_boards(self) -> None:
@@ -974,6 +979,8 @@ def main() -> int:
                                  epilog="Usage:" + __doc__.split("Usage:")[1])
     ap.add_argument("--duration", type=float, default=60, help="seconds of load and faults (default 60)")
     ap.add_argument("--agents", type=int, default=4, help="agent processes (default 4, at least 2)")
+    ap.add_argument("--long-polling", type=int, default=1,
+                    help="how many of the agents sync over HTTP long-polling instead of the WebSocket (default 1)")
     ap.add_argument("--seed", type=int, default=None, help="seed for every random choice (default: random, printed)")
     ap.add_argument("--binary", default=os.environ.get("KANBAN_BIN", os.path.join(here, "..", "..", ".build", "debug", "kanban")),
                     help="the kanban executable (default $KANBAN_BIN or .build/debug/kanban)")
@@ -997,6 +1004,8 @@ def main() -> int:
         ap.error(f"unknown fault kinds {sorted(set(args.faults) - set(FAULT_KINDS))}; known: {','.join(FAULT_KINDS)}")
     if args.agents < 2:
         ap.error("--agents must be at least 2")
+    if not 0 <= args.long_polling <= args.agents:
+        ap.error(f"--long-polling must be 0-{args.agents} (the number of agents)")
     if not os.access(args.binary, os.X_OK):
         ap.error(f"no executable at {args.binary} (build with `swift build --product kanban` or pass --binary)")
 
