@@ -101,7 +101,8 @@ struct LongPollLink: Sendable {
             return refusal?.error.code == "token_missing" ? .tokenMissing : .tokenInvalid
         }
         if let refusal {
-            return LinkProblem(code: "poll_\(refusal.error.code)",
+            let code = refusal.error.code
+            return LinkProblem(code: code.hasPrefix("poll_") ? code : "poll_\(code)",
                                message: "The relay refused a long-polling request (HTTP \(status)): \(refusal.error.message)",
                                fix: refusal.error.hint ?? "Run `kanban doctor` for the details.")
         }
