@@ -111,10 +111,7 @@ public struct SyncClient: Service {
                     ])
                     blocked = (ContinuousClock.now, failure)
                     fallenBack = true
-                    agent.updateSyncStatus { status in
-                        status.attempts.insert(failure, at: 0)
-                        if status.attempts.count > 10 { status.attempts.removeLast(status.attempts.count - 10) }
-                    }
+                    agent.updateSyncStatus { $0.record(failure) }
                     continue
                 }
                 if outcome.welcomed, !polling { blocked = nil; fallenBack = false }
@@ -129,8 +126,7 @@ public struct SyncClient: Service {
                     status.nextAttemptAt = Date().addingTimeInterval(Double(delay.milliseconds) / 1000)
                     if let failure = outcome.failure {
                         status.lastError = failure.message
-                        status.attempts.insert(failure, at: 0)
-                        if status.attempts.count > 10 { status.attempts.removeLast(status.attempts.count - 10) }
+                        status.record(failure)
                     }
                 }
                 logger.info("relay link down", metadata: [
@@ -212,7 +208,7 @@ public struct SyncClient: Service {
                     try? await Task.sleep(for: timeout)
                     guard !welcomed.upgraded.load(ordering: .acquiring) else { return }
                     let problem = LinkProblem.handshakeTimeout
-                    if race.resume(Outcome(failure: .init(at: Date(), errorClass: problem.code, message: problem.message, fix: problem.fix))) {
+                    if race.resume(Outcome(failure: self.attempt(for: problem))) {
                         attempt.cancel()
                         logger.warning("relay handshake timed out; abandoning the attempt", metadata: ["timeout": "\(timeout)"])
                     }
@@ -236,9 +232,8 @@ public struct SyncClient: Service {
                            failure: .init(at: Date(), errorClass: problem.code,
                                           message: problem.message + (closeFrame?.reason.map { " (\($0))" } ?? ""), fix: problem.fix))
         } catch {
-            let problem = LinkFailure.classify(error, url: configuration.relayURL, token: configuration.token)
             return Outcome(welcomed: welcomed.welcomed.load(ordering: .relaxed),
-                           failure: .init(at: Date(), errorClass: problem.code, message: problem.message, fix: problem.fix))
+                           failure: attempt(for: LinkFailure.classify(error, url: configuration.relayURL, token: configuration.token)))
         }
     }
 }

@@ -47,6 +47,12 @@ public struct SyncStatus: Sendable, Codable, Equatable {
     /// Digest mismatches found after catch-up (each one repaired by a full resend).
     public var repairs: Int = 0
 
+    /// Adds a failed attempt, newest first, keeping the last 10.
+    mutating func record(_ attempt: Attempt) {
+        attempts.insert(attempt, at: 0)
+        if attempts.count > 10 { attempts.removeLast(attempts.count - 10) }
+    }
+
     public init(state: State, relayURL: String? = nil, queuedOperations: Int = 0, connectedSince: Date? = nil,
                 nextAttemptAt: Date? = nil, lastError: String? = nil) {
         self.state = state

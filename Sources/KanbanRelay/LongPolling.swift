@@ -129,8 +129,8 @@ struct LongPolling {
 
     private func open(_ request: Request) async -> Response {
         let token: RelayToken
-        switch relay.tokens.verify(authorization: request.headers[.authorization]) {
-        case .failure(let failure): return unauthorized(failure)
+        switch verifiedToken(request) {
+        case .failure(let refusal): return refusal.response
         case .success(let verified): token = verified
         }
         guard relay.traffic.connections.acquire(token, limit: configuration.maxConnectionsPerToken) else {
@@ -140,10 +140,7 @@ struct LongPolling {
         }
         let queue = OutboundQueue<OutboundItem>(maxMessages: configuration.maxQueuedMessages, maxBytes: configuration.maxQueuedBytes)
         let closing = CloseRequest()
-        let close: @Sendable (UInt16, String) -> Void = { code, reason in
-            closing.value.withLock { if $0 == nil { $0 = (code, reason) } }
-            queue.finish(discardingQueued: code == SyncCloseCode.tooSlow)
-        }
+        let close = closing.closer(finishing: queue)
         // No permessage-deflate here: the hub queues each message as plain JSON text.
         let connection = await relay.hub.register(token: token, deflate: nil,
                                                   send: { item, live in queue.enqueue(item, boundedByBytes: live) }, close: close)
@@ -170,8 +167,8 @@ struct LongPolling {
     private func withSession(_ request: Request, _ context: BasicRequestContext,
                              _ body: (PollSession) async -> Response) async -> Response {
         let token: RelayToken
-        switch relay.tokens.verify(authorization: request.headers[.authorization]) {
-        case .failure(let failure): return unauthorized(failure)
+        switch verifiedToken(request) {
+        case .failure(let refusal): return refusal.response
         case .success(let verified): token = verified
         }
         guard let id = context.parameters.get("session"), let session = sessions.get(id), session.token == token else {
@@ -295,9 +292,17 @@ struct LongPolling {
         logger.info("long-polling session ended", metadata: ["session": "\(session.id.prefix(8))"])
     }
 
-    private func unauthorized(_ failure: TokenAuthority.Failure) -> Response {
-        relayError(.unauthorized, code: failure == .missing ? "token_missing" : "token_invalid", failure.rawValue,
-                   hint: "Create a token with `kanban relay token create --data DIR --team T` and send it as Authorization: Bearer <token>.")
+    /// A refused request's answer, carried as an error so `Result` can hold it.
+    struct Refusal: Error {
+        let response: Response
+    }
+
+    /// The request's bearer token, or the 401 that says what is wrong with it.
+    private func verifiedToken(_ request: Request) -> Result<RelayToken, Refusal> {
+        relay.tokens.verify(authorization: request.headers[.authorization]).mapError { failure in
+            Refusal(response: relayError(.unauthorized, code: failure == .missing ? "token_missing" : "token_invalid", failure.rawValue,
+                hint: "Create a token with `kanban relay token create --data DIR --team T` and send it as Authorization: Bearer <token>."))
+        }
     }
 }
 

@@ -30,11 +30,7 @@ struct RelaySession {
         defer { traffic.connections.release(token) }
         let queue = OutboundQueue<OutboundItem>(maxMessages: configuration.maxQueuedMessages, maxBytes: configuration.maxQueuedBytes)
         let closing = CloseRequest()
-        let close: @Sendable (UInt16, String) -> Void = { code, reason in
-            closing.value.withLock { if $0 == nil { $0 = (code, reason) } }
-            // A connection dropped for being slow gets its close frame now, not after its backlog.
-            queue.finish(discardingQueued: code == SyncCloseCode.tooSlow)
-        }
+        let close = closing.closer(finishing: queue)
         let id = await hub.register(token: token, deflate: deflate.map(ConnectionDeflate.init),
                                     send: { item, live in queue.enqueue(item, boundedByBytes: live) }, close: close)
         defer { Task { [hub] in await hub.unregister(id) } }
@@ -92,6 +88,16 @@ struct RelaySession {
 /// The close a connection should end with, set by whoever decides to close it first.
 final class CloseRequest: Sendable {
     let value = Mutex<(UInt16, String)?>(nil)
+
+    /// The connection's close callback (for the hub and the message handler): the first code
+    /// and reason stick, and `queue` stops taking messages. A connection dropped for being slow
+    /// gets its close now, not after its backlog.
+    func closer<Message>(finishing queue: OutboundQueue<Message>) -> @Sendable (UInt16, String) -> Void {
+        { [self] code, reason in
+            value.withLock { if $0 == nil { $0 = (code, reason) } }
+            queue.finish(discardingQueued: code == SyncCloseCode.tooSlow)
+        }
+    }
 }
 
 /// Bounds a connection's pushes in flight (submitted to the hub, not yet committed).
