@@ -286,7 +286,10 @@ struct PostgresRelayTests {
         let (a, b) = (agents[0], agents[1])
         let board = try await a.createBoard(title: "Across").id
         guard case .column(let column) = try await a.createColumn(board: board, title: "Todo", after: nil) else { throw TestError("column") }
-        try await eventually("B (on the other relay) gets the new board live") { try b.store.document(board) != nil }
+        // The board and its column can arrive in separate commits: wait for the column B writes into.
+        try await eventually("B (on the other relay) gets the new board and its column live") {
+            try b.store.document(board)?.columns.contains { $0.id == column.id } == true
+        }
         _ = try await b.createTask(column: column.id, title: "from B", description: nil, after: nil)
         try await eventually("A gets B's task live") { try a.store.document(board)?.columns.first?.tasks.count == 1 }
 
