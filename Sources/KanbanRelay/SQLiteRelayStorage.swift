@@ -2,14 +2,23 @@ public import Foundation
 import GRDB
 public import KanbanModel
 public import KanbanProtocol
+import KanbanStore
 
 /// The relay log in one SQLite file (WAL, synchronous=FULL: an ack means the op is on disk).
 public final class SQLiteRelayStorage: RelayStorage {
     let pool: DatabasePool
+    /// Checkpoints outside the commits that acks wait for.
+    let checkpointer: WALCheckpointer
 
     public init(path: String) throws {
         var config = Configuration()
         config.busyMode = .timeout(5)
+        config.prepareDatabase { db in
+            // No checkpoint inside a commit (a 1,000-page copy and a sync, on the ack path):
+            // `WALCheckpointer` does them.
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
+            try db.execute(sql: "PRAGMA journal_size_limit = 67108864")
+        }
         pool = try DatabasePool(path: path, configuration: config)
         // DatabasePool sets `synchronous = NORMAL` on its writer when it turns WAL on (after
         // `prepareDatabase`): set FULL again, or no commit would be synced before its ack.
@@ -39,6 +48,7 @@ public final class SQLiteRelayStorage: RelayStorage {
                 """)
         }
         try migrator.migrate(pool)
+        checkpointer = try WALCheckpointer(path: path, writer: pool)
     }
 
     public func append(_ ops: [BoardOperation], team: String) throws -> [AppendResult] {

@@ -53,7 +53,7 @@ public final class ReplicaStore: Sendable {
     let listeners = Mutex<[@Sendable ([AppliedChange]) -> Void]>([])
     let commitQueue = Mutex(CommitQueue())
     /// Background WAL checkpoints (file-backed stores only).
-    let checkpointer = Mutex<Checkpointer?>(nil)
+    let checkpointer = Mutex<WALCheckpointer?>(nil)
     let clock: WallClock
     public let replicaID: ReplicaID
     public let path: String
@@ -66,8 +66,10 @@ public final class ReplicaStore: Sendable {
             try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
             // 64 MiB of page cache: board rows and indexes stay in memory on busy replicas.
             try db.execute(sql: "PRAGMA cache_size = -65536")
-            // No checkpoints inside commits: `Checkpointer` does them from its own connection.
+            // No checkpoints inside commits: `WALCheckpointer` does them.
             try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
+            // After a burst, the log file shrinks back to 64 MiB when it next starts over.
+            try db.execute(sql: "PRAGMA journal_size_limit = 67108864")
         }
         config.busyMode = .timeout(5)
         let pool = try DatabasePool(path: path, configuration: config)
@@ -75,7 +77,7 @@ public final class ReplicaStore: Sendable {
         // does after `prepareDatabase`: set it again, or `.full` would not sync any commit.
         try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = \(synchronous)") }
         try self.init(writer: pool, path: path, configuration: configuration)
-        checkpointer.withLock { $0 = try? Checkpointer(path: path) }
+        checkpointer.withLock { $0 = try? WALCheckpointer(path: path, writer: pool) }
     }
 
     /// An in-memory store, for tests.
