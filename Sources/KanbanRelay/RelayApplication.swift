@@ -149,7 +149,7 @@ public func buildRelayApplication(
                  body: .init(byteBuffer: ByteBuffer(string: await relay.metricsText())))
     }
 
-    let wsRouter = Router(context: BasicWebSocketRequestContext.self)
+    let wsRouter = Router(context: RelayWebSocketContext.self)
     let session = RelaySession(hub: relay.hub, configuration: configuration, logger: logger, traffic: relay.traffic)
     // permessage-deflate, window 2^12 both ways, done by the relay (RelayDeflate.swift): the hub
     // compresses a broadcast once for all the subscribers that share a deflate stream.
@@ -158,8 +158,8 @@ public func buildRelayApplication(
         guard case .success = relay.tokens.verify(authorization: request.headers[.authorization]) else { return .dontUpgrade }
         return .upgrade([:])
     } onUpgrade: { inbound, outbound, context in
-        guard case .success(let token) = relay.tokens.verify(authorization: context.request.headers[.authorization]) else { return }
-        try await session.run(token: token, deflate: deflate.negotiate(context.request.headers)?.0, inbound: inbound, outbound: outbound)
+        try await session.serve(headers: context.request.headers, channel: context.requestContext.channel,
+                                tokens: relay.tokens, deflate: deflate, inbound: inbound, outbound: outbound)
     }
 
     let wsResponder = wsRouter.buildResponder()
@@ -168,7 +168,8 @@ public func buildRelayApplication(
         ws: .init(
             maxFrameSize: configuration.maxMessageBytes,
             extensions: [deflate.factory],
-            autoPing: .enabled(timePeriod: .seconds(Int64(configuration.heartbeatSeconds)))
+            // One `RelayHeartbeat` for all connections instead of a ping task in each.
+            autoPing: .disabled
         )
     )
     return Application(
@@ -179,10 +180,25 @@ public func buildRelayApplication(
                 tokens: relay.tokens)
         },
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "kanban-relay"),
-        services: [PollSessionReaper(polling: polling)] + (relay.storage.cluster.map { [RelayClusterService(relay: relay, cluster: $0)] } ?? []),
+        services: [PollSessionReaper(polling: polling),
+                   RelayHeartbeat(hub: relay.hub, period: .seconds(configuration.heartbeatSeconds))] + (relay.storage.cluster.map { [RelayClusterService(relay: relay, cluster: $0)] } ?? []),
         onServerRunning: { channel in await onListening(channel.localAddress?.port ?? configuration.port) },
         logger: logger
     )
+}
+
+/// The WebSocket router's request context: the basic one plus the connection's channel, which
+/// the heartbeat watches.
+struct RelayWebSocketContext: RequestContext, WebSocketRequestContext {
+    var coreContext: CoreRequestContextStorage
+    let webSocket: WebSocketHandlerReference<Self>
+    let channel: any Channel
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        webSocket = .init()
+        channel = source.channel
+    }
 }
 
 func relayJSON(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {

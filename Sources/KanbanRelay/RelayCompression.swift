@@ -7,6 +7,10 @@ struct OutboundItem: Sendable {
     let compressed: Bool
     /// Bytes of the JSON text (what the queue's byte bound counts, before compression).
     let size: Int
+    /// A WebSocket ping frame rather than a text message (`RelayHeartbeat`).
+    var isPing = false
+
+    static let ping = OutboundItem(payload: ByteBuffer(), compressed: false, size: 0, isPing: true)
 }
 
 /// A raw deflate stream for relay → client messages (RFC 7692: each message deflated with a sync

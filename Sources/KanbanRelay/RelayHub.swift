@@ -27,6 +27,9 @@ public actor RelayHub {
         /// to (catch-up and replies are bounded by count only, so a large board can still be sent).
         let send: @Sendable (_ item: OutboundItem, _ live: Bool) -> Bool
         let close: @Sendable (UInt16, String) -> Void
+        /// WebSocket connections: what the heartbeat watches (nil: long-polling, which has
+        /// its own idle expiry).
+        let activity: InboundActivity?
     }
 
     /// The connections of this instance that see a board, and the sequence all of them were sent.
@@ -82,11 +85,14 @@ public actor RelayHub {
     }
 
     func register(token: RelayToken, deflate: ConnectionDeflate?, send: @escaping @Sendable (_ item: OutboundItem, _ live: Bool) -> Bool,
-                  close: @escaping @Sendable (UInt16, String) -> Void) -> Int {
+                  close: @escaping @Sendable (UInt16, String) -> Void, activity: InboundActivity? = nil) -> Int {
         nextID += 1
-        connections[nextID] = Connection(id: nextID, token: token, replica: nil, deflate: deflate, send: send, close: close)
+        connections[nextID] = Connection(id: nextID, token: token, replica: nil, deflate: deflate, send: send, close: close,
+                                         activity: activity)
         return nextID
     }
+
+    var connectionList: Dictionary<Int, Connection>.Values { connections.values }
 
     public func unregister(_ id: Int) {
         guard let gone = connections.removeValue(forKey: id) else { return }

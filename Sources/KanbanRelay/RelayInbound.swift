@@ -34,15 +34,85 @@ struct RelayInbound {
 
     /// Handles one message; false when it broke the protocol (an error was queued and the
     /// connection asked to close), after which nothing more should be read.
+    ///
+    /// A task keeps the memory its deepest call ever needed until it ends, so what stays
+    /// with every idle connection is this function's frame and whatever it awaited: it holds
+    /// only a pointer-sized step, and everything but pushes (hello once, a digest after
+    /// catch-up, presence; a hello's catch-up goes deep) runs in a child task whose memory
+    /// goes back when the message is done.
     mutating func handle(text: String) async throws -> Bool {
-        traffic.received(bytes: text.utf8.count)
-        let decoded: SyncMessage
-        do throws(ProtocolViolation) {
-            decoded = try SyncMessage.decode(Data(text.utf8))
-        } catch {
-            await fail(error)
+        switch step(for: text) {
+        case .push(let ops):
+            return try await handle(push: ops)
+        case .rare(let message):
+            let handled = try await handleInChildTask(message)
+            if handled { greeted = true }
+            return handled
+        case .violation(let violation):
+            await fail(violation)
             return false
         }
+    }
+
+    private enum Step {
+        case push([BoardOperation])
+        indirect case rare(SyncMessage)
+        indirect case violation(ProtocolViolation)
+    }
+
+    private func step(for text: String) -> Step {
+        traffic.received(bytes: text.utf8.count)
+        do throws(ProtocolViolation) {
+            let decoded = try SyncMessage.decode(Data(text.utf8))
+            if greeted, case .push(let push) = decoded { return .push(push.ops) }
+            return .rare(decoded)
+        } catch {
+            return .violation(error)
+        }
+    }
+
+    @inline(never)
+    private func handleInChildTask(_ message: SyncMessage) async throws -> Bool {
+        let (inbound, greeted) = (self, self.greeted)
+        return try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask { try await inbound.handle(rare: message, greeted: greeted) }
+            return try await group.next() ?? false
+        }
+    }
+
+    /// A push from a greeted connection: the hot path, kept in the connection's task.
+    @inline(never)
+    private mutating func handle(push ops: [BoardOperation]) async throws -> Bool {
+        // Over the rate, the next read waits: the sender is slowed down, nothing is dropped.
+        let wait = pushRate.take(ops.count)
+        if wait > .zero { try await Task.sleep(for: wait) }
+        guard let pushes else {
+            try await hub.push(id, ops)
+            return true
+        }
+        if let failure = pushes.failure { throw failure }
+        await pushes.acquire()
+        let (id, logger, close) = (id, logger, close)
+        let submitted = await hub.submit(id, ops) { error in
+            if let error {
+                logger.error("could not store pushed operations", metadata: ["connection": "\(id)", "error": "\(error)"])
+                pushes.fail(error)
+                close(SyncCloseCode.internalError, "the relay could not store the operations")
+            }
+            pushes.release()
+        }
+        if !submitted {
+            // Several boards: after the connection's earlier pushes, and waited for.
+            pushes.release()
+            await pushes.drain()
+            try await hub.push(id, ops)
+        }
+        return true
+    }
+
+    /// Any message but a greeted connection's push; `greeted`: whether hello came already.
+    @inline(never)
+    private func handle(rare decoded: SyncMessage, greeted: Bool) async throws -> Bool {
         if !greeted {
             guard case .hello(let hello) = decoded else {
                 await fail(.init(.unexpected, "the first message must be hello"))
@@ -54,36 +124,10 @@ struct RelayInbound {
                     code: SyncCloseCode.versionMismatch)
                 return false
             }
-            greeted = true
             try await hub.hello(id, hello)
             return true
         }
         switch decoded {
-        case .push(let push):
-            // Over the rate, the next read waits: the sender is slowed down, nothing is dropped.
-            let wait = pushRate.take(push.ops.count)
-            if wait > .zero { try await Task.sleep(for: wait) }
-            guard let pushes else {
-                try await hub.push(id, push.ops)
-                return true
-            }
-            if let failure = pushes.failure { throw failure }
-            await pushes.acquire()
-            let (id, logger, close) = (id, logger, close)
-            let submitted = await hub.submit(id, push.ops) { error in
-                if let error {
-                    logger.error("could not store pushed operations", metadata: ["connection": "\(id)", "error": "\(error)"])
-                    pushes.fail(error)
-                    close(SyncCloseCode.internalError, "the relay could not store the operations")
-                }
-                pushes.release()
-            }
-            if !submitted {
-                // Several boards: after the connection's earlier pushes, and waited for.
-                pushes.release()
-                await pushes.drain()
-                try await hub.push(id, push.ops)
-            }
         case .presence(let presence): await hub.presence(id, presence)
         case .digest(let digest):
             // Compared with the log once the connection's own pushes are in it.
@@ -103,6 +147,7 @@ struct RelayInbound {
         await fail(.init(.malformed, "binary frames are not part of the protocol; send JSON text"))
     }
 
+    @inline(never)
     private func fail(_ violation: ProtocolViolation, code: UInt16 = SyncCloseCode.badMessage) async {
         logger.notice("protocol violation", metadata: ["connection": "\(id)", "code": "\(violation.code.rawValue)"])
         await hub.send(id, .error(.init(code: violation.code.rawValue, message: violation.message, fatal: true)))

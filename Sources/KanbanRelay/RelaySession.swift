@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import HummingbirdWebSocket
 import KanbanModel
 import KanbanProtocol
@@ -8,16 +9,29 @@ import NIOWebSocket
 import Synchronization
 
 /// One agent's WebSocket on the relay: reads its messages in order and hands them to the hub;
-/// a writer task drains the connection's bounded outbound queue.
+/// what the hub sends goes through the connection's bounded `OutboundPump`.
 struct RelaySession {
     let hub: RelayHub
     let configuration: RelayConfiguration
     let logger: Logger
     let traffic: RelayTraffic
 
+    /// Serves an upgraded connection (the upgrade checked the token already; checked again here
+    /// because the handler gets only the request). Kept out of the route's closure so that the
+    /// closure's frame, which lives as long as the connection, stays small.
+    @inline(never)
+    func serve(headers: HTTPFields, channel: any Channel, tokens: TokenAuthority, deflate: RelayDeflate,
+               inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
+        guard case .success(let token) = tokens.verify(authorization: headers[.authorization]) else { return }
+        let activity = InboundActivity(channel: channel)
+        try await channel.pipeline.addHandler(activity, position: .first).get()
+        try await run(token: token, deflate: deflate.negotiate(headers)?.0, activity: activity, inbound: inbound, outbound: outbound)
+    }
+
     /// `deflate`: what permessage-deflate negotiated (nil: none); the hub compresses what it
     /// queues accordingly, and the writer sends the frames as they are.
-    func run(token: RelayToken, deflate: DeflateParameters?, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
+    func run(token: RelayToken, deflate: DeflateParameters?, activity: InboundActivity?,
+             inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
         guard traffic.connections.acquire(token, limit: configuration.maxConnectionsPerToken) else {
             logger.notice("connection refused: too many for this token", metadata: ["team": "\(token.team)"])
             let message = SyncMessage.error(.init(code: "too_many_connections",
@@ -28,42 +42,42 @@ struct RelaySession {
             return
         }
         defer { traffic.connections.release(token) }
-        let queue = OutboundQueue<OutboundItem>(maxMessages: configuration.maxQueuedMessages, maxBytes: configuration.maxQueuedBytes)
         let closing = CloseRequest()
-        let close = closing.closer(finishing: queue)
+        let traffic = traffic
+        let pump = OutboundPump(maxMessages: configuration.maxQueuedMessages, maxBytes: configuration.maxQueuedBytes) { batch in
+            for item in batch {
+                // Compressed (RSV1) by the hub, or meant to go as it is.
+                try await outbound.write(.custom(WebSocketFrame(fin: true, rsv1: item.compressed, opcode: item.isPing ? .ping : .text,
+                                                                data: item.payload)))
+                traffic.sent(bytes: item.size)
+            }
+        } end: {
+            if let (code, reason) = closing.value.withLock({ $0 }) {
+                try? await outbound.close(WebSocketErrorCode(codeNumber: Int(code)), reason: reason)
+            }
+        }
+        let close = closing.closer(finishing: pump)
         let id = await hub.register(token: token, deflate: deflate.map(ConnectionDeflate.init),
-                                    send: { item, live in queue.enqueue(item, boundedByBytes: live) }, close: close)
+                                    send: { item, live in pump.enqueue(item, boundedByBytes: live) }, close: close,
+                                    activity: activity)
         defer { Task { [hub] in await hub.unregister(id) } }
 
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                while let batch = await queue.next() {
-                    for item in batch {
-                        // Compressed (RSV1) by the hub, or meant to go as it is.
-                        try await outbound.write(.custom(WebSocketFrame(fin: true, rsv1: item.compressed, opcode: .text, data: item.payload)))
-                        traffic.sent(bytes: item.size)
-                    }
-                }
-                if let (code, reason) = closing.value.withLock({ $0 }) {
-                    try await outbound.close(WebSocketErrorCode(codeNumber: Int(code)), reason: reason)
-                }
-            }
-            // The reader runs in this task (one task fewer per connection). Pushes are handed to
-            // the hub without waiting for their commit (so one group commit can hold several of a
-            // connection's pushes), at most `maxPipelinedPushes`.
-            let pushes = PushWindow(limit: Self.maxPipelinedPushes)
-            do {
-                try await read(id, inbound: inbound, close: close, pushes: pushes)
-            } catch {
-                await pushes.drain()
-                queue.finish()
-                throw error
-            }
-            // Acks of pushes still being committed go out before the writer ends.
+        // The reader runs in this task. Pushes are handed to the hub without waiting for their
+        // commit (so one group commit can hold several of a connection's pushes), at most
+        // `maxPipelinedPushes`.
+        let pushes = PushWindow(limit: Self.maxPipelinedPushes)
+        do {
+            try await read(id, inbound: inbound, close: close, pushes: pushes)
+        } catch {
             await pushes.drain()
-            queue.finish()
-            try await group.next()
+            pump.finish()
+            await pump.ended()
+            throw error
         }
+        // Acks of pushes still being committed go out before the connection ends.
+        await pushes.drain()
+        pump.finish()
+        await pump.ended()
     }
 
     /// Reads the connection's messages in order and hands them to the hub.
@@ -92,7 +106,7 @@ final class CloseRequest: Sendable {
     /// The connection's close callback (for the hub and the message handler): the first code
     /// and reason stick, and `queue` stops taking messages. A connection dropped for being slow
     /// gets its close now, not after its backlog.
-    func closer<Message>(finishing queue: OutboundQueue<Message>) -> @Sendable (UInt16, String) -> Void {
+    func closer(finishing queue: some FinishableQueue) -> @Sendable (UInt16, String) -> Void {
         { [self] code, reason in
             value.withLock { if $0 == nil { $0 = (code, reason) } }
             queue.finish(discardingQueued: code == SyncCloseCode.tooSlow)
@@ -157,5 +171,117 @@ final class PushWindow: Sendable {
             }
             if done { continuation.resume() }
         }
+    }
+}
+
+/// A queue a close request can end.
+protocol FinishableQueue: Sendable {
+    func finish(discardingQueued: Bool)
+}
+
+extension OutboundQueue: FinishableQueue {}
+
+/// One WebSocket connection's outbound messages, bounded by count and bytes, written in order by
+/// a task that exists only while there is something to write.
+///
+/// A writer task per connection waiting on its queue would keep the memory of its deepest write
+/// for as long as the connection lives; thousands of idle connections are the common case for
+/// a relay, so the task starts when a message arrives at an empty queue and ends when the
+/// queue is empty again.
+final class OutboundPump: FinishableQueue {
+    private struct State {
+        var items: [OutboundItem] = []
+        var bytes = 0
+        var finished = false
+        /// A pump task is writing (or about to): only one at a time, so frames stay in order.
+        var running = false
+        /// `end` ran: nothing more will be written.
+        var ended = false
+        var endWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+    private let state = Mutex(State())
+    let maxMessages: Int
+    let maxBytes: Int
+    private let write: @Sendable ([OutboundItem]) async throws -> Void
+    private let end: @Sendable () async -> Void
+
+    /// `write` sends a batch in order; `end` runs once, after the last batch, when the pump is
+    /// finished (or a write failed).
+    init(maxMessages: Int, maxBytes: Int, write: @escaping @Sendable ([OutboundItem]) async throws -> Void,
+         end: @escaping @Sendable () async -> Void) {
+        self.maxMessages = maxMessages
+        self.maxBytes = maxBytes
+        self.write = write
+        self.end = end
+    }
+
+    /// false when finished or over a bound (the connection is too slow). The byte bound applies
+    /// only when `boundedByBytes` (live broadcasts); a catch-up can be larger and must still go.
+    func enqueue(_ item: OutboundItem, boundedByBytes: Bool = true) -> Bool {
+        let (accepted, start): (Bool, Bool) = state.withLock { state in
+            guard !state.finished, state.items.count < maxMessages,
+                  !boundedByBytes || state.bytes + item.size <= maxBytes else { return (false, false) }
+            state.items.append(item)
+            if boundedByBytes { state.bytes += item.size }
+            defer { state.running = true }
+            return (true, !state.running)
+        }
+        if start { Task { await self.run() } }
+        return accepted
+    }
+
+    /// No more messages: what is queued is written (or dropped), then `end` runs.
+    func finish(discardingQueued discard: Bool = false) {
+        let start = state.withLock { state in
+            state.finished = true
+            if discard { (state.items, state.bytes) = ([], 0) }
+            defer { state.running = true }
+            return !state.running && !state.ended
+        }
+        if start { Task { await self.run() } }
+    }
+
+    /// Returns once `end` has run.
+    func ended() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = state.withLock { state in
+                if state.ended { return true }
+                state.endWaiters.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
+
+    private func run() async {
+        while true {
+            let batch: [OutboundItem]? = state.withLock { state in
+                if !state.items.isEmpty {
+                    defer { (state.items, state.bytes) = ([], 0) }
+                    return state.items
+                }
+                if state.finished { return nil }
+                state.running = false
+                return []
+            }
+            guard let batch else { break }
+            if batch.isEmpty { return }
+            do {
+                try await write(batch)
+            } catch {
+                // The connection is gone: nothing more can be written.
+                state.withLock { state in
+                    state.finished = true
+                    (state.items, state.bytes) = ([], 0)
+                }
+            }
+        }
+        await end()
+        let waiters = state.withLock { state in
+            state.ended = true
+            defer { state.endWaiters = [] }
+            return state.endWaiters
+        }
+        for waiter in waiters { waiter.resume() }
     }
 }

@@ -20,6 +20,11 @@ struct UpgradeAuthChannel: ServerChildChannel {
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         let value = inner.setup(channel: channel, logger: logger)
         do {
+            // Each connection keeps its last receive buffer for the next read; NIO starts them
+            // at 2 KiB, most of an idle connection's footprint besides its task. Messages from
+            // agents are small between bursts; the buffer grows while reads fill it.
+            try channel.syncOptions?.setOption(ChannelOptions.recvAllocator,
+                                               value: AdaptiveRecvByteBufferAllocator(minimum: 256, initial: 512, maximum: 65_536))
             // The inner setup built its pipeline synchronously; go right behind the request decoder.
             let pipeline = channel.pipeline.syncOperations
             let decoder = try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
