@@ -157,11 +157,12 @@ struct SyncSession {
         if !ops.isEmpty { try await store.apply(ops, cursors: cursors) }
         // Once per board per link, when caught up with nothing of ours in flight, compare digests.
         for (board, head) in heads.sorted(by: { $0.key < $1.key }) where !welcomed.digested.withLock({ $0.contains(board) }) {
-            let cursor = try store.cursors()[board] ?? 0
-            if cursor == head, !(try store.outboxHasOperations(for: board)) {
+            guard try store.cursors()[board] ?? 0 == head else { continue }
+            // Cursor, outbox and state read together (`settledDigest`): a local edit committing
+            // between an outbox check and the digest would be hashed before the relay has it.
+            if let settled = try await store.settledDigest(board), settled.seq == head {
                 welcomed.digested.withLock { _ = $0.insert(board) }
-                let digest = try store.digest(board)
-                try await send(.digest(.init(board: board, seq: cursor, digest: digest)), transport)
+                try await send(.digest(.init(board: board, seq: settled.seq, digest: settled.digest)), transport)
             }
         }
         if !cursors.isEmpty {

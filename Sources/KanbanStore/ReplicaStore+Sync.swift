@@ -1,5 +1,6 @@
 public import KanbanModel
 import GRDB
+import Synchronization
 
 /// The agent's side of relay sync: the outbox of unacknowledged local operations and the
 /// per-board cursors of relay sequences already applied.
@@ -40,12 +41,22 @@ extension ReplicaStore {
         }
     }
 
-    /// Whether any unacknowledged local operation belongs to `board`.
-    public func outboxHasOperations(for board: EntityID) throws -> Bool {
-        try writer.read { db in
-            try Bool.fetchOne(db, sql: "SELECT 1 FROM outbox JOIN op ON op.seq = outbox.seq WHERE op.board_id = ? LIMIT 1",
-                              arguments: [board.rawValue]) ?? false
+    /// The board's relay cursor and the digest of its state, taken together on the writer
+    /// between transactions; nil while a local operation of the board is unacknowledged (the
+    /// digest would cover it before the relay does). Checking the outbox on a reader and then
+    /// hashing the mirror is not enough: a local edit changes the mirror inside its transaction,
+    /// before its outbox row is committed, and can commit between the two.
+    public func settledDigest(_ board: EntityID) async throws -> (seq: Int64, digest: String)? {
+        let settled: (seq: Int64, state: BoardState)? = try await writer.writeWithoutTransaction { db in
+            let pending = try Bool.fetchOne(db, sql: "SELECT 1 FROM outbox JOIN op ON op.seq = outbox.seq WHERE op.board_id = ? LIMIT 1",
+                                            arguments: [board.rawValue]) ?? false
+            if pending { return nil }
+            let seq = try Int64.fetchOne(db, sql: "SELECT seq FROM cursor WHERE board_id = ?", arguments: [board.rawValue]) ?? 0
+            try self.ensureLoaded(board, in: db)
+            return (seq, self.cache.withLock { $0.boards[board]! })
         }
+        // Hashed off the writer: the state is a copy.
+        return settled.map { (seq: $0.seq, digest: $0.state.digest) }
     }
 
     public func outboxCount() throws -> Int {

@@ -1,0 +1,96 @@
+import Foundation
+import KanbanModel
+import KanbanStore
+import Synchronization
+import Testing
+
+/// `settledDigest`: the digest an agent compares with the relay's after catch-up must cover
+/// exactly the operations up to its cursor, never a local edit the relay does not have yet.
+struct SettledDigestTests {
+    /// A board with one column, authored on another replica, as the relay would deliver it.
+    func remoteBoard() throws -> (board: EntityID, column: EntityID, ops: [BoardOperation]) {
+        let remote = try ReplicaStore.inMemory()
+        let board = EntityID.make()
+        let column = EntityID.make()
+        try remote.author(board: board) { _ in .createBoard(title: "Shared") }
+        try remote.author(board: board) { _ in .createColumn(column: column, title: "Todo", position: PositionKey("V")!) }
+        return (board, column, try remote.outbox())
+    }
+
+    @Test func theDigestWaitsForLocalEditsToBeAcknowledged() async throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = try ReplicaStore(path: dir.appendingPathComponent("replica.sqlite").path)
+        let (board, column, ops) = try remoteBoard()
+        try await store.apply(ops, cursors: [board: 2])
+        let caughtUp = try #require(try await store.settledDigest(board))
+        let digestAt2 = try store.digest(board)
+        #expect(caughtUp.seq == 2 && caughtUp.digest == digestAt2)
+
+        let change = try await store.author(board: board) { state in
+            .createTask(task: EntityID.make(), column: column, position: state.taskPosition(in: column, after: nil)!,
+                        title: "Mine", description: "")
+        }
+        #expect(try await store.settledDigest(board) == nil, "a local edit is not acknowledged yet")
+        try await store.acknowledge([change.operation.id], cursors: [board: 3])
+        let acknowledged = try #require(try await store.settledDigest(board))
+        let digestAt3 = try store.digest(board)
+        #expect(acknowledged.seq == 3 && acknowledged.digest == digestAt3)
+        #expect(acknowledged.digest != caughtUp.digest)
+    }
+
+    /// Local edits committing while digests are taken: every digest taken must be the state at
+    /// the cursor, before any of them. Checking the outbox and then hashing the in-memory board
+    /// (what the agent did before) let an edit that committed in between into the digest (in
+    /// about one round in five here, so several rounds).
+    @Test func editsCommittingMeanwhileAreNeverHashed() async throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = try ReplicaStore(path: dir.appendingPathComponent("replica.sqlite").path,
+                                     configuration: .init(durability: .normal))
+        var taken = 0
+        for _ in 0..<12 {
+            let (board, column, ops) = try remoteBoard()
+            try await store.apply(ops, cursors: [board: 2])
+            let atCursor = try store.digest(board)
+            let authored = Flag(), firstTaken = Flag()
+            let digests = try await withThrowingTaskGroup(of: [String].self) { group in
+                group.addTask {
+                    defer { authored.set() }
+                    let deadline = ContinuousClock.now + .seconds(5)
+                    while !firstTaken.isSet, ContinuousClock.now < deadline { await Task.yield() }
+                    for i in 0..<100 {
+                        try await store.author(board: board) { state in
+                            .createTask(task: EntityID.make(), column: column, position: state.taskPosition(in: column, after: nil)!,
+                                        title: "T\(i)", description: "")
+                        }
+                    }
+                    return []
+                }
+                group.addTask {
+                    var seen: [String] = []
+                    while !authored.isSet {
+                        if let settled = try await store.settledDigest(board) {
+                            seen.append(settled.digest)
+                            firstTaken.set()
+                        }
+                    }
+                    return seen
+                }
+                return try await group.reduce(into: [String]()) { $0 += $1 }
+            }
+            taken += digests.count
+            #expect(!digests.isEmpty)
+            #expect(digests.allSatisfy { $0 == atCursor },
+                    "\(digests.filter { $0 != atCursor }.count) of \(digests.count) digests covered a local edit the relay did not have")
+        }
+        #expect(taken >= 12)
+    }
+}
+
+/// A flag one task sets and another polls.
+final class Flag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func set() { value.store(true, ordering: .releasing) }
+    var isSet: Bool { value.load(ordering: .acquiring) }
+}
