@@ -260,6 +260,12 @@ struct SyncSession {
             if !result.match {
                 agent.updateSyncStatus { $0.repairs += 1 }
                 logger.warning("digest mismatch after catch-up; relay is resending the board", metadata: ["board": "\(result.board)"])
+                // The resend supplies missing operations; a state that differs with every
+                // operation present is rebuilt from the log first.
+                if try store.rematerialize(result.board) {
+                    logger.warning("board rebuilt from its operation log", metadata: ["board": "\(result.board)"])
+                    agent.hub.publishResync(board: result.board)
+                }
             }
         case .pong(let pong):
             let now = Int64(Date().timeIntervalSince1970 * 1000)

@@ -1,4 +1,5 @@
 public import KanbanModel
+import Foundation
 import GRDB
 import Synchronization
 
@@ -57,6 +58,40 @@ extension ReplicaStore {
         }
         // Hashed off the writer: the state is a copy.
         return settled.map { (seq: $0.seq, digest: $0.state.digest) }
+    }
+
+    /// Rebuilds the board's tables and in-memory state from its own operation log (and relay
+    /// snapshot), in one transaction. A digest mismatch after catch-up usually means operations
+    /// are missing, which the relay's resend supplies; but when the log is complete and the
+    /// materialized state still differs (a damaged row, a bug), resending operations that are
+    /// all known changes nothing: this does. Returns whether the state changed.
+    @discardableResult
+    public func rematerialize(_ board: EntityID) throws -> Bool {
+        try write { db in
+            try self.ensureLoaded(board, in: db)
+            var rebuilt = BoardState(id: board)
+            if let body = try String.fetchOne(db, sql: "SELECT body FROM snapshot WHERE board_id = ?", arguments: [board.rawValue]) {
+                guard let snapshot = try? JSONDecoder().decode(BoardSnapshot.self, from: Data(body.utf8)) else {
+                    throw StoreError.corrupt("snapshot of \(board) does not decode")
+                }
+                rebuilt = snapshot.state
+            }
+            let bodies = try String.fetchCursor(db, sql: "SELECT body FROM op WHERE board_id = ? ORDER BY seq", arguments: [board.rawValue])
+            while let body = try bodies.next() { rebuilt.apply(try Self.decodeLogged(body)) }
+            let changed = self.cache.withLock { cache -> Bool in
+                guard cache.boards[board]?.digest != rebuilt.digest else { return false }
+                cache.touched.insert(board)
+                cache.boards[board] = rebuilt
+                return true
+            }
+            guard changed else { return false }
+            try db.execute(sql: "DELETE FROM tasks WHERE board_id = ?", arguments: [board.rawValue])
+            try db.execute(sql: "DELETE FROM board_columns WHERE board_id = ?", arguments: [board.rawValue])
+            try Self.save(.board(board), of: rebuilt, in: db)
+            for id in rebuilt.columns.keys { try Self.save(.column(id), of: rebuilt, in: db) }
+            for id in rebuilt.tasks.keys { try Self.save(.task(id), of: rebuilt, in: db) }
+            return true
+        }
     }
 
     public func outboxCount() throws -> Int {

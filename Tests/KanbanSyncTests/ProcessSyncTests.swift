@@ -2,6 +2,7 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import GRDB
 import Testing
 
 /// The real `kanban` binaries as separate processes on loopback.
@@ -75,17 +76,22 @@ struct ProcessSyncTests {
         return ((doc["columns"] as? [[String: Any]]) ?? []).flatMap { ($0["tasks"] as? [[String: Any]]) ?? [] }.compactMap { $0["title"] as? String }
     }
 
-    @Test func separateProcessesSyncLiveAndSurviveARelayKill() async throws {
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-proc-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: root) }
+    /// A token for team "t" from `kanban relay token create`.
+    func makeToken(relayData: String) throws -> String {
         let tokenProcess = Process()
         tokenProcess.executableURL = try Self.kanbanBinary()
-        tokenProcess.arguments = ["relay", "token", "create", "--data", root + "/relay", "--team", "t"]
+        tokenProcess.arguments = ["relay", "token", "create", "--data", relayData, "--team", "t"]
         let tokenPipe = Pipe()
         tokenProcess.standardOutput = tokenPipe
         try tokenProcess.run()
         tokenProcess.waitUntilExit()
-        let token = String(decoding: tokenPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return String(decoding: tokenPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    @Test func separateProcessesSyncLiveAndSurviveARelayKill() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-proc-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let token = try makeToken(relayData: root + "/relay")
         #expect(token.hasPrefix("kb1."))
 
         // A fixed port below the ephemeral range, so nothing else takes it while the relay is
@@ -123,5 +129,47 @@ struct ProcessSyncTests {
             let (ta, tb) = (try await taskTitles(pa, board), try await taskTitles(pb, board))
             return ta == tb && Set(ta) == ["live", "from A offline", "from B offline"]
         }
+    }
+
+    /// An agent whose board rows were damaged while it was stopped (the log intact) reconnects,
+    /// gets a digest mismatch after catch-up, and rebuilds the board from its log.
+    @Test func aDamagedReplicaIsRepairedAfterReconnecting() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-proc-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let token = try makeToken(relayData: root + "/relay")
+        let relay = try Child(["relay", "--port", "0", "--data", root + "/relay"])
+        defer { relay.kill() }
+        let relayURL = "ws://127.0.0.1:\(try await relay.port(after: "listening on ws://"))/sync"
+        let arguments = ["agent", "--port", "0", "--data", root + "/a", "--relay", relayURL, "--token", token]
+        var agent = try Child(arguments)
+        var port = try await agent.port(after: "Board:")
+        let board = try await request("POST", "http://127.0.0.1:\(port)/api/boards", ["title": "Kept"])["id"] as! String
+        let column = try await request("POST", "http://127.0.0.1:\(port)/api/boards/\(board)/columns", ["title": "Todo"])["id"] as! String
+        _ = try await request("POST", "http://127.0.0.1:\(port)/api/columns/\(column)/tasks", ["title": "original"])
+        try await eventually("the relay has everything") {
+            let health = try await request("GET", "http://127.0.0.1:\(port)/health/websocket")
+            return (health["queuedOperations"] as? Int) == 0 && (health["state"] as? String) == "connected"
+        }
+        agent.kill()
+
+        try damageTaskTitles(database: root + "/a/replica.sqlite")
+
+        agent = try Child(arguments)
+        defer { agent.kill() }
+        port = try await agent.port(after: "Board:")
+        try await eventually("the agent rebuilt the board from its log") {
+            try await taskTitles(port, board) == ["original"]
+        }
+        let health = try await request("GET", "http://127.0.0.1:\(port)/health/websocket")
+        #expect((health["repairs"] as? Int) == 1)
+    }
+
+    /// Rewrites every task title in an agent's tables (not its log), behind its back.
+    func damageTaskTitles(database: String) throws {
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(10)
+        let raw = try DatabaseQueue(path: database, configuration: configuration)
+        try raw.write { db in try db.execute(sql: "UPDATE tasks SET title = 'damaged'") }
+        try raw.close()
     }
 }
