@@ -254,6 +254,7 @@ final class OutboundPump: FinishableQueue {
     }
 
     private func run() async {
+        var lingered = false
         while true {
             let batch: [OutboundItem]? = state.withLock { state in
                 if !state.items.isEmpty {
@@ -261,11 +262,19 @@ final class OutboundPump: FinishableQueue {
                     return state.items
                 }
                 if state.finished { return nil }
-                state.running = false
+                if lingered { state.running = false }
                 return []
             }
             guard let batch else { break }
-            if batch.isEmpty { return }
+            if batch.isEmpty {
+                // Under a stream of broadcasts the next message is usually a moment away: look
+                // once more after letting other work run, rather than end and start a new task.
+                if lingered { return }
+                lingered = true
+                await Task.yield()
+                continue
+            }
+            lingered = false
             do {
                 try await write(batch)
             } catch {

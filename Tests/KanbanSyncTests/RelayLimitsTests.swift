@@ -124,8 +124,16 @@ struct SlowSubscriberTests {
             guard Glibc.write(fd, bytes, bytes.count) == bytes.count else { throw TestError("write failed") }
         }
 
-        /// Reads everything left, until the relay closes the connection; the bytes read.
-        func drain(timeout: Duration) -> Int {
+        /// Reads everything left, until the relay closes the connection; the bytes read. The
+        /// blocking reads run on a thread of their own, not on the pool the relay needs.
+        func drain(timeout: Duration) async -> Int {
+            await withCheckedContinuation { continuation in
+                let fd = fd
+                Thread.detachNewThread { continuation.resume(returning: Self.drainBlocking(fd, timeout: timeout)) }
+            }
+        }
+
+        private static func drainBlocking(_ fd: Int32, timeout: Duration) -> Int {
             var timeoutValue = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: 0)
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeoutValue, socklen_t(MemoryLayout<timeval>.size))
             var total = 0
@@ -166,7 +174,7 @@ struct SlowSubscriberTests {
         #expect(await relay.hub.stats.connections == 1)
         // What reached the client was bounded by the kernel's buffers plus at most 64 KiB queued,
         // far less than the ~12 MB written; then the connection ends.
-        let buffered = stalled.drain(timeout: .seconds(10))
+        let buffered = await stalled.drain(timeout: .seconds(10))
         #expect(buffered >= 0 && buffered < 9_000_000, "read \(buffered) bytes before the close")
 
         // An agent (on the same token) that was away catches up from its cursor.
