@@ -139,7 +139,7 @@ extension ReplicaStore {
         for op in ops {
             if !local && op.id.replica == self.replicaID {
                 // One of ours came back from the relay: it is stored there, so it is acknowledged.
-                try db.cachedStatement(sql: "DELETE FROM outbox WHERE op_id = ?").execute { $0.operation(op.id) }
+                try db.cachedStatement(sql: Self.deleteFromOutbox).execute { $0.operation(op.id) }
             }
             try self.ensureLoaded(op.board, in: db)
             if let change = try self.insert(op, local: local, with: log, in: db) { changes.append(change) }
@@ -241,7 +241,7 @@ extension ReplicaStore {
                 INSERT INTO op (id, board_id, body, local) VALUES (?, ?, ?, ?)
                 ON CONFLICT (id) DO NOTHING
                 """)
-            insertOutbox = try db.cachedStatement(sql: "INSERT INTO outbox (seq, op_id) VALUES (?, ?)")
+            insertOutbox = try db.cachedStatement(sql: "INSERT INTO outbox (seq) VALUES (?)")
         }
     }
 
@@ -257,10 +257,7 @@ extension ReplicaStore {
         guard db.changesCount > 0 else { return nil }
         let seq = db.lastInsertedRowID
         if local {
-            try log.insertOutbox.execute { row in
-                row.int(seq)
-                row.operation(op.id)
-            }
+            try log.insertOutbox.execute { row in row.int(seq) }
         }
         let (outcome, snapshot) = cache.withLock { cache in
             cache.lastSeq = seq

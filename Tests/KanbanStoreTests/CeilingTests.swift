@@ -78,4 +78,81 @@ struct CeilingTests {
         let writes = try store.writer.read { db in try Int.fetchOne(db, sql: "SELECT n FROM temp.meta_writes") }
         #expect(writes == 2)
     }
+
+    /// A database written by the first schema (`op.seq` AUTOINCREMENT, outbox with `op_id`, exact
+    /// clock and counter in `meta`) opens with the same boards, log, outbox and digest, and
+    /// continues above its stamps, counters and sequences.
+    @Test func aDatabaseOfTheFirstSchemaMigratesAndKeepsItsContents() throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("replica.sqlite").path
+
+        // The contents: remote operations, local ones (some acknowledged), a cursor.
+        let source = try ReplicaStore.inMemory()
+        var sim = ReplicaSimulation(seed: 11, replicaCount: 3)
+        sim.run(operationsPerReplica: 60)
+        let board = sim.board
+        try source.apply(sim.allOperations, cursors: [board: 42])
+        for i in 0..<5 { try source.author(board: board) { _ in .renameBoard(title: "mine \(i)") } }
+        try source.acknowledge(Array(try source.outbox().prefix(2)).map(\.id))
+        let author = source.cache.withLock { $0.author }
+
+        // The same contents written into the first schema, with `meta` as the first code kept it.
+        let old = try DatabaseQueue(path: path)
+        try ReplicaStore.migrator.migrate(old, upTo: "v2-snapshots")
+        try old.write { db in
+            try db.execute(sql: "INSERT INTO meta (key, value) VALUES ('replica_id', ?), ('counter', ?), ('hlc', ?)",
+                           arguments: [source.replicaID.rawValue, String(author.counter), author.clock.last.description])
+            let rows = try source.writer.read { src in
+                (try Row.fetchAll(src, sql: "SELECT seq, id, board_id, body, local FROM op ORDER BY seq"),
+                 try Row.fetchAll(src, sql: "SELECT outbox.seq, op.id FROM outbox JOIN op USING (seq)"),
+                 try Row.fetchAll(src, sql: "SELECT * FROM boards"),
+                 try Row.fetchAll(src, sql: "SELECT * FROM board_columns"),
+                 try Row.fetchAll(src, sql: "SELECT * FROM tasks"),
+                 try Row.fetchAll(src, sql: "SELECT * FROM cursor"))
+            }
+            for row in rows.0 {
+                try db.execute(sql: "INSERT INTO op (seq, id, board_id, body, local) VALUES (?, ?, ?, ?, ?)",
+                               arguments: StatementArguments(row.databaseValues))
+            }
+            for row in rows.1 {
+                try db.execute(sql: "INSERT INTO outbox (seq, op_id) VALUES (?, ?)", arguments: StatementArguments(row.databaseValues))
+            }
+            for (table, tableRows) in [("boards", rows.2), ("board_columns", rows.3), ("tasks", rows.4), ("cursor", rows.5)] {
+                for row in tableRows {
+                    let columns = Array(row.columnNames)
+                    try db.execute(sql: "INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES (\(columns.map { _ in "?" }.joined(separator: ", ")))",
+                                   arguments: StatementArguments(row.databaseValues))
+                }
+            }
+        }
+        let oldSchema = try old.read { db in try String.fetchOne(db, sql: "SELECT sql FROM sqlite_schema WHERE name = 'op'") }
+        #expect(oldSchema?.contains("AUTOINCREMENT") == true)
+        try old.close()
+
+        let store = try ReplicaStore(path: path)
+        #expect(store.replicaID == source.replicaID)
+        #expect(try store.digest(board) == source.digest(board))
+        #expect(try store.stateFromDisk(board) == store.stateFromLog(board))
+        #expect(try store.operationIDs(board) == source.operationIDs(board))
+        #expect(try store.outbox().map(\.id) == source.outbox().map(\.id))
+        #expect(try store.cursors() == [board: 42])
+        #expect(store.version == source.version)
+        #expect(try store.integrityCheck() == "ok")
+        try store.writer.read { db in
+            #expect(try Row.fetchAll(db, sql: "PRAGMA foreign_key_check").isEmpty)
+            let op = try String.fetchOne(db, sql: "SELECT sql FROM sqlite_schema WHERE name = 'op'") ?? ""
+            #expect(!op.contains("AUTOINCREMENT"))
+            #expect(try db.indexes(on: "op").map(\.name).contains("op_by_board"))
+            #expect(try db.columns(in: "outbox").map(\.name) == ["seq"])
+        }
+
+        // It carries on: above every stamp, counter and sequence, and acknowledgements still work.
+        try expectNextAboveLog(store, board: board, round: 0)
+        #expect(store.version == source.version + 1)
+        let outbox = try store.outbox()
+        #expect(outbox.count == 4)
+        try store.acknowledge([outbox[0].id])
+        #expect(try store.outbox().map(\.id) == Array(outbox.dropFirst().map(\.id)))
+    }
 }
