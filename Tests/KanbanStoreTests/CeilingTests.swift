@@ -116,12 +116,14 @@ struct CeilingTests {
                                arguments: StatementArguments(row.databaseValues))
             }
             for row in rows.1 {
-                try db.execute(sql: "INSERT INTO outbox (seq, op_id) VALUES (?, ?)", arguments: StatementArguments(row.databaseValues))
+                try db.execute(sql: "INSERT INTO outbox (seq, op_id) VALUES (?, ?)",
+                               arguments: StatementArguments(row.databaseValues))
             }
             for (table, tableRows) in [("boards", rows.2), ("board_columns", rows.3), ("tasks", rows.4), ("cursor", rows.5)] {
                 for row in tableRows {
                     let columns = Array(row.columnNames)
-                    try db.execute(sql: "INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES (\(columns.map { _ in "?" }.joined(separator: ", ")))",
+                    let values = columns.map { _ in "?" }.joined(separator: ", ")
+                    try db.execute(sql: "INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES (\(values))",
                                    arguments: StatementArguments(row.databaseValues))
                 }
             }
