@@ -103,12 +103,9 @@ extension ReplicaStore {
         }
     }
 
-    /// Logs freshly stamped local operations and saves the counter and clock once.
+    /// Logs freshly stamped local operations (the counter and clock are saved by `saveCeilings`).
     private func logAuthored(_ ops: [BoardOperation], in db: Database) throws -> [AppliedChange] {
-        guard let last = ops.last else { return [] }
-        try db.cachedStatement(sql: "UPDATE meta SET value = ? WHERE key = 'counter'")
-            .execute(arguments: [String(last.id.counter)])
-        try saveClock(in: db)
+        if ops.isEmpty { return [] }
         let log = try LogStatements(db)
         return try ops.map { op in
             guard let change = try insert(op, local: true, with: log, in: db) else {
@@ -142,17 +139,14 @@ extension ReplicaStore {
         for op in ops {
             if !local && op.id.replica == self.replicaID {
                 // One of ours came back from the relay: it is stored there, so it is acknowledged.
-                try db.cachedStatement(sql: "DELETE FROM outbox WHERE op_id = ?").execute { $0.operation(op.id) }
+                try db.cachedStatement(sql: Self.deleteFromOutbox).execute { $0.operation(op.id) }
             }
             try self.ensureLoaded(op.board, in: db)
             if let change = try self.insert(op, local: local, with: log, in: db) { changes.append(change) }
             if newest.map({ $0 < op.stamp }) ?? true { newest = op.stamp }
         }
         let now = self.clock.nowMillis()
-        if let newest {
-            self.cache.withLock { $0.author.observe(newest, nowMillis: now) }
-            try self.saveClock(in: db)
-        }
+        if let newest { self.cache.withLock { $0.author.observe(newest, nowMillis: now) } }
         for (board, seq) in cursors {
             try db.cachedStatement(sql: """
                 INSERT INTO cursor (board_id, seq) VALUES (?, ?)
@@ -163,10 +157,33 @@ extension ReplicaStore {
         return changes
     }
 
-    /// Persists the clock with the transaction, so a restart resumes above every logged stamp.
-    func saveClock(in db: Database) throws {
-        let last = cache.withLock { $0.author.clock.last }
-        try db.cachedStatement(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('hlc', ?)").execute { $0.stamp(last) }
+    /// Raises the saved ceilings once the clock or the counter has passed them, in the same
+    /// transaction, so a restart resumes above every stamp and counter this transaction logs.
+    /// Under a steady stream of commits only a small share of them write to `meta`.
+    private func saveCeilings(in db: Database) throws {
+        let (clock, counter) = cache.withLock { cache -> (HLCStamp?, UInt64?) in
+            var clock: HLCStamp?, counter: UInt64?
+            let last = cache.author.clock.last
+            if cache.ceilings.clock.map({ last > $0 }) ?? true {
+                let wall = last.wallMillis + Ceilings.clockMargin
+                // Past the largest wall time a stamp can spell, the exact value is the ceiling.
+                clock = wall <= Ceilings.maxWallMillis ? HLCStamp(wallMillis: wall, counter: 0, replica: last.replica) : last
+                cache.ceilings.clock = clock
+            }
+            if cache.author.counter > cache.ceilings.counter {
+                let raised = cache.author.counter + Ceilings.counterMargin
+                counter = raised
+                cache.ceilings.counter = raised
+            }
+            return (clock, counter)
+        }
+        if let clock {
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('hlc', ?)").execute { $0.stamp(clock) }
+        }
+        if let counter {
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('counter', ?)")
+                .execute(arguments: [String(counter)])
+        }
     }
 
     /// Calls the change listeners once the transaction has committed, in commit order
@@ -193,7 +210,6 @@ extension ReplicaStore {
                 if let newest = incoming.maxStamp { cache.author.observe(newest, nowMillis: self.clock.nowMillis()) }
                 return cache.boards[board]!
             }
-            try self.saveClock(in: db)
             try Self.save(.board(board), of: state, in: db)
             for id in incoming.columns.keys { try Self.save(.column(id), of: state, in: db) }
             for id in incoming.tasks.keys { try Self.save(.task(id), of: state, in: db) }
@@ -225,7 +241,7 @@ extension ReplicaStore {
                 INSERT INTO op (id, board_id, body, local) VALUES (?, ?, ?, ?)
                 ON CONFLICT (id) DO NOTHING
                 """)
-            insertOutbox = try db.cachedStatement(sql: "INSERT INTO outbox (seq, op_id) VALUES (?, ?)")
+            insertOutbox = try db.cachedStatement(sql: "INSERT INTO outbox (seq) VALUES (?)")
         }
     }
 
@@ -241,10 +257,7 @@ extension ReplicaStore {
         guard db.changesCount > 0 else { return nil }
         let seq = db.lastInsertedRowID
         if local {
-            try log.insertOutbox.execute { row in
-                row.int(seq)
-                row.operation(op.id)
-            }
+            try log.insertOutbox.execute { row in row.int(seq) }
         }
         let (outcome, snapshot) = cache.withLock { cache in
             cache.lastSeq = seq
@@ -263,8 +276,9 @@ extension ReplicaStore {
         return (outcome, state.snapshot(of: outcome.target))
     }
 
-    /// Runs a write transaction. If it rolls back, the author and version go back to what they
-    /// were before it, and the boards it changed are dropped from the mirror (reloaded on next use).
+    /// Runs a write transaction. If it rolls back, the author, version and ceilings go back to
+    /// what they were before it, and the boards it changed are dropped from the mirror (reloaded
+    /// on next use).
     func write<T>(_ body: (Database) throws -> T) throws -> T {
         try writer.writeWithoutTransaction { db in try transaction(db, body) }
     }
@@ -276,18 +290,19 @@ extension ReplicaStore {
             let saved = cache.withLock { cache in
                 cache.touched = []
                 cache.dirty = []
-                return (cache.author, cache.lastSeq)
+                return (cache.author, cache.lastSeq, cache.ceilings)
             }
             db.afterNextTransaction(onCommit: { _ in }, onRollback: { _ in
                 self.cache.withLock { cache in
                     for board in cache.touched { cache.boards.removeValue(forKey: board) }
                     cache.touched = []
                     cache.dirty = []
-                    (cache.author, cache.lastSeq) = saved
+                    (cache.author, cache.lastSeq, cache.ceilings) = saved
                 }
             })
             result = try body(db)
             try saveDirtyRows(in: db)
+            try saveCeilings(in: db)
             return .commit
         }
         return result!

@@ -78,6 +78,31 @@ extension ReplicaStore {
                 ) STRICT;
                 """)
         }
+        migrator.registerMigration("v3-no-autoincrement") { db in
+            // Two fewer page writes per commit. `op.seq` loses AUTOINCREMENT, whose counter row in
+            // sqlite_sequence was rewritten by every commit: operations are never deleted from the
+            // log, so the largest rowid plus one is the same increasing sequence. The outbox loses
+            // its `op_id` column, whose unique index took a page per local commit; operations are
+            // found through the log's own ID index. Tables are rebuilt and renamed in place (the
+            // migrator runs this with foreign keys off and checks them before committing).
+            try db.execute(sql: """
+                CREATE TABLE op_new (
+                    seq INTEGER PRIMARY KEY,
+                    id TEXT NOT NULL UNIQUE,
+                    board_id TEXT NOT NULL,
+                    body TEXT NOT NULL,
+                    local INTEGER NOT NULL CHECK (local IN (0, 1))
+                ) STRICT;
+                INSERT INTO op_new (seq, id, board_id, body, local) SELECT seq, id, board_id, body, local FROM op ORDER BY seq;
+                CREATE TABLE outbox_new (seq INTEGER PRIMARY KEY REFERENCES op (seq)) STRICT;
+                INSERT INTO outbox_new (seq) SELECT seq FROM outbox ORDER BY seq;
+                DROP TABLE outbox;
+                DROP TABLE op;
+                ALTER TABLE op_new RENAME TO op;
+                ALTER TABLE outbox_new RENAME TO outbox;
+                CREATE INDEX op_by_board ON op (board_id, seq);
+                """)
+        }
         return migrator
     }
 }

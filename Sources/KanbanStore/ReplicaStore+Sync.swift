@@ -110,9 +110,12 @@ extension ReplicaStore {
         }
     }
 
+    /// Drops one operation, by ID, from the outbox (which is keyed by log sequence only).
+    static let deleteFromOutbox = "DELETE FROM outbox WHERE seq = (SELECT seq FROM op WHERE id = ?)"
+
     private static func acknowledge(_ ids: [OperationID], cursors: [EntityID: Int64], in db: Database) throws {
         for id in ids {
-            try db.cachedStatement(sql: "DELETE FROM outbox WHERE op_id = ?").execute(arguments: [id.description])
+            try db.cachedStatement(sql: deleteFromOutbox).execute(arguments: [id.description])
         }
         for (board, seq) in cursors {
             try db.cachedStatement(sql: """

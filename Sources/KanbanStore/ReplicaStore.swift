@@ -36,11 +36,30 @@ public final class ReplicaStore: Sendable {
         var boards: [EntityID: BoardState] = [:]
         var author: Author
         var lastSeq: Int64
+        /// The clock and counter bounds saved in `meta`.
+        var ceilings: Ceilings
         /// Boards changed by the open transaction.
         var touched: Set<EntityID> = []
         /// Rows the open transaction changed in the mirror and has yet to write, once each,
         /// just before it commits.
         var dirty: Set<DirtyRow> = []
+    }
+
+    /// Upper bounds of the clock and of the local operation counter, saved in `meta` in place of
+    /// their live values so that most commits leave the meta pages alone (rewriting them cost two
+    /// page writes per commit). Every logged stamp is at most `clock` and every local counter at
+    /// most `counter`; a reopened store resumes from them, so its next stamp and operation ID are
+    /// above everything in its log, also after a crash. The price of a restart is a gap in the
+    /// counters and a clock up to `clockMargin` ms ahead of wall time until wall time catches up.
+    ///
+    /// Older databases hold the exact last values under the same keys, which are ceilings too.
+    struct Ceilings {
+        static let clockMargin: Int64 = 1_000
+        static let counterMargin: UInt64 = 1_000
+        /// The largest wall time a stamp's text can hold (15 digits).
+        static let maxWallMillis: Int64 = 999_999_999_999_999
+        var clock: HLCStamp?
+        var counter: UInt64
     }
 
     struct DirtyRow: Hashable {
@@ -101,15 +120,14 @@ public final class ReplicaStore: Sendable {
                                arguments: [replica.rawValue])
             }
             let counter = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'counter'").flatMap { UInt64($0) } ?? 0
-            // The clock as of the last commit, so new local stamps order after everything logged.
+            // Ceilings (see `Ceilings`): new local stamps and counters start above everything logged.
             let stamp = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'hlc'").flatMap { HLCStamp($0) }
             let seq = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM op") ?? 0
             return (replica, counter, stamp, seq)
         }
         self.replicaID = replica
-        var author = Author(replica: replica, counter: counter, lastStamp: nil)
-        if let lastStamp { author.observe(lastStamp, nowMillis: 0) }
-        self.cache = Mutex(Cache(author: author, lastSeq: lastSeq))
+        let author = Author(replica: replica, counter: counter, lastStamp: lastStamp)
+        self.cache = Mutex(Cache(author: author, lastSeq: lastSeq, ceilings: Ceilings(clock: lastStamp, counter: counter)))
     }
 
     /// Registers a function called with every batch of newly logged operations, after commit and

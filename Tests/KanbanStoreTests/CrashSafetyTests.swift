@@ -70,5 +70,13 @@ struct CrashSafetyTests {
             #expect(try store.stateFromDisk(board) == store.stateFromLog(board))
             #expect(try store.digest(board) == store.stateFromLog(board).digest)
         }
+        // The clock and counter resume from their saved ceilings: the next local operation is
+        // above every logged stamp and reuses no logged operation ID.
+        for board in boards {
+            let logged = try store.operations(board)
+            let next = try store.author(board: board) { _ in .renameBoard(title: "after the crash") }.operation
+            #expect(logged.allSatisfy { $0.stamp < next.stamp && $0.id != next.id })
+            #expect(logged.filter { $0.id.replica == store.replicaID }.allSatisfy { $0.id.counter < next.id.counter })
+        }
     }
 }

@@ -138,7 +138,8 @@ struct ReplicaStoreTests {
         }
         let store = try ReplicaStore(path: path)
         let third = try store.author(board: board) { _ in .renameBoard(title: "C") }
-        #expect(third.operation.id.counter == 3)
+        // The counter resumes from its saved ceiling: above the log, with a gap.
+        #expect(third.operation.id.counter > 2)
         let ops = try store.operations(board)
         #expect(ops.map(\.stamp) == ops.map(\.stamp).sorted(), "stamps keep increasing across restarts")
     }
@@ -205,7 +206,7 @@ struct ReplicaStoreTests {
         let digest = try store.digest(board)
         let reopened = try ReplicaStore(path: path)
         #expect(try reopened.digest(board) == digest)
-        #expect(try await reopened.author(board: board) { _ in .renameBoard(title: "next") }.operation.id.counter == 183)
+        #expect(try await reopened.author(board: board) { _ in .renameBoard(title: "next") }.operation.id.counter > 182)
     }
 
     @Test func concurrentEditsAreListedAsConflictsAndCanBeRestored() throws {
