@@ -43,17 +43,21 @@ extension ReplicaStore {
 
     /// The board's state rebuilt from nothing but the operation log (and any relay snapshot).
     public func stateFromLog(_ board: EntityID) throws -> BoardState {
+        try writer.read { db in try Self.stateFromLog(board, in: db) }
+    }
+
+    /// `stateFromLog` inside a transaction of the caller's.
+    static func stateFromLog(_ board: EntityID, in db: Database) throws -> BoardState {
         var state = BoardState(id: board)
-        if let body = try writer.read({ db in
-            try String.fetchOne(db, sql: "SELECT body FROM snapshot WHERE board_id = ?", arguments: [board.rawValue])
-        }) {
+        if let body = try String.fetchOne(db, sql: "SELECT body FROM snapshot WHERE board_id = ?", arguments: [board.rawValue]) {
             do {
                 state = try JSONDecoder().decode(BoardSnapshot.self, from: Data(body.utf8)).state
             } catch {
                 throw StoreError.corrupt("snapshot of \(board) does not decode")
             }
         }
-        for op in try operations(board) { state.apply(op) }
+        let bodies = try String.fetchCursor(db, sql: "SELECT body FROM op WHERE board_id = ? ORDER BY seq", arguments: [board.rawValue])
+        while let body = try bodies.next() { state.apply(try decodeLogged(body)) }
         return state
     }
 

@@ -1,5 +1,4 @@
 public import KanbanModel
-import Foundation
 import GRDB
 import Synchronization
 
@@ -69,15 +68,7 @@ extension ReplicaStore {
     public func rematerialize(_ board: EntityID) throws -> Bool {
         try write { db in
             try self.ensureLoaded(board, in: db)
-            var rebuilt = BoardState(id: board)
-            if let body = try String.fetchOne(db, sql: "SELECT body FROM snapshot WHERE board_id = ?", arguments: [board.rawValue]) {
-                guard let snapshot = try? JSONDecoder().decode(BoardSnapshot.self, from: Data(body.utf8)) else {
-                    throw StoreError.corrupt("snapshot of \(board) does not decode")
-                }
-                rebuilt = snapshot.state
-            }
-            let bodies = try String.fetchCursor(db, sql: "SELECT body FROM op WHERE board_id = ? ORDER BY seq", arguments: [board.rawValue])
-            while let body = try bodies.next() { rebuilt.apply(try Self.decodeLogged(body)) }
+            let rebuilt = try Self.stateFromLog(board, in: db)
             let changed = self.cache.withLock { cache -> Bool in
                 guard cache.boards[board]?.digest != rebuilt.digest else { return false }
                 cache.touched.insert(board)
