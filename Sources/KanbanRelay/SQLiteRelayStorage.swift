@@ -11,18 +11,8 @@ public final class SQLiteRelayStorage: RelayStorage {
     let checkpointer: WALCheckpointer
 
     public init(path: String) throws {
-        var config = Configuration()
-        config.busyMode = .timeout(5)
-        config.prepareDatabase { db in
-            // No checkpoint inside a commit (a 1,000-page copy and a sync, on the ack path):
-            // `WALCheckpointer` does them.
-            try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
-            try db.execute(sql: "PRAGMA journal_size_limit = 67108864")
-        }
-        pool = try DatabasePool(path: path, configuration: config)
-        // DatabasePool sets `synchronous = NORMAL` on its writer when it turns WAL on (after
-        // `prepareDatabase`): set FULL again, or no commit would be synced before its ack.
-        try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+        // synchronous=FULL: an ack means the operation is on disk.
+        pool = try WALCheckpointer.openPool(path: path, fullSync: true)
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in
             try db.execute(sql: """

@@ -62,3 +62,26 @@ public final class WALCheckpointer: @unchecked Sendable { // Its one stored prop
         _ = try? writer.writeWithoutTransaction { try $0.checkpoint(.passive) }
     }
 }
+
+extension WALCheckpointer {
+    /// Opens (creating if needed) the database at `path` in WAL mode the way the replica store
+    /// and the relay keep theirs: every commit synced when `fullSync` (else only checkpoints),
+    /// no checkpoint inside a commit (a `WALCheckpointer` does them: start one for the pool),
+    /// and a log file that shrinks back to 64 MiB when it next starts over after a burst.
+    /// `configuration` can add its own setup.
+    public static func openPool(path: String, fullSync: Bool, configuration: GRDB.Configuration = .init()) throws -> DatabasePool {
+        var configuration = configuration
+        let synchronous = fullSync ? "FULL" : "NORMAL"
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
+            try db.execute(sql: "PRAGMA journal_size_limit = 67108864")
+        }
+        configuration.busyMode = .timeout(5)
+        let pool = try DatabasePool(path: path, configuration: configuration)
+        // DatabasePool sets `synchronous = NORMAL` on its writer when it turns WAL on, which it
+        // does after `prepareDatabase`: set it again, or FULL would not sync any commit.
+        try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = \(synchronous)") }
+        return pool
+    }
+}

@@ -80,21 +80,9 @@ public final class ReplicaStore: Sendable {
     /// Opens (creating if needed) the database at `path`, in WAL mode.
     public convenience init(path: String, configuration: Configuration = .init()) throws {
         var config = GRDB.Configuration()
-        let synchronous = configuration.durability == .full ? "FULL" : "NORMAL"
-        config.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
-            // 64 MiB of page cache: board rows and indexes stay in memory on busy replicas.
-            try db.execute(sql: "PRAGMA cache_size = -65536")
-            // No checkpoints inside commits: `WALCheckpointer` does them.
-            try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
-            // After a burst, the log file shrinks back to 64 MiB when it next starts over.
-            try db.execute(sql: "PRAGMA journal_size_limit = 67108864")
-        }
-        config.busyMode = .timeout(5)
-        let pool = try DatabasePool(path: path, configuration: config)
-        // DatabasePool sets `synchronous = NORMAL` on its writer when it turns WAL on, which it
-        // does after `prepareDatabase`: set it again, or `.full` would not sync any commit.
-        try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = \(synchronous)") }
+        // 64 MiB of page cache: board rows and indexes stay in memory on busy replicas.
+        config.prepareDatabase { db in try db.execute(sql: "PRAGMA cache_size = -65536") }
+        let pool = try WALCheckpointer.openPool(path: path, fullSync: configuration.durability == .full, configuration: config)
         try self.init(writer: pool, path: path, configuration: configuration)
         checkpointer.withLock { $0 = try? WALCheckpointer(path: path, writer: pool) }
     }
