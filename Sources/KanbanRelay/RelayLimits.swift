@@ -61,47 +61,72 @@ extension OutboundItem: QueuedMessage {
     var queuedBytes: Int { size }
 }
 
-/// One connection's outbound messages: bounded by count and bytes; the writer takes everything
-/// queued at each wake-up.
-final class OutboundQueue<Message: QueuedMessage>: Sendable {
-    private struct State {
-        var items: [Message] = []
-        var bytes = 0
-        var finished = false
-        /// `interrupt()` came while nobody waited: the next wait returns at once.
-        var interrupted = false
-        var waiter: CheckedContinuation<[Message]?, Never>?
-    }
-    private let state = Mutex(State())
+/// What one connection has queued and not yet sent, bounded by count and by bytes: the rule
+/// for falling behind, shared by the WebSocket pump and the long-polling queue.
+struct Backlog<Message: QueuedMessage> {
     let maxMessages: Int
     let maxBytes: Int
+    private(set) var messages: [Message] = []
+    /// Bytes of the queued messages that count against `maxBytes`.
+    private var bytes = 0
 
     init(maxMessages: Int, maxBytes: Int) {
         self.maxMessages = maxMessages
         self.maxBytes = maxBytes
     }
 
+    var isEmpty: Bool { messages.isEmpty }
+
+    /// Whether `message` fits. The byte bound applies only when `boundedByBytes` (live
+    /// broadcasts); a catch-up can be larger than it and must still go out.
+    func admits(_ message: Message, boundedByBytes: Bool) -> Bool {
+        messages.count < maxMessages && (!boundedByBytes || bytes + message.queuedBytes <= maxBytes)
+    }
+
+    /// Queues an admitted message. Only live messages count against the byte bound, so a large
+    /// catch-up ahead of them does not get a connection dropped as slow.
+    mutating func append(_ message: Message, boundedByBytes: Bool) {
+        messages.append(message)
+        if boundedByBytes { bytes += message.queuedBytes }
+    }
+
+    /// Everything queued, leaving the backlog empty.
+    mutating func takeAll() -> [Message] {
+        defer { (messages, bytes) = ([], 0) }
+        return messages
+    }
+}
+
+/// One connection's outbound messages: bounded by count and bytes; the writer takes everything
+/// queued at each wake-up.
+final class OutboundQueue<Message: QueuedMessage>: Sendable {
+    private struct State {
+        var backlog: Backlog<Message>
+        var finished = false
+        /// `interrupt()` came while nobody waited: the next wait returns at once.
+        var interrupted = false
+        var waiter: CheckedContinuation<[Message]?, Never>?
+    }
+    private let state: Mutex<State>
+
+    init(maxMessages: Int, maxBytes: Int) {
+        state = Mutex(State(backlog: Backlog(maxMessages: maxMessages, maxBytes: maxBytes)))
+    }
+
     /// false when the queue is finished or would exceed a bound (the connection is too slow).
-    /// The byte bound applies only when `boundedByBytes` (live broadcasts); a catch-up can be
-    /// larger than it and must still go out.
-    func enqueue(_ text: Message, boundedByBytes: Bool = true) -> Bool {
-        let size = text.queuedBytes
+    func enqueue(_ message: Message, boundedByBytes: Bool = true) -> Bool {
         let waiter: CheckedContinuation<[Message]?, Never>?? = state.withLock { state in
-            guard !state.finished, state.items.count < maxMessages,
-                  !boundedByBytes || state.bytes + size <= maxBytes else { return .none }
+            guard !state.finished, state.backlog.admits(message, boundedByBytes: boundedByBytes) else { return .none }
             if let waiter = state.waiter {
                 state.waiter = nil
                 return .some(waiter)
             }
-            state.items.append(text)
-            // Only live messages count against the byte bound, so a large catch-up ahead of them
-            // does not get a connection dropped as slow.
-            if boundedByBytes { state.bytes += size }
+            state.backlog.append(message, boundedByBytes: boundedByBytes)
             return .some(nil)
         }
         switch waiter {
         case .none: return false
-        case .some(.some(let waiter)): waiter.resume(returning: [text])
+        case .some(.some(let waiter)): waiter.resume(returning: [message])
         case .some(.none): break
         }
         return true
@@ -112,10 +137,7 @@ final class OutboundQueue<Message: QueuedMessage>: Sendable {
     func next() async -> [Message]? {
         await withCheckedContinuation { continuation in
             let ready: [Message]?? = state.withLock { state in
-                if !state.items.isEmpty {
-                    defer { state.items = []; state.bytes = 0 }
-                    return .some(state.items)
-                }
+                if !state.backlog.isEmpty { return .some(state.backlog.takeAll()) }
                 if state.finished { return .some(nil) }
                 if state.interrupted {
                     state.interrupted = false
@@ -148,7 +170,7 @@ final class OutboundQueue<Message: QueuedMessage>: Sendable {
     func finish(discardingQueued discard: Bool = false) {
         let waiter = state.withLock { state in
             state.finished = true
-            if discard { (state.items, state.bytes) = ([], 0) }
+            if discard { _ = state.backlog.takeAll() }
             defer { state.waiter = nil }
             return state.waiter
         }

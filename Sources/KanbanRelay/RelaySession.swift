@@ -66,18 +66,13 @@ struct RelaySession {
         // commit (so one group commit can hold several of a connection's pushes), at most
         // `maxPipelinedPushes`.
         let pushes = PushWindow(limit: Self.maxPipelinedPushes)
-        do {
-            try await read(id, inbound: inbound, close: close, pushes: pushes)
-        } catch {
-            await pushes.drain()
-            pump.finish()
-            await pump.ended()
-            throw error
-        }
+        var failure: (any Error)?
+        do { try await read(id, inbound: inbound, close: close, pushes: pushes) } catch { failure = error }
         // Acks of pushes still being committed go out before the connection ends.
         await pushes.drain()
         pump.finish()
         await pump.ended()
+        if let failure { throw failure }
     }
 
     /// Reads the connection's messages in order and hands them to the hub.
@@ -190,8 +185,7 @@ extension OutboundQueue: FinishableQueue {}
 /// queue is empty again.
 final class OutboundPump: FinishableQueue {
     private struct State {
-        var items: [OutboundItem] = []
-        var bytes = 0
+        var backlog: Backlog<OutboundItem>
         var finished = false
         /// A pump task is writing (or about to): only one at a time, so frames stay in order.
         var running = false
@@ -199,9 +193,7 @@ final class OutboundPump: FinishableQueue {
         var ended = false
         var endWaiters: [CheckedContinuation<Void, Never>] = []
     }
-    private let state = Mutex(State())
-    let maxMessages: Int
-    let maxBytes: Int
+    private let state: Mutex<State>
     private let write: @Sendable ([OutboundItem]) async throws -> Void
     private let end: @Sendable () async -> Void
 
@@ -209,20 +201,16 @@ final class OutboundPump: FinishableQueue {
     /// finished (or a write failed).
     init(maxMessages: Int, maxBytes: Int, write: @escaping @Sendable ([OutboundItem]) async throws -> Void,
          end: @escaping @Sendable () async -> Void) {
-        self.maxMessages = maxMessages
-        self.maxBytes = maxBytes
+        state = Mutex(State(backlog: Backlog(maxMessages: maxMessages, maxBytes: maxBytes)))
         self.write = write
         self.end = end
     }
 
-    /// false when finished or over a bound (the connection is too slow). The byte bound applies
-    /// only when `boundedByBytes` (live broadcasts); a catch-up can be larger and must still go.
+    /// false when finished or over a bound (the connection is too slow; see `Backlog`).
     func enqueue(_ item: OutboundItem, boundedByBytes: Bool = true) -> Bool {
         let (accepted, start): (Bool, Bool) = state.withLock { state in
-            guard !state.finished, state.items.count < maxMessages,
-                  !boundedByBytes || state.bytes + item.size <= maxBytes else { return (false, false) }
-            state.items.append(item)
-            if boundedByBytes { state.bytes += item.size }
+            guard !state.finished, state.backlog.admits(item, boundedByBytes: boundedByBytes) else { return (false, false) }
+            state.backlog.append(item, boundedByBytes: boundedByBytes)
             defer { state.running = true }
             return (true, !state.running)
         }
@@ -234,7 +222,7 @@ final class OutboundPump: FinishableQueue {
     func finish(discardingQueued discard: Bool = false) {
         let start = state.withLock { state in
             state.finished = true
-            if discard { (state.items, state.bytes) = ([], 0) }
+            if discard { _ = state.backlog.takeAll() }
             defer { state.running = true }
             return !state.running && !state.ended
         }
@@ -257,10 +245,7 @@ final class OutboundPump: FinishableQueue {
         var lingered = false
         while true {
             let batch: [OutboundItem]? = state.withLock { state in
-                if !state.items.isEmpty {
-                    defer { (state.items, state.bytes) = ([], 0) }
-                    return state.items
-                }
+                if !state.backlog.isEmpty { return state.backlog.takeAll() }
                 if state.finished { return nil }
                 if lingered { state.running = false }
                 return []
@@ -281,7 +266,7 @@ final class OutboundPump: FinishableQueue {
                 // The connection is gone: nothing more can be written.
                 state.withLock { state in
                     state.finished = true
-                    (state.items, state.bytes) = ([], 0)
+                    _ = state.backlog.takeAll()
                 }
             }
         }
