@@ -156,8 +156,10 @@ struct SyncSession {
         }
         if !ops.isEmpty { try await store.apply(ops, cursors: cursors) }
         // Once per board per link, when caught up with nothing of ours in flight, compare digests.
-        for (board, head) in heads.sorted(by: { $0.key < $1.key }) where !welcomed.digested.withLock({ $0.contains(board) }) {
-            guard try store.cursors()[board] ?? 0 == head else { continue }
+        let unchecked = heads.filter { board, _ in !welcomed.digested.withLock { $0.contains(board) } }
+        let known = unchecked.isEmpty ? [:] : try store.cursors()
+        for (board, head) in unchecked.sorted(by: { $0.key < $1.key }) {
+            guard known[board] ?? 0 == head else { continue }
             // Cursor, outbox and state read together (`settledDigest`): a local edit committing
             // between an outbox check and the digest would be hashed before the relay has it.
             if let settled = try await store.settledDigest(board), settled.seq == head {
