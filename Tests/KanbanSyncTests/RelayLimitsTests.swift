@@ -96,12 +96,13 @@ struct RelayLimitsTests {
 /// token later catches up from its cursor.
 @Suite(.timeLimit(.minutes(2)))
 struct SlowSubscriberTests {
-    /// A raw WebSocket client with a 4 KiB receive buffer: upgrades, says hello, never reads again.
+    /// A raw WebSocket client (by default with a 4 KiB receive buffer): upgrades, says hello as
+    /// `replica`, and never sends anything again.
     final class StalledClient {
         let fd: Int32
 
-        init(port: Int, token: String) throws {
-            fd = try connectLoopback(port: port, receiveBuffer: 4096)
+        init(port: Int, token: String, replica: String = "stalled", receiveBuffer: Int32? = 4096) throws {
+            fd = try connectLoopback(port: port, receiveBuffer: receiveBuffer)
             try write(Array(("GET /sync HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
                 + "Authorization: Bearer \(token)\r\n\r\n").utf8))
@@ -112,7 +113,7 @@ struct SlowSubscriberTests {
                 throw TestError("upgrade refused: \(String(decoding: head, as: UTF8.self))")
             }
             // One masked text frame (zero mask key) with the hello.
-            let hello = Array(SyncMessage.hello(.init(replica: ReplicaID("stalled")!, cursors: [:])).text.utf8)
+            let hello = Array(SyncMessage.hello(.init(replica: ReplicaID(replica)!, cursors: [:])).text.utf8)
             var frame: [UInt8] = [0x81]
             if hello.count < 126 { frame.append(0x80 | UInt8(hello.count)) } else {
                 frame += [0x80 | 126, UInt8(hello.count >> 8), UInt8(hello.count & 0xFF)]
