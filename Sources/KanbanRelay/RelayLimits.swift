@@ -62,13 +62,18 @@ extension OutboundItem: QueuedMessage {
 }
 
 /// What one connection has queued and not yet sent, bounded by count and by bytes: the rule
-/// for falling behind, shared by the WebSocket pump and the long-polling queue.
+/// for falling behind, shared by the WebSocket pump and the long-polling queue. A writer that
+/// hands messages to the network before they are sent (`takeInFlight`) keeps them counted until
+/// it reports them written (`landed`).
 struct Backlog<Message: QueuedMessage> {
     let maxMessages: Int
     let maxBytes: Int
     private(set) var messages: [Message] = []
     /// Bytes of the queued messages that count against `maxBytes`.
     private var bytes = 0
+    /// Taken by `takeInFlight` and not yet `landed`.
+    private(set) var inFlight = 0
+    private var inFlightBytes = 0
 
     init(maxMessages: Int, maxBytes: Int) {
         self.maxMessages = maxMessages
@@ -80,7 +85,8 @@ struct Backlog<Message: QueuedMessage> {
     /// Whether `message` fits. The byte bound applies only when `boundedByBytes` (live
     /// broadcasts); a catch-up can be larger than it and must still go out.
     func admits(_ message: Message, boundedByBytes: Bool) -> Bool {
-        messages.count < maxMessages && (!boundedByBytes || bytes + message.queuedBytes <= maxBytes)
+        messages.count + inFlight < maxMessages
+            && (!boundedByBytes || bytes + inFlightBytes + message.queuedBytes <= maxBytes)
     }
 
     /// Queues an admitted message. Only live messages count against the byte bound, so a large
@@ -94,6 +100,21 @@ struct Backlog<Message: QueuedMessage> {
     mutating func takeAll() -> [Message] {
         defer { (messages, bytes) = ([], 0) }
         return messages
+    }
+
+    /// Everything queued, still counted against the bounds until `landed` is called with the
+    /// returned receipt.
+    mutating func takeInFlight() -> (messages: [Message], receipt: (count: Int, bytes: Int)) {
+        let receipt = (count: messages.count, bytes: bytes)
+        inFlight += receipt.count
+        inFlightBytes += receipt.bytes
+        return (takeAll(), receipt)
+    }
+
+    /// Messages taken by `takeInFlight` were written (or dropped with the connection).
+    mutating func landed(_ receipt: (count: Int, bytes: Int)) {
+        inFlight -= receipt.count
+        inFlightBytes -= receipt.bytes
     }
 }
 

@@ -25,12 +25,13 @@ struct RelaySession {
         guard case .success(let token) = tokens.verify(authorization: headers[.authorization]) else { return }
         let activity = InboundActivity(channel: channel)
         try await channel.pipeline.addHandler(activity, position: .first).get()
-        try await run(token: token, deflate: deflate.negotiate(headers)?.0, activity: activity, inbound: inbound, outbound: outbound)
+        try await run(token: token, deflate: deflate.negotiate(headers)?.0, channel: channel, activity: activity,
+                      inbound: inbound, outbound: outbound)
     }
 
     /// `deflate`: what permessage-deflate negotiated (nil: none); the hub compresses what it
     /// queues accordingly, and the writer sends the frames as they are.
-    func run(token: RelayToken, deflate: DeflateParameters?, activity: InboundActivity?,
+    func run(token: RelayToken, deflate: DeflateParameters?, channel: any Channel, activity: InboundActivity,
              inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
         guard traffic.connections.acquire(token, limit: configuration.maxConnectionsPerToken) else {
             logger.notice("connection refused: too many for this token", metadata: ["team": "\(token.team)"])
@@ -44,14 +45,8 @@ struct RelaySession {
         defer { traffic.connections.release(token) }
         let closing = CloseRequest()
         let traffic = traffic
-        let pump = OutboundPump(maxMessages: configuration.maxQueuedMessages, maxBytes: configuration.maxQueuedBytes) { batch in
-            for item in batch {
-                // Compressed (RSV1) by the hub, or meant to go as it is.
-                try await outbound.write(.custom(WebSocketFrame(fin: true, rsv1: item.compressed, opcode: item.isPing ? .ping : .text,
-                                                                data: item.payload)))
-                traffic.sent(bytes: item.size)
-            }
-        } end: {
+        let pump = OutboundPump(channel: channel, maxMessages: configuration.maxQueuedMessages, maxBytes: configuration.maxQueuedBytes,
+                                sent: { traffic.sent(bytes: $0) }) {
             if let (code, reason) = closing.value.withLock({ $0 }) {
                 try? await outbound.close(WebSocketErrorCode(codeNumber: Int(code)), reason: reason)
             }
@@ -176,57 +171,70 @@ protocol FinishableQueue: Sendable {
 
 extension OutboundQueue: FinishableQueue {}
 
-/// One WebSocket connection's outbound messages, bounded by count and bytes, written in order by
-/// a task that exists only while there is something to write.
+/// One WebSocket connection's outbound messages, bounded by count and bytes, written in order on
+/// the connection's event loop.
 ///
-/// A writer task per connection waiting on its queue would keep the memory of its deepest write
-/// for as long as the connection lives; thousands of idle connections are the common case for
-/// a relay, so the task starts when a message arrives at an empty queue and ends when the
-/// queue is empty again.
+/// Nothing waits on an idle connection (thousands of them are the common case for a relay): a
+/// message that arrives at an empty queue schedules one drain on the channel's event loop, which
+/// writes every frame queued by then and flushes once, so a run of frames goes out in one
+/// `writev`. The frames go down the same pipeline as swift-websocket's writer (to its frame
+/// encoder) without its per-frame hops between tasks, which were most of a broadcast's cost; the
+/// relay's permessage-deflate extension passes outgoing frames through unchanged (the hub
+/// compressed them). A message counts against the bounds until NIO reports it written to the
+/// socket, so a client that stops reading fills them and is dropped as too slow.
 final class OutboundPump: FinishableQueue {
     private struct State {
         var backlog: Backlog<OutboundItem>
         var finished = false
-        /// A pump task is writing (or about to): only one at a time, so frames stay in order.
-        var running = false
-        /// `end` ran: nothing more will be written.
+        /// A drain is scheduled on the event loop.
+        var scheduled = false
+        /// `end` has started: it runs once, after the last write completed.
+        var ending = false
         var ended = false
         var endWaiters: [CheckedContinuation<Void, Never>] = []
+
+        /// Whether `end` should start now (and marks it started).
+        mutating func startsEnding() -> Bool {
+            guard finished, backlog.isEmpty, backlog.inFlight == 0, !scheduled, !ending else { return false }
+            ending = true
+            return true
+        }
     }
     private let state: Mutex<State>
-    private let write: @Sendable ([OutboundItem]) async throws -> Void
+    private let channel: any Channel
+    private let sent: @Sendable (Int) -> Void
     private let end: @Sendable () async -> Void
 
-    /// `write` sends a batch in order; `end` runs once, after the last batch, when the pump is
-    /// finished (or a write failed).
-    init(maxMessages: Int, maxBytes: Int, write: @escaping @Sendable ([OutboundItem]) async throws -> Void,
+    /// `sent` is told the size of each message handed to the network; `end` runs once, after the
+    /// last write, when the pump is finished (or a write failed).
+    init(channel: any Channel, maxMessages: Int, maxBytes: Int, sent: @escaping @Sendable (Int) -> Void,
          end: @escaping @Sendable () async -> Void) {
         state = Mutex(State(backlog: Backlog(maxMessages: maxMessages, maxBytes: maxBytes)))
-        self.write = write
+        self.channel = channel
+        self.sent = sent
         self.end = end
     }
 
     /// false when finished or over a bound (the connection is too slow; see `Backlog`).
     func enqueue(_ item: OutboundItem, boundedByBytes: Bool = true) -> Bool {
-        let (accepted, start): (Bool, Bool) = state.withLock { state in
+        let (accepted, schedule): (Bool, Bool) = state.withLock { state in
             guard !state.finished, state.backlog.admits(item, boundedByBytes: boundedByBytes) else { return (false, false) }
             state.backlog.append(item, boundedByBytes: boundedByBytes)
-            defer { state.running = true }
-            return (true, !state.running)
+            defer { state.scheduled = true }
+            return (true, !state.scheduled)
         }
-        if start { Task { await self.run() } }
+        if schedule { channel.eventLoop.execute { self.drain() } }
         return accepted
     }
 
     /// No more messages: what is queued is written (or dropped), then `end` runs.
     func finish(discardingQueued discard: Bool = false) {
-        let start = state.withLock { state in
+        let endNow = state.withLock { state in
             state.finished = true
             if discard { _ = state.backlog.takeAll() }
-            defer { state.running = true }
-            return !state.running && !state.ended
+            return state.startsEnding()
         }
-        if start { Task { await self.run() } }
+        if endNow { runEnd() }
     }
 
     /// Returns once `end` has run.
@@ -241,41 +249,48 @@ final class OutboundPump: FinishableQueue {
         }
     }
 
-    private func run() async {
-        var lingered = false
-        while true {
-            let batch: [OutboundItem]? = state.withLock { state in
-                if !state.backlog.isEmpty { return state.backlog.takeAll() }
-                if state.finished { return nil }
-                if lingered { state.running = false }
-                return []
-            }
-            guard let batch else { break }
-            if batch.isEmpty {
-                // Under a stream of broadcasts the next message is usually a moment away: look
-                // once more after letting other work run, rather than end and start a new task.
-                if lingered { return }
-                lingered = true
-                await Task.yield()
-                continue
-            }
-            lingered = false
-            do {
-                try await write(batch)
-            } catch {
-                // The connection is gone: nothing more can be written.
-                state.withLock { state in
+    /// On the event loop: writes what is queued, flushes once.
+    private func drain() {
+        let (batch, receipt) = state.withLock { state in
+            state.scheduled = false
+            return state.backlog.takeInFlight()
+        }
+        guard let last = batch.indices.last else {
+            // Everything queued was discarded by `finish`.
+            if state.withLock({ $0.startsEnding() }) { runEnd() }
+            return
+        }
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        for (index, item) in batch.enumerated() {
+            let frame = WebSocketFrame(fin: true, rsv1: item.compressed, opcode: item.isPing ? .ping : .text, data: item.payload)
+            // NIO completes a channel's writes in order: the last one's promise covers the batch.
+            channel.write(frame, promise: index == last ? written : nil)
+            sent(item.size)
+        }
+        channel.flush()
+        written.futureResult.whenComplete { result in
+            let endNow = self.state.withLock { state in
+                state.backlog.landed(receipt)
+                if case .failure = result {
+                    // The connection is gone: nothing more can be written.
                     state.finished = true
                     _ = state.backlog.takeAll()
                 }
+                return state.startsEnding()
             }
+            if endNow { self.runEnd() }
         }
-        await end()
-        let waiters = state.withLock { state in
-            state.ended = true
-            defer { state.endWaiters = [] }
-            return state.endWaiters
+    }
+
+    private func runEnd() {
+        Task {
+            await end()
+            let waiters = state.withLock { state in
+                state.ended = true
+                defer { state.endWaiters = [] }
+                return state.endWaiters
+            }
+            for waiter in waiters { waiter.resume() }
         }
-        for waiter in waiters { waiter.resume() }
     }
 }
