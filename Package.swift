@@ -116,7 +116,7 @@ let package = Package(
         // Benchmarks: run with `swift run -c release kanban-store-bench`.
         .executableTarget(
             name: "kanban-store-bench",
-            dependencies: ["KanbanModel", "KanbanStore", "KanbanSimulation"],
+            dependencies: ["KanbanModel", "KanbanStore", "KanbanSimulation", .product(name: "GRDB", package: "GRDB.swift")],
             path: "Tools/Benchmarks/StoreBench",
             swiftSettings: swiftSettings
         ),

@@ -49,7 +49,11 @@ struct LongPollingTests {
     }
 
     @Test func sessionsCarryTheProtocolInNumberedBatchesAndResendALostOne() async throws {
-        let cluster = try await SyncCluster(agents: 0, relayConfiguration: Self.relayConfiguration)
+        // This test's session must not expire between its requests, which can be seconds apart
+        // when the whole suite runs at once on two cores; expiry is the next test's subject.
+        var configuration = Self.relayConfiguration
+        configuration.pollSessionTimeoutSeconds = 60
+        let cluster = try await SyncCluster(agents: 0, relayConfiguration: configuration)
         defer { Task { await cluster.shutdown() } }
         let base = "http://127.0.0.1:\(cluster.relayPort.withLock { $0 })/sync/poll"
 

@@ -1,5 +1,8 @@
 import Foundation
+import GRDB
+import KanbanModel
 @testable import KanbanRelay
+import Synchronization
 import Testing
 
 struct RelayDurabilityTests {
@@ -12,6 +15,57 @@ struct RelayDurabilityTests {
         let path = dir.appendingPathComponent("relay.sqlite").path
         for _ in 0..<2 {  // a new file, then reopening it
             #expect(try SQLiteRelayStorage(path: path).writerSynchronousLevel() == 2)
+        }
+    }
+}
+
+/// Appends to the relay log share transactions (group commit) instead of one synced commit each.
+@Suite(.timeLimit(.minutes(1)))
+struct RelayGroupCommitTests {
+    @Test func appendsThatArriveDuringACommitAreStoredTogetherInTheNext() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-relay-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let storage = try SQLiteRelayStorage(path: dir.appendingPathComponent("relay.sqlite").path)
+
+        // Hold the writer (as a long commit would), on a thread of its own so that no thread of
+        // Swift's pool blocks.
+        let holding = Atomic<Bool>(false)
+        let release = DispatchSemaphore(value: 0)
+        let holder = Thread {
+            try? storage.pool.writeWithoutTransaction { _ in
+                holding.store(true, ordering: .releasing)
+                release.wait()
+            }
+        }
+        holder.start()
+        try await poll("the writer is held") { holding.load(ordering: .acquiring) }
+
+        // 50 boards, one push each, as the hub's per-board commits would send them.
+        var author = Author(replica: ReplicaID("r1")!)
+        let pushes = (0..<50).map { i in [author.make(.createBoard(title: "B\(i)"), board: EntityID.make(), nowMillis: 1_000 + Int64(i))] }
+        let results = try await withThrowingTaskGroup(of: [AppendResult].self) { group in
+            for ops in pushes { group.addTask { try await storage.append(ops, team: "t") } }
+            try await poll("all 50 appends wait for the writer") { storage.appendQueueCounts.waiting == 50 }
+            release.signal()
+            return try await group.reduce(into: []) { $0 += $1 }
+        }
+        #expect(results.count == 50)
+        #expect(results.allSatisfy { if case .stored(_, _, 1, true) = $0 { true } else { false } },
+                "each board's first operation gets sequence 1")
+        #expect(storage.appendQueueCounts.transactions == 1, "the 50 waiting appends are one transaction")
+        #expect(try await storage.operationCount() == 50)
+    }
+
+    /// Polls `condition` every millisecond for up to 10 s.
+    private func poll(_ what: String, _ condition: () -> Bool) async throws {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !condition() {
+            guard ContinuousClock.now < deadline else {
+                Issue.record("timed out waiting until \(what)")
+                throw CancellationError()
+            }
+            try await Task.sleep(for: .milliseconds(1))
         }
     }
 }

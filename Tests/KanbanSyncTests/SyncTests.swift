@@ -351,7 +351,7 @@ struct SyncTests {
         await viewerServer.stop()
     }
 
-    @Test func pushingTheSameOperationTwiceReturnsTheFirstSequence() throws {
+    @Test func pushingTheSameOperationTwiceReturnsTheFirstSequence() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-relay-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -359,12 +359,13 @@ struct SyncTests {
         var author = Author(replica: ReplicaID("r1")!)
         let board = EntityID.make()
         let ops = (0..<5).map { i in author.make(i == 0 ? .createBoard(title: "B") : .renameBoard(title: "B\(i)"), board: board, nowMillis: 1_000 + Int64(i)) }
-        let first = try storage.append(ops, team: "t")
-        let again = try storage.append(ops.reversed(), team: "t")
+        let first = try await storage.append(ops, team: "t")
+        let again = try await storage.append(ops.reversed(), team: "t")
         #expect(first.map { if case .stored(_, _, let seq, true) = $0 { seq } else { -1 } } == [1, 2, 3, 4, 5] as [Int64])
         #expect(Set(again.map { if case .stored(let op, _, let seq, false) = $0 { "\(op)@\(seq)" } else { "new" } })
             == Set(first.map { if case .stored(let op, _, let seq, _) = $0 { "\(op)@\(seq)" } else { "?" } }))
         #expect(try storage.operationCount() == 5)
-        #expect(try storage.append(ops, team: "other").allSatisfy { if case .forbidden = $0 { true } else { false } })
+        let otherTeam = try await storage.append(ops, team: "other")
+        #expect(otherTeam.allSatisfy { if case .forbidden = $0 { true } else { false } })
     }
 }
