@@ -79,27 +79,29 @@ public final class SQLiteRelayStorage: RelayStorage {
         }
     }
 
-    /// Runs on the writer until no append is waiting: one transaction per batch of appends.
+    /// Runs on the writer: stores every waiting append in one transaction. What arrives
+    /// meanwhile goes in the next transaction, queued behind whatever else waits for the writer
+    /// (the checkpointer's pass, without which the log would never start over under a steady
+    /// stream of appends).
     private func drainAppends(_ db: Database) {
-        while true {
-            let jobs: [AppendJob] = appends.withLock { queue in
-                defer { queue.jobs = [] }
-                if queue.jobs.isEmpty { queue.draining = false }
-                return queue.jobs
-            }
-            if jobs.isEmpty { return }
-            var results: [[AppendResult]] = []
-            do {
-                try db.inTransaction(.immediate) {
-                    results = try jobs.map { try Self.append($0.ops, team: $0.team, in: db) }
-                    return .commit
-                }
-                appends.withLock { $0.transactions += 1 }
-                for (job, result) in zip(jobs, results) { job.continuation.resume(returning: result) }
-            } catch {
-                for job in jobs { job.continuation.resume(throwing: error) }
-            }
+        let jobs: [AppendJob] = appends.withLock { queue in
+            defer { queue.jobs = [] }
+            if queue.jobs.isEmpty { queue.draining = false }
+            return queue.jobs
         }
+        if jobs.isEmpty { return }
+        var results: [[AppendResult]] = []
+        do {
+            try db.inTransaction(.immediate) {
+                results = try jobs.map { try Self.append($0.ops, team: $0.team, in: db) }
+                return .commit
+            }
+            appends.withLock { $0.transactions += 1 }
+            for (job, result) in zip(jobs, results) { job.continuation.resume(returning: result) }
+        } catch {
+            for job in jobs { job.continuation.resume(throwing: error) }
+        }
+        pool.asyncWriteWithoutTransaction { db in self.drainAppends(db) }
     }
 
     /// One append's operations, inside the writer's open transaction: a new operation gets the

@@ -57,9 +57,59 @@ struct RelayGroupCommitTests {
         #expect(try await storage.operationCount() == 50)
     }
 
-    /// Polls `condition` every millisecond for up to 10 s.
-    private func poll(_ what: String, _ condition: () -> Bool) async throws {
-        let deadline = ContinuousClock.now + .seconds(10)
+    /// Group commit keeps the writer busy while appends keep coming; the checkpointer's pass on
+    /// the writer must still get its turn, or the log never starts over and grows by every
+    /// frame committed (the store's `WALCheckpointerTests`, for the relay's log). SQLite counts
+    /// each start-over in the WAL header (the checkpoint sequence, bytes 12-15).
+    @Test func theLogStartsOverUnderSteadyAppends() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-relay-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("relay.sqlite").path
+        let storage = try SQLiteRelayStorage(path: path)
+        let board = EntityID.make()
+        var author = Author(replica: ReplicaID("steady")!)
+        _ = try await storage.append([author.make(.createBoard(title: "B"), board: board, nowMillis: 1_000)], team: "t")
+        let first = try #require(Self.checkpointSequence(path + "-wal"))
+
+        final class Done: Sendable { let flag = Atomic<Bool>(false) }
+        let done = Done()
+        let appends = try await withThrowingTaskGroup(of: Int.self) { group in
+            for writer in 0..<4 {
+                group.addTask {
+                    var author = Author(replica: ReplicaID("writer\(writer)")!)
+                    var count = 0
+                    while !done.flag.load(ordering: .relaxed) && !Task.isCancelled {
+                        let op = author.make(.renameBoard(title: "B\(count)"), board: board, nowMillis: 2_000 + Int64(count))
+                        _ = try await storage.append([op], team: "t")
+                        count += 1
+                    }
+                    return count
+                }
+            }
+            // Appends never pause meanwhile; two start-overs (the checkpointer runs every 0.5 s).
+            // The writers stop however the wait ends.
+            defer { done.flag.store(true, ordering: .relaxed) }
+            try await poll("the log starts over twice under steady appends", timeout: .seconds(20)) {
+                (Self.checkpointSequence(path + "-wal") ?? first) >= first &+ 2
+            }
+            done.flag.store(true, ordering: .relaxed)
+            return try await group.reduce(0, +)
+        }
+        #expect(appends > 0, "the writers appended while the log started over")
+    }
+
+    /// The WAL header's checkpoint sequence number (big-endian, bytes 12-15).
+    static func checkpointSequence(_ walPath: String) -> UInt32? {
+        guard let handle = FileHandle(forReadingAtPath: walPath) else { return nil }
+        defer { try? handle.close() }
+        guard let header = try? handle.read(upToCount: 16), header.count == 16 else { return nil }
+        return header[12..<16].reduce(0) { $0 << 8 | UInt32($1) }
+    }
+
+    /// Polls `condition` every millisecond until `timeout`.
+    private func poll(_ what: String, timeout: Duration = .seconds(10), _ condition: () -> Bool) async throws {
+        let deadline = ContinuousClock.now + timeout
         while !condition() {
             guard ContinuousClock.now < deadline else {
                 Issue.record("timed out waiting until \(what)")
