@@ -33,7 +33,7 @@ struct RelayGroupCommitTests {
         let holding = Atomic<Bool>(false)
         let release = DispatchSemaphore(value: 0)
         let holder = Thread {
-            try? storage.pool.writeWithoutTransaction { _ in
+            storage.pool.writeWithoutTransaction { _ in
                 holding.store(true, ordering: .releasing)
                 release.wait()
             }
@@ -54,7 +54,7 @@ struct RelayGroupCommitTests {
         #expect(results.allSatisfy { if case .stored(_, _, 1, true) = $0 { true } else { false } },
                 "each board's first operation gets sequence 1")
         #expect(storage.appendQueueCounts.transactions == 1, "the 50 waiting appends are one transaction")
-        #expect(try await storage.operationCount() == 50)
+        #expect(try storage.operationCount() == 50)
     }
 
     /// Group commit keeps the writer busy while appends keep coming; the checkpointer's pass on
