@@ -1,4 +1,5 @@
 public import Dispatch
+import Foundation
 public import GRDB
 
 /// Keeps a WAL-mode database's write-ahead log short without making commits wait for checkpoints.
@@ -64,6 +65,15 @@ public final class WALCheckpointer: @unchecked Sendable { // Its one stored prop
 }
 
 extension WALCheckpointer {
+    /// How many times the write-ahead log of the database at `path` has started over (the
+    /// checkpoint sequence in the WAL header, big-endian at bytes 12-15); nil without a log.
+    public static func startOvers(ofDatabaseAt path: String) -> UInt32? {
+        guard let handle = FileHandle(forReadingAtPath: path + "-wal") else { return nil }
+        defer { try? handle.close() }
+        guard let header = try? handle.read(upToCount: 16), header.count == 16 else { return nil }
+        return header[12..<16].reduce(0) { $0 << 8 | UInt32($1) }
+    }
+
     /// Opens (creating if needed) the database at `path` in WAL mode the way the replica store
     /// and the relay keep theirs: every commit synced when `fullSync` (else only checkpoints),
     /// no checkpoint inside a commit (a `WALCheckpointer` does them: start one for the pool),

@@ -50,42 +50,44 @@ extension ReplicaStore {
         }
     }
 
-    /// Runs on the database writer until the queue is empty: one transaction per batch.
+    /// Runs on the database writer: one transaction for every edit queued by then. Edits that
+    /// arrive meanwhile go in the next transaction, queued behind whatever else waits for the
+    /// writer (the checkpointer's pass, without which the log would not start over while edits
+    /// keep coming).
     private func drainAuthorJobs(_ db: Database) {
-        while true {
-            let jobs: [AuthorJob] = commitQueue.withLock { queue in
-                let jobs = queue.jobs
-                queue.jobs = []
-                if jobs.isEmpty { queue.draining = false }
-                return jobs
-            }
-            if jobs.isEmpty { return }
-            // Per job: its refusal, or the index of its operation among the ones logged.
-            var outcomes: [Result<Int, any Error>] = []
-            let committed: Result<[AppliedChange], any Error> = Result {
-                try transaction(db) { db in
-                    outcomes = []
-                    var ops: [BoardOperation] = []
-                    for job in jobs {
-                        do {
-                            ops.append(try makeOperation(board: job.board, restores: job.restores, job.build, in: db))
-                            outcomes.append(.success(ops.count - 1))
-                        } catch let refusal as RefusedBuild {
-                            outcomes.append(.failure(refusal.error))
-                        }
+        let jobs: [AuthorJob] = commitQueue.withLock { queue in
+            let jobs = queue.jobs
+            queue.jobs = []
+            if jobs.isEmpty { queue.draining = false }
+            return jobs
+        }
+        if jobs.isEmpty { return }
+        // Per job: its refusal, or the index of its operation among the ones logged.
+        var outcomes: [Result<Int, any Error>] = []
+        let committed: Result<[AppliedChange], any Error> = Result {
+            try transaction(db) { db in
+                outcomes = []
+                var ops: [BoardOperation] = []
+                for job in jobs {
+                    do {
+                        ops.append(try makeOperation(board: job.board, restores: job.restores, job.build, in: db))
+                        outcomes.append(.success(ops.count - 1))
+                    } catch let refusal as RefusedBuild {
+                        outcomes.append(.failure(refusal.error))
                     }
-                    let changes = try logAuthored(ops, in: db)
-                    announceAfterCommit(changes, in: db)
-                    return changes
                 }
-            }
-            switch committed {
-            case .success(let changes):
-                for (job, outcome) in zip(jobs, outcomes) { job.continuation.resume(with: outcome.map { changes[$0] }) }
-            case .failure(let error):
-                for job in jobs { job.continuation.resume(throwing: error) }
+                let changes = try logAuthored(ops, in: db)
+                announceAfterCommit(changes, in: db)
+                return changes
             }
         }
+        switch committed {
+        case .success(let changes):
+            for (job, outcome) in zip(jobs, outcomes) { job.continuation.resume(with: outcome.map { changes[$0] }) }
+        case .failure(let error):
+            for job in jobs { job.continuation.resume(throwing: error) }
+        }
+        writer.asyncWriteWithoutTransaction { db in self.drainAuthorJobs(db) }
     }
 
     /// Stamps the operation `build` asks for. A refusal from `build` is thrown as `RefusedBuild`

@@ -1,6 +1,8 @@
 import Foundation
 import GRDB
+import KanbanModel
 import KanbanStore
+import Synchronization
 import Testing
 
 struct WALCheckpointerTests {
@@ -33,5 +35,49 @@ struct WALCheckpointerTests {
         #expect(largest > 0)
         #expect(largest < appended / 3,
                 "the WAL reached \(largest) bytes after \(commits) commits (at least \(appended) bytes appended): it never started over")
+    }
+
+    /// Local edits share transactions (group commit) and keep the writer busy while they keep
+    /// coming; the checkpointer's pass on the writer must still get its turn between them, or
+    /// the log never starts over.
+    @Test(.timeLimit(.minutes(1)))
+    func logStartsOverUnderSteadyGroupCommits() async throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("replica.sqlite").path
+        let store = try ReplicaStore(path: path)
+        let board = EntityID.make()
+        try await store.author(board: board) { _ in .createBoard(title: "Steady") }
+        let first = try #require(WALCheckpointer.startOvers(ofDatabaseAt: path))
+
+        final class Done: Sendable { let flag = Atomic<Bool>(false) }
+        let done = Done()
+        let edits = try await withThrowingTaskGroup(of: Int.self) { group in
+            for writer in 0..<4 {
+                group.addTask {
+                    var count = 0
+                    while !done.flag.load(ordering: .relaxed) && !Task.isCancelled {
+                        let title = "W\(writer) \(count)"
+                        try await store.author(board: board) { _ in .renameBoard(title: title) }
+                        count += 1
+                    }
+                    return count
+                }
+            }
+            // The writers stop however the wait ends.
+            defer { done.flag.store(true, ordering: .relaxed) }
+            let deadline = ContinuousClock.now + .seconds(20)
+            // Two start-overs while the edits never pause (the checkpointer runs every 0.5 s).
+            while (WALCheckpointer.startOvers(ofDatabaseAt: path) ?? first) < first &+ 2 {
+                guard ContinuousClock.now < deadline else {
+                    Issue.record("the log did not start over twice in 20 s of steady edits")
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            done.flag.store(true, ordering: .relaxed)
+            return try await group.reduce(0, +)
+        }
+        #expect(edits > 0, "the writers edited while the log started over")
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import KanbanModel
 @testable import KanbanRelay
+import KanbanStore
 import Synchronization
 import Testing
 
@@ -59,8 +60,7 @@ struct RelayGroupCommitTests {
 
     /// Group commit keeps the writer busy while appends keep coming; the checkpointer's pass on
     /// the writer must still get its turn, or the log never starts over and grows by every
-    /// frame committed (the store's `WALCheckpointerTests`, for the relay's log). SQLite counts
-    /// each start-over in the WAL header (the checkpoint sequence, bytes 12-15).
+    /// frame committed (the store's `WALCheckpointerTests`, for the relay's log).
     @Test func theLogStartsOverUnderSteadyAppends() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-relay-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -70,7 +70,7 @@ struct RelayGroupCommitTests {
         let board = EntityID.make()
         var author = Author(replica: ReplicaID("steady")!)
         _ = try await storage.append([author.make(.createBoard(title: "B"), board: board, nowMillis: 1_000)], team: "t")
-        let first = try #require(Self.checkpointSequence(path + "-wal"))
+        let first = try #require(WALCheckpointer.startOvers(ofDatabaseAt: path))
 
         final class Done: Sendable { let flag = Atomic<Bool>(false) }
         let done = Done()
@@ -91,20 +91,12 @@ struct RelayGroupCommitTests {
             // The writers stop however the wait ends.
             defer { done.flag.store(true, ordering: .relaxed) }
             try await poll("the log starts over twice under steady appends", timeout: .seconds(20)) {
-                (Self.checkpointSequence(path + "-wal") ?? first) >= first &+ 2
+                (WALCheckpointer.startOvers(ofDatabaseAt: path) ?? first) >= first &+ 2
             }
             done.flag.store(true, ordering: .relaxed)
             return try await group.reduce(0, +)
         }
         #expect(appends > 0, "the writers appended while the log started over")
-    }
-
-    /// The WAL header's checkpoint sequence number (big-endian, bytes 12-15).
-    static func checkpointSequence(_ walPath: String) -> UInt32? {
-        guard let handle = FileHandle(forReadingAtPath: walPath) else { return nil }
-        defer { try? handle.close() }
-        guard let header = try? handle.read(upToCount: 16), header.count == 16 else { return nil }
-        return header[12..<16].reduce(0) { $0 << 8 | UInt32($1) }
     }
 
     /// Polls `condition` every millisecond until `timeout`.
