@@ -8,7 +8,6 @@ import Logging
 struct RelayInbound {
     let id: Int
     let hub: RelayHub
-    let configuration: RelayConfiguration
     let logger: Logger
     let traffic: RelayTraffic
     /// Asks the connection to close with a code and reason (the transport carries it out).
@@ -20,11 +19,12 @@ struct RelayInbound {
     private var greeted = false
     private var pushRate: TokenBucket
 
+    /// `configuration` sets the push rate; it is not kept (this value lives as long as its
+    /// connection, in the connection task's memory).
     init(id: Int, hub: RelayHub, configuration: RelayConfiguration, logger: Logger, traffic: RelayTraffic,
          close: @escaping @Sendable (UInt16, String) -> Void, pushes: PushWindow? = nil) {
         self.id = id
         self.hub = hub
-        self.configuration = configuration
         self.logger = logger
         self.traffic = traffic
         self.close = close
