@@ -11,19 +11,14 @@ public final class SQLiteRelayStorage: RelayStorage {
     /// Checkpoints outside the commits that acks wait for.
     let checkpointer: WALCheckpointer
     /// Appends waiting for the writer's next transaction.
-    private let appends = Mutex(AppendQueue())
-
-    private struct AppendQueue {
-        var jobs: [AppendJob] = []
-        var draining = false
-        /// Transactions that stored appends (for tests).
-        var transactions = 0
-    }
+    let appendQueue: GroupCommit<AppendJob>
+    /// Transactions that stored appends (for tests).
+    private let appendTransactions = Atomic<Int>(0)
 
     /// Appends waiting for a transaction, and transactions that stored appends (for tests).
-    var appendQueueCounts: (waiting: Int, transactions: Int) { appends.withLock { ($0.jobs.count, $0.transactions) } }
+    var appendQueueCounts: (waiting: Int, transactions: Int) { (appendQueue.waiting, appendTransactions.load(ordering: .relaxed)) }
 
-    private struct AppendJob {
+    struct AppendJob: Sendable {
         let ops: [BoardOperation]
         let team: String
         let continuation: CheckedContinuation<[AppendResult], any Error>
@@ -32,6 +27,7 @@ public final class SQLiteRelayStorage: RelayStorage {
     public init(path: String) throws {
         // synchronous=FULL: an ack means the operation is on disk.
         pool = try WALCheckpointer.openPool(path: path, fullSync: true)
+        appendQueue = GroupCommit(writer: pool)
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in
             try db.execute(sql: """
@@ -70,38 +66,25 @@ public final class SQLiteRelayStorage: RelayStorage {
     /// append). A database error fails every append of its transaction, which rolls back.
     public func append(_ ops: [BoardOperation], team: String) async throws -> [AppendResult] {
         try await withCheckedThrowingContinuation { continuation in
-            let startDrain = appends.withLock { queue in
-                queue.jobs.append(AppendJob(ops: ops, team: team, continuation: continuation))
-                defer { queue.draining = true }
-                return !queue.draining
+            appendQueue.submit(AppendJob(ops: ops, team: team, continuation: continuation)) { db, jobs in
+                self.commitAppends(jobs, in: db)
             }
-            if startDrain { pool.asyncWriteWithoutTransaction { db in self.drainAppends(db) } }
         }
     }
 
-    /// Runs on the writer: stores every waiting append in one transaction. What arrives
-    /// meanwhile goes in the next transaction, queued behind whatever else waits for the writer
-    /// (the checkpointer's pass, without which the log would never start over under a steady
-    /// stream of appends).
-    private func drainAppends(_ db: Database) {
-        let jobs: [AppendJob] = appends.withLock { queue in
-            defer { queue.jobs = [] }
-            if queue.jobs.isEmpty { queue.draining = false }
-            return queue.jobs
-        }
-        if jobs.isEmpty { return }
+    /// On the writer (`GroupCommit`): stores the waiting appends in one transaction.
+    private func commitAppends(_ jobs: [AppendJob], in db: Database) {
         var results: [[AppendResult]] = []
         do {
             try db.inTransaction(.immediate) {
                 results = try jobs.map { try Self.append($0.ops, team: $0.team, in: db) }
                 return .commit
             }
-            appends.withLock { $0.transactions += 1 }
+            appendTransactions.add(1, ordering: .relaxed)
             for (job, result) in zip(jobs, results) { job.continuation.resume(returning: result) }
         } catch {
             for job in jobs { job.continuation.resume(throwing: error) }
         }
-        pool.asyncWriteWithoutTransaction { db in self.drainAppends(db) }
     }
 
     /// One append's operations, inside the writer's open transaction: a new operation gets the

@@ -39,29 +39,12 @@ extension ReplicaStore {
     ) async throws -> AppliedChange {
         try await withCheckedThrowingContinuation { continuation in
             let job = AuthorJob(board: board, restores: restores, build: build, continuation: continuation)
-            let startDrain = commitQueue.withLock { queue in
-                queue.jobs.append(job)
-                defer { queue.draining = true }
-                return !queue.draining
-            }
-            if startDrain {
-                writer.asyncWriteWithoutTransaction { db in self.drainAuthorJobs(db) }
-            }
+            authorQueue.submit(job) { db, jobs in self.commitAuthorJobs(jobs, in: db) }
         }
     }
 
-    /// Runs on the database writer: one transaction for every edit queued by then. Edits that
-    /// arrive meanwhile go in the next transaction, queued behind whatever else waits for the
-    /// writer (the checkpointer's pass, without which the log would not start over while edits
-    /// keep coming).
-    private func drainAuthorJobs(_ db: Database) {
-        let jobs: [AuthorJob] = commitQueue.withLock { queue in
-            let jobs = queue.jobs
-            queue.jobs = []
-            if jobs.isEmpty { queue.draining = false }
-            return jobs
-        }
-        if jobs.isEmpty { return }
+    /// On the database writer (`GroupCommit`): one transaction for the queued edits.
+    private func commitAuthorJobs(_ jobs: [AuthorJob], in db: Database) {
         // Per job: its refusal, or the index of its operation among the ones logged.
         var outcomes: [Result<Int, any Error>] = []
         let committed: Result<[AppliedChange], any Error> = Result {
@@ -87,7 +70,6 @@ extension ReplicaStore {
         case .failure(let error):
             for job in jobs { job.continuation.resume(throwing: error) }
         }
-        writer.asyncWriteWithoutTransaction { db in self.drainAuthorJobs(db) }
     }
 
     /// Stamps the operation `build` asks for. A refusal from `build` is thrown as `RefusedBuild`
@@ -336,12 +318,6 @@ struct AuthorJob: Sendable {
     let restores: OperationID?
     let build: @Sendable (BoardState) throws -> BoardOperation.Action
     let continuation: CheckedContinuation<AppliedChange, any Error>
-}
-
-/// The queue of local edits and whether a drain is scheduled on the writer.
-struct CommitQueue {
-    var jobs: [AuthorJob] = []
-    var draining = false
 }
 
 /// `build` refused the edit; carries its error.

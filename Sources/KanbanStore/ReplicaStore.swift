@@ -70,7 +70,8 @@ public final class ReplicaStore: Sendable {
     let writer: any DatabaseWriter
     let cache: Mutex<Cache>
     let listeners = Mutex<[@Sendable ([AppliedChange]) -> Void]>([])
-    let commitQueue = Mutex(CommitQueue())
+    /// Local edits waiting for their group commit.
+    let authorQueue: GroupCommit<AuthorJob>
     /// Background WAL checkpoints (file-backed stores only).
     let checkpointer = Mutex<WALCheckpointer?>(nil)
     let clock: WallClock
@@ -94,6 +95,7 @@ public final class ReplicaStore: Sendable {
 
     init(writer: any DatabaseWriter, path: String, configuration: Configuration) throws {
         self.writer = writer
+        authorQueue = GroupCommit(writer: writer)
         self.path = path
         self.clock = configuration.clock
         try Self.migrator.migrate(writer)
