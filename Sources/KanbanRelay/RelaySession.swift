@@ -251,13 +251,14 @@ final class OutboundPump: FinishableQueue {
 
     /// On the event loop: writes what is queued, flushes once.
     private func drain() {
-        let (batch, receipt) = state.withLock { state in
+        let (batch, receipt, endNow) = state.withLock { state in
             state.scheduled = false
-            return state.backlog.takeInFlight()
+            let (batch, receipt) = state.backlog.takeInFlight()
+            // Empty: everything queued was discarded by `finish`.
+            return (batch, receipt, batch.isEmpty && state.startsEnding())
         }
         guard let last = batch.indices.last else {
-            // Everything queued was discarded by `finish`.
-            if state.withLock({ $0.startsEnding() }) { runEnd() }
+            if endNow { runEnd() }
             return
         }
         let written = channel.eventLoop.makePromise(of: Void.self)
