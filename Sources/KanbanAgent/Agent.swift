@@ -42,7 +42,8 @@ public final class Agent: Sendable {
             update(&status)
             return status
         }
-        guard publish else { return }
+        // Every acknowledgment lands here: count the outbox only when someone is listening.
+        guard publish, hub.subscriberCount > 0 else { return }
         var withQueue = new
         withQueue.queuedOperations = (try? store.outboxCount()) ?? new.queuedOperations
         hub.publish(withQueue)

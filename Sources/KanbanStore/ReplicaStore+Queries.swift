@@ -90,17 +90,21 @@ extension ReplicaStore {
 
     /// The board holding a created task, if any.
     public func boardOfTask(_ task: EntityID) throws -> EntityID? {
-        try writer.read { db in
-            try String.fetchOne(db, sql: "SELECT board_id FROM tasks WHERE id = ? AND created = 1 LIMIT 1",
-                                arguments: [task.rawValue]).flatMap { EntityID($0) }
-        }
+        try lookUpBoard("SELECT board_id FROM tasks WHERE id = ? AND created = 1 LIMIT 1", task)
     }
 
     /// The board holding a created column, if any.
     public func boardOfColumn(_ column: EntityID) throws -> EntityID? {
-        try writer.read { db in
-            try String.fetchOne(db, sql: "SELECT board_id FROM board_columns WHERE id = ? AND created = 1 LIMIT 1",
-                                arguments: [column.rawValue]).flatMap { EntityID($0) }
+        try lookUpBoard("SELECT board_id FROM board_columns WHERE id = ? AND created = 1 LIMIT 1", column)
+    }
+
+    /// One single-row query that every edit runs first (which board holds this column or task).
+    /// A single statement reads one consistent snapshot by itself, so it runs without the read
+    /// transaction `read` wraps around it (a BEGIN and a COMMIT), on a statement the reader
+    /// connection keeps prepared: together these were a tenth of an agent's CPU per created task.
+    private func lookUpBoard(_ sql: String, _ id: EntityID) throws -> EntityID? {
+        try writer.unsafeRead { db in
+            try String.fetchOne(db.cachedStatement(sql: sql), arguments: [id.rawValue]).flatMap { EntityID($0) }
         }
     }
 

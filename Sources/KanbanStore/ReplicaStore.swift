@@ -75,6 +75,8 @@ public final class ReplicaStore: Sendable {
     /// Background WAL checkpoints (file-backed stores only).
     let checkpointer = Mutex<WALCheckpointer?>(nil)
     let clock: WallClock
+    /// Whether commits sync the WAL (see `Configuration.Durability`).
+    let durability: Configuration.Durability
     public let replicaID: ReplicaID
     public let path: String
 
@@ -98,6 +100,7 @@ public final class ReplicaStore: Sendable {
         authorQueue = GroupCommit(writer: writer)
         self.path = path
         self.clock = configuration.clock
+        self.durability = configuration.durability
         try Self.migrator.migrate(writer)
         let (replica, counter, lastStamp, lastSeq) = try writer.write { db in
             let replica: ReplicaID

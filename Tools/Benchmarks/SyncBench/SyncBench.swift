@@ -6,6 +6,7 @@ import KanbanProtocol
 import KanbanRelay
 import KanbanStore
 import Logging
+import NIOHTTP1
 import ServiceLifecycle
 import Synchronization
 
@@ -105,6 +106,114 @@ func runE2EBench(rates: [Double], duration: Double) async throws {
     printTable("Sync end-to-end: HTTP create on agent A -> relay -> task:created on agent B's /api/events (all stores durable: FULL)",
                ["ops/s", "created ok / err", "delivered to B", "p50 ms", "p90 ms", "p99 ms", "max ms", "A HTTP p50 / p99 ms",
                 "CPU % (one process: relay + 2 agents + load)"], rows)
+}
+
+/// The same measurement as the product runs: `kanban relay` and two `kanban agent` processes
+/// (each store durable, FULL), driven over loopback from this process.
+func runE2EProcessBench(kanban: String, rates: [Double], duration: Double) async throws {
+    var rows: [[String]] = []
+    for rate in rates {
+        let relay = try RelayProcess(kanban: kanban)
+        defer { relay.stop() }
+        let a = try AgentProcess(kanban: kanban, name: "a", relay: relay.url, token: relay.token)
+        defer { a.stop() }
+        let b = try AgentProcess(kanban: kanban, name: "b", relay: relay.url, token: relay.token)
+        defer { b.stop() }
+        rows.append(try await e2eProcesses(a: a, b: b, relayPID: relay.pid, rate: rate, duration: duration))
+    }
+    printTable("Sync end-to-end, processes: HTTP create on `kanban agent` A -> `kanban relay` -> task:created on `kanban agent` B's /api/events (all stores durable: FULL)",
+               ["ops/s", "created ok / err", "delivered to B", "p50 ms", "p90 ms", "p99 ms", "max ms", "A HTTP p50 / p99 ms",
+                "CPU % (relay / A / B / bench)"], rows)
+}
+
+/// One row of `runE2EProcessBench`: a board with 10 columns made on A over HTTP, B's event
+/// stream open, then creates on A at `rate` for `duration` s.
+func e2eProcesses(a: AgentProcess, b: AgentProcess, relayPID: Int32, rate: Double, duration: Double) async throws -> [String] {
+    let (board, columns) = try await HTTPConnection.with(port: a.port) { request in
+        let made = try await request(.POST, "/api/boards", #"{"title":"Bench board"}"#)
+        guard made.status == 201 || made.status == 200, let board = jsonField("id", in: made.body).flatMap(EntityID.init) else {
+            throw BenchError("creating the board on A: HTTP \(made.status) \(made.body.prefix(200))")
+        }
+        var columns: [EntityID] = []
+        for i in 0..<10 {
+            let after = columns.last.map { #","after":"\#($0)""# } ?? ""
+            let r = try await request(.POST, "/api/boards/\(board)/columns", #"{"title":"Column \#(i)"\#(after)}"#)
+            guard let id = jsonField("id", in: r.body).flatMap(EntityID.init) else {
+                throw BenchError("creating a column on A: HTTP \(r.status) \(r.body.prefix(200))")
+            }
+            columns.append(id)
+        }
+        return (board, columns)
+    }
+    try await waitUntil("B has the board and A's outbox is empty", timeout: .seconds(30), every: .milliseconds(50)) {
+        let onB = try await HTTPConnection.with(port: b.port) { try await $0(.GET, "/api/boards/\(board)", nil) }
+        let status = try await HTTPConnection.with(port: a.port) { try await $0(.GET, "/health/websocket", nil) }
+        return onB.status == 200 && columns.allSatisfy { onB.body.contains($0.rawValue) }
+            && status.body.contains(#""queuedOperations":0"#)
+    }
+    let listeners = EventListeners()
+    try await listeners.connect(count: 1, port: b.port, board: board, requireRemote: true)
+    listeners.measureFrom.store(nowNs() + 1_000_000_000, ordering: .relaxed)
+    note("e2e (processes) at \(rate) ops/s for \(duration)s")
+    let pids = [relayPID, a.pid, b.pid]
+    let cpu0 = pids.map { processCPUSeconds($0) ?? 0 }
+    let window = CPUWindow(otherPIDs: [])
+    let r = try await openLoopCreates(port: a.port, columns: columns, rate: rate, duration: duration, warmup: 1, connections: 16)
+    let c = window.stop()
+    let seconds = Double(nowNs() - window.t0) / 1e9
+    let cpus = zip(pids, cpu0).map { pid, start in ((processCPUSeconds(pid) ?? start) - start) / seconds * 100 }
+    await listeners.flushWait(expected: r.ok, timeout: .seconds(30))
+    let s = LatencySummary(listeners.sink.all)
+    let h = LatencySummary(r.latencies)
+    listeners.close()
+    return ["\(Int(rate))", "\(r.ok) / \(r.errors)", "\(listeners.received.load)", ms(s.p50), ms(s.p90), ms(s.p99), ms(s.max),
+            "\(ms(h.p50)) / \(ms(h.p99))", (cpus + [c.bench]).map { num($0) }.joined(separator: " / ")]
+}
+
+/// The string value of the first `"name":"..."` in a JSON text.
+func jsonField(_ name: String, in text: String) -> String? {
+    guard let r = text.range(of: "\"\(name)\":\"") else { return nil }
+    return String(text[r.upperBound...].prefix { $0 != "\"" })
+}
+
+/// A `kanban agent` process (release build) syncing with `relay`, on a free port and a data
+/// directory of its own.
+final class AgentProcess: @unchecked Sendable {
+    let process: Process
+    let port: Int
+    let directory: URL
+    var pid: Int32 { process.processIdentifier }
+
+    init(kanban: String, name: String, relay: String, token: String) throws {
+        directory = try makeTempDir("agentproc-\(name)")
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: kanban)
+        process.arguments = ["agent", "--port", "0", "--data", directory.path, "--relay", relay, "--token", token,
+                             "--log-level", "error"]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        var text = ""
+        let deadline = Date().addingTimeInterval(20)
+        var found: Int?
+        while found == nil && Date() < deadline {
+            let data = out.fileHandleForReading.availableData
+            if data.isEmpty { Thread.sleep(forTimeInterval: 0.05); continue }
+            text += String(decoding: data, as: UTF8.self)
+            if let r = text.range(of: "http://127.0.0.1:") {
+                let digits = text[r.upperBound...].prefix { $0.isNumber }
+                if text[r.upperBound...].dropFirst(digits.count).hasPrefix("/") { found = Int(digits) }
+            }
+        }
+        guard let found else { process.terminate(); throw BenchError("agent process did not report its port: \(text)") }
+        port = found
+    }
+
+    func stop() {
+        process.terminate()
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(at: directory)
+    }
 }
 
 /// Agent A (connected to `urlA`) creates tasks over HTTP at `rate`; agent B (on `urlB`) streams

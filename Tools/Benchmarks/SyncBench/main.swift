@@ -10,7 +10,8 @@ let usage = """
                  then max throughput with --clients 8,32 closed-loop connections (--closed-duration s)
       events     HTTP create -> local WebSocket event delivery to --counts 1,10,100 clients
                  (--rate creates/s for --duration s)
-      e2e        agent A HTTP -> relay -> agent B event stream at --rates 100,1000 ops/s (--duration s)
+      e2e        agent A HTTP -> relay -> agent B event stream at --rates 100,1000 ops/s (--duration s); --kanban PATH
+             runs the relay and both agents as `kanban` processes (else all in this process)
       fanout     relay fan-out: --subs 50 subscribers, --writers 4, --windows 2,8 ops in flight per writer,
                  --duration s; --kanban PATH runs the relay as a `kanban relay` process (else in-process)
       converge   --queued 10000 operations authored offline, then reconnect: time to converge
@@ -79,7 +80,11 @@ do {
     case "events":
         try await runEventsBench(counts: o.ints("counts", [1, 10, 100]), rate: o.double("rate", 100), duration: o.double("duration", 5))
     case "e2e":
-        try await runE2EBench(rates: o.doubles("rates", [100, 1000]), duration: o.double("duration", 10))
+        if let kanbanPath {
+            try await runE2EProcessBench(kanban: kanbanPath, rates: o.doubles("rates", [100, 1000]), duration: o.double("duration", 10))
+        } else {
+            try await runE2EBench(rates: o.doubles("rates", [100, 1000]), duration: o.double("duration", 10))
+        }
     case "fanout":
         try await runFanoutBench(subs: o.int("subs", 50), writers: o.int("writers", 4), windows: o.ints("windows", [2, 8]),
                                  duration: o.double("duration", 10), kanban: kanbanPath)
