@@ -11,6 +11,12 @@
 # scenario. Python packages come from PyPI (../shared/peers/requirements.txt) into a venv under
 # ${XDG_CACHE_HOME:-~/.cache}/kanban-peers-venv. Env: PEERS (default ../shared/peers), KANBAN
 # (default .build/release/kanban), DUR=20, IDLE=2000, WAIT_QUIET=60, OUT (JSON lines, optional).
+#
+# S2 asks for each server's fan-out ceiling, but loadgen.py (one Python process) saturates at
+# ~33k delivered msg/s, below what our relay delivers. So, in the same run and right after S2,
+# our relay's ceiling is also measured with our own load generator (SYNC_BENCH, default
+# .build/release/kanban-sync-bench: `fanout`, the same shape, windows 2 and 8), and the summary
+# prints both ceilings and their ratio. SYNC_BENCH=none skips it.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -23,6 +29,7 @@ SCENARIOS=${SCENARIOS:-"S1 S2 S3 S4"}
 VENV=${VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/kanban-peers-venv}
 SIO_PORT=${SIO_PORT:-18765}
 KB_PORT=${KB_PORT:-18767}
+SYNC_BENCH=${SYNC_BENCH:-$ROOT/.build/release/kanban-sync-bench}
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -94,11 +101,17 @@ for s in $SCENARIOS; do
       S4) scenario "S4-$sys" "$sys" "$ad" --idle "$IDLE" --boards 100 ;;
     esac
   done
+  if [ "$s" = S2 ] && [ "$SYNC_BENCH" != none ]; then
+    if [ ! -x "$SYNC_BENCH" ]; then (cd "$ROOT" && swift build -c release --product kanban-sync-bench); fi
+    echo "== S2 ceiling (kanban relay, kanban-sync-bench fanout)" >&2
+    "$SYNC_BENCH" fanout --kanban "$KANBAN" --subs 50 --writers 4 --windows 2,8 --duration "$DUR" \
+      --wait-quiet "$WAIT_QUIET" > "$WORK/ceiling.md" || echo "kanban-sync-bench fanout failed" > "$WORK/ceiling.md"
+  fi
 done
 [ -n "${OUT:-}" ] && cp "$LINES" "$OUT"
 
-"$PY" - "$LINES" "$DUR" <<'PYEOF'
-import json, sys
+"$PY" - "$LINES" "$DUR" "$WORK/ceiling.md" <<'PYEOF'
+import json, os, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 def f(v, nd=1):
     if v is None: return "-"
@@ -121,4 +134,22 @@ if idle:
               f"{f(r.get('connect_server_cpu_pct'))} / {f(r.get('connect_loadgen_cpu_pct'))} / {f(r.get('connect_other_procs_cpu_pct'))} |")
 for r in rows:
     if "error" in r and "mode" not in r: print(f"\n{r['label']}: {r['error']}")
+ceiling = sys.argv[3]
+if os.path.exists(ceiling):
+    # Rows of kanban-sync-bench's fan-out table: | shape | relay | delivered msgs/s | ...
+    fan = [[c.strip() for c in l.strip().strip("|").split("|")] for l in open(ceiling) if l.startswith("| 50 x 1 board")]
+    sio = next((r for r in rows if r.get("label") == "S2-socketio" and r.get("delivered_msgs_per_s")), None)
+    print("\nS2 fan-out ceilings in this run (1 board, 50 subscribers, 4 writers, as fast as it goes):\n")
+    print("| server | load generator | delivered msg/s | server CPU % | ratio to python-socketio |")
+    print("|---|---|---|---|---|")
+    base = sio["delivered_msgs_per_s"] if sio else None
+    if sio:
+        print(f"| python-socketio | loadgen.py, window 2 | {base:,.0f} | {f(sio.get('server_cpu_pct'))} | 1.0x |")
+    for c in fan:
+        rate = float(c[2])
+        cpu = c[-1].split("/")[0].replace("srv", "").strip()
+        ratio = f"{rate / base:.1f}x" if base else "-"
+        print(f"| kanban relay | kanban-sync-bench fanout, {c[0].split(', ')[-1]} | {rate:,.0f} | {cpu} | {ratio} |")
+    if not fan:
+        print(open(ceiling).read())
 PYEOF
