@@ -61,23 +61,7 @@ final class RelayProcess: @unchecked Sendable {
         // KANBAN_BENCH_RELAY_LOG=info shows what the relay processes log.
         process.arguments = ["relay", "serve", "--port", "0", "--log-level", ProcessInfo.processInfo.environment["KANBAN_BENCH_RELAY_LOG"] ?? "error",
                              "--max-connections-per-token", "1000000"] + location
-        let out = Pipe()
-        process.standardOutput = out
-        try process.run()
-        var text = ""
-        let deadline = Date().addingTimeInterval(20)
-        var found: Int?
-        while found == nil && Date() < deadline {
-            let data = out.fileHandleForReading.availableData
-            if data.isEmpty { Thread.sleep(forTimeInterval: 0.05); continue }
-            text += String(decoding: data, as: UTF8.self)
-            if let r = text.range(of: "ws://127.0.0.1:") {
-                let digits = text[r.upperBound...].prefix { $0.isNumber }
-                if text[r.upperBound...].dropFirst(digits.count).hasPrefix("/") { found = Int(digits) }
-            }
-        }
-        guard let found else { process.terminate(); throw BenchError("relay process did not report its port: \(text)") }
-        port = found
+        port = try startReportingPort(process, announcedAs: "ws://127.0.0.1:", what: "relay")
     }
 
     func stop() {
@@ -85,6 +69,27 @@ final class RelayProcess: @unchecked Sendable {
         process.waitUntilExit()
         try? FileManager.default.removeItem(at: directory)
     }
+}
+
+/// Runs `process` (a `kanban` server started with `--port 0`) and returns the port it prints
+/// as `<prefix><port>/` on stdout within 20 s; otherwise stops it and throws.
+func startReportingPort(_ process: Process, announcedAs prefix: String, what: String) throws -> Int {
+    let out = Pipe()
+    process.standardOutput = out
+    try process.run()
+    var text = ""
+    let deadline = Date().addingTimeInterval(20)
+    while Date() < deadline {
+        let data = out.fileHandleForReading.availableData
+        if data.isEmpty { Thread.sleep(forTimeInterval: 0.05); continue }
+        text += String(decoding: data, as: UTF8.self)
+        if let r = text.range(of: prefix) {
+            let digits = text[r.upperBound...].prefix { $0.isNumber }
+            if text[r.upperBound...].dropFirst(digits.count).hasPrefix("/"), let port = Int(digits) { return port }
+        }
+    }
+    process.terminate()
+    throw BenchError("\(what) process did not report its port: \(text)")
 }
 
 func syncConfiguration(_ url: String, _ token: String) -> SyncConfiguration {
@@ -190,23 +195,7 @@ final class AgentProcess: @unchecked Sendable {
         process.executableURL = URL(fileURLWithPath: kanban)
         process.arguments = ["agent", "--port", "0", "--data", directory.path, "--relay", relay, "--token", token,
                              "--log-level", "error"]
-        let out = Pipe()
-        process.standardOutput = out
-        try process.run()
-        var text = ""
-        let deadline = Date().addingTimeInterval(20)
-        var found: Int?
-        while found == nil && Date() < deadline {
-            let data = out.fileHandleForReading.availableData
-            if data.isEmpty { Thread.sleep(forTimeInterval: 0.05); continue }
-            text += String(decoding: data, as: UTF8.self)
-            if let r = text.range(of: "http://127.0.0.1:") {
-                let digits = text[r.upperBound...].prefix { $0.isNumber }
-                if text[r.upperBound...].dropFirst(digits.count).hasPrefix("/") { found = Int(digits) }
-            }
-        }
-        guard let found else { process.terminate(); throw BenchError("agent process did not report its port: \(text)") }
-        port = found
+        port = try startReportingPort(process, announcedAs: "http://127.0.0.1:", what: "agent")
     }
 
     func stop() {
