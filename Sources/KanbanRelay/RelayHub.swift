@@ -50,6 +50,8 @@ public actor RelayHub {
     private var rooms: [EntityID: Room] = [:]
     private var states: [EntityID: BoardState] = [:]
     private var horizons: [EntityID: Int64] = [:]
+    /// Boards whose compaction is running.
+    private var compacting: Set<EntityID> = []
     private var presence: [EntityID: [Int: SyncMessage.Presence]] = [:]
     /// Presence of agents on other instances, by "instance/connection".
     private var remotePresence: [EntityID: [String: SyncMessage.Presence]] = [:]
@@ -614,8 +616,12 @@ public actor RelayHub {
             horizon = try await storage.snapshot(board: board)?.seq ?? 0
             horizons[board] = horizon
         }
-        guard head - horizon > threshold else { return }
+        guard head - horizon > threshold, !compacting.contains(board) else { return }
         let through = head - Int64(configuration.compactionKeep)
+        // The hub goes on serving while the storage folds (it does not hold the hub or, on
+        // SQLite, the writer); one compaction per board at a time.
+        compacting.insert(board)
+        defer { compacting.remove(board) }
         try await storage.compact(board: board, through: through)
         horizons[board] = through
         compactions += 1

@@ -14,6 +14,8 @@ public final class SQLiteRelayStorage: RelayStorage {
     let appendQueue: GroupCommit<AppendJob>
     /// Transactions that stored appends (for tests).
     private let appendTransactions = Atomic<Int>(0)
+    /// Called on the reader as a compaction starts folding (for tests).
+    let compactionWillFold = Mutex<(@Sendable () -> Void)?>(nil)
 
     /// Appends waiting for a transaction, and transactions that stored appends (for tests).
     var appendQueueCounts: (waiting: Int, transactions: Int) { (appendQueue.waiting, appendTransactions.load(ordering: .relaxed)) }
@@ -172,32 +174,60 @@ public final class SQLiteRelayStorage: RelayStorage {
         }
     }
 
-    public func compact(board: EntityID, through seq: Int64) throws {
-        try pool.write { db in
+    /// Folds the board's operations through `seq` into its snapshot and drops their bodies.
+    ///
+    /// Folding 150,000 operations takes seconds, so it runs on a reader, not on the writer that
+    /// every append (and its ack) waits for; the writer only stores the result, then drops the
+    /// folded bodies a chunk per transaction. A compaction of the same board that stored its
+    /// snapshot meanwhile wins, and this one stores nothing. Until its bodies are dropped, an
+    /// operation at or below the snapshot's sequence may still have one: readers go by the
+    /// snapshot's sequence, not by which bodies are left.
+    public func compact(board: EntityID, through seq: Int64) async throws {
+        let folded: (from: Int64, through: Int64, body: String)? = try await pool.read { db in
             var state = BoardState(id: board)
             var from: Int64 = 0
             if let row = try Row.fetchOne(db, sql: "SELECT seq, body FROM relay_snapshot WHERE board_id = ?", arguments: [board.rawValue]) {
                 from = row["seq"]
-                guard from < seq else { return }
+                guard from < seq else { return nil }
                 state = try JSONDecoder().decode(BoardSnapshot.self, from: Data((row["body"] as String).utf8)).state
             }
-            let rows = try Row.fetchAll(db, sql: """
+            self.compactionWillFold.withLock { $0 }?()
+            let rows = try Row.fetchCursor(db, sql: """
                 SELECT seq, body FROM relay_op WHERE board_id = ? AND seq > ? AND seq <= ? ORDER BY seq
                 """, arguments: [board.rawValue, from, seq])
-            guard let last = rows.last else { return }
-            for row in rows {
+            var through: Int64?
+            while let row = try rows.next() {
                 guard let body: String = row["body"], let op = try? BoardOperation.decode(json: Data(body.utf8)) else {
                     throw RelayError.corrupt("operation \(board)#\(row["seq"] as Int64) does not decode")
                 }
                 state.apply(op)
+                through = row["seq"]
             }
-            let through: Int64 = last["seq"]
-            let body = String(decoding: try JSONEncoder().encode(BoardSnapshot(state)), as: UTF8.self)
+            guard let through else { return nil }
+            return (from, through, String(decoding: try JSONEncoder().encode(BoardSnapshot(state)), as: UTF8.self))
+        }
+        guard let folded else { return }
+        let stored = try await pool.write { db -> Bool in
+            let current = try Int64.fetchOne(db, sql: "SELECT seq FROM relay_snapshot WHERE board_id = ?", arguments: [board.rawValue]) ?? 0
+            guard current == folded.from else { return false }
             try db.execute(sql: "INSERT OR REPLACE INTO relay_snapshot (board_id, seq, body) VALUES (?, ?, ?)",
-                           arguments: [board.rawValue, through, body])
-            try db.execute(sql: "UPDATE relay_op SET body = NULL WHERE board_id = ? AND seq <= ?", arguments: [board.rawValue, through])
+                           arguments: [board.rawValue, folded.through, folded.body])
+            return true
+        }
+        guard stored else { return }
+        var low = folded.from
+        while low < folded.through {
+            let (from, high) = (low, min(low + Self.bodiesDroppedPerTransaction, folded.through))
+            try await pool.write { db in
+                try db.execute(sql: "UPDATE relay_op SET body = NULL WHERE board_id = ? AND seq > ? AND seq <= ?",
+                               arguments: [board.rawValue, from, high])
+            }
+            low = high
         }
     }
+
+    /// Folded operations whose bodies one transaction drops (a short wait for appends behind it).
+    static let bodiesDroppedPerTransaction: Int64 = 1_000
 
     public func operationCount() throws -> Int {
         try pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM relay_op") ?? 0 }

@@ -99,6 +99,55 @@ struct RelayGroupCommitTests {
         #expect(appends > 0, "the writers appended while the log started over")
     }
 
+    /// Folding a long board log into a snapshot takes seconds; appends to other boards (and
+    /// the acks waiting for them) must not wait for it. The fold is held at its start until an
+    /// append has been stored: with the fold on the writer, the append could not be stored and
+    /// the hold gives up after 10 s.
+    @Test func appendsAreStoredWhileABoardIsFolded() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-relay-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let storage = try SQLiteRelayStorage(path: dir.appendingPathComponent("relay.sqlite").path)
+        var author = Author(replica: ReplicaID("r1")!)
+        let board = EntityID.make()
+        var ops = [author.make(.createBoard(title: "Long"), board: board, nowMillis: 1_000)]
+        for i in 1..<2_000 { ops.append(author.make(.renameBoard(title: "T\(i)"), board: board, nowMillis: 1_000 + Int64(i))) }
+        _ = try await storage.append(ops, team: "t")
+
+        let folding = Atomic<Bool>(false)
+        let storedDuringFold = Atomic<Bool>(false)
+        let appended = DispatchSemaphore(value: 0)
+        storage.compactionWillFold.withLock {
+            $0 = {
+                folding.store(true, ordering: .releasing)
+                storedDuringFold.store(appended.wait(timeout: .now() + 10) == .success, ordering: .releasing)
+            }
+        }
+        let other = [author.make(.createBoard(title: "Other"), board: EntityID.make(), nowMillis: 5_000)]
+        let results = try await withThrowingTaskGroup(of: [AppendResult].self) { group in
+            group.addTask { try await storage.compact(board: board, through: 1_500); return [] }
+            try await poll("the compaction is folding") { folding.load(ordering: .acquiring) }
+            let results = try await storage.append(other, team: "t")
+            appended.signal()
+            try await group.waitForAll()
+            return results
+        }
+        let stored = storedDuringFold.load(ordering: .acquiring)
+        #expect(stored, "an append to another board was stored while the board was folded")
+        #expect(results.count == 1 && { if case .stored(_, _, 1, true) = results[0] { true } else { false } }())
+
+        // The compacted board: the snapshot at 1,500 (op i, a rename to "T<i>", has sequence i + 1),
+        // the operations after it, and no bodies left through 1,500.
+        let snapshot = try #require(try storage.snapshot(board: board))
+        #expect(snapshot.seq == 1_500)
+        #expect(snapshot.state.title?.v == "T1499")
+        #expect(try storage.operations(board: board, after: 1_500, limit: 1_000).map(\.seq) == Array(1_501...2_000))
+        let bodies = try await storage.pool.read { db in
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM relay_op WHERE board_id = ? AND body IS NOT NULL", arguments: [board.rawValue])
+        }
+        #expect(bodies == 500)
+    }
+
     /// Polls `condition` every millisecond until `timeout`.
     private func poll(_ what: String, timeout: Duration = .seconds(10), _ condition: () -> Bool) async throws {
         let deadline = ContinuousClock.now + timeout

@@ -11,7 +11,7 @@ let usage = """
       events     HTTP create -> local WebSocket event delivery to --counts 1,10,100 clients
                  (--rate creates/s for --duration s)
       e2e        agent A HTTP -> relay -> agent B event stream at --rates 100,1000 ops/s (--duration s); --kanban PATH
-             runs the relay and both agents as `kanban` processes (else all in this process)
+                 runs the relay and both agents as `kanban` processes (else all in this process)
       fanout     relay fan-out: --subs 50 subscribers, --writers 4, --windows 2,8 ops in flight per writer,
                  --duration s; --kanban PATH runs the relay as a `kanban relay` process (else in-process)
       converge   --queued 10000 operations authored offline, then reconnect: time to converge
@@ -22,6 +22,8 @@ let usage = """
                  [--subs 50 --writers 4 --windows 2,8 --rates 100 --duration 10]
       pgstore    PostgreSQL store limits: append commits/s on one board and on many, from 1 and 2 instances, and
                  NOTIFY throughput; --postgres URL (or $KANBAN_POSTGRES_URL) [--duration 5]
+      compaction the relay's SQLite log folding a board of --ops 200000 operations into a snapshot while
+                 another board is appended to at --rate 200/s: compaction time and append latency meanwhile
       zlibmem    memory per deflate compressor (window 2^12) at zlib memLevel 8/4/2/1, and the ratio each gets
       all        everything above with defaults (--kanban PATH for fanout-process and idle)
 
@@ -105,6 +107,8 @@ do {
             throw BenchError("pgstore needs --postgres URL (eval \"$(Tools/postgres/start.sh)\" starts one and sets KANBAN_POSTGRES_URL)")
         }
         try await runPostgresStoreBench(postgres: postgres, duration: o.double("duration", 5))
+    case "compaction":
+        try await runCompactionBench(ops: o.int("ops", 200_000), rate: o.double("rate", 200))
     case "zlibmem":
         try runZlibMemBench(count: o.int("count", 2000))
     case "idle":
