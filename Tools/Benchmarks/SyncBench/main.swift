@@ -25,7 +25,8 @@ let usage = """
       compaction the relay's SQLite log folding a board of --ops 200000 operations into a snapshot while
                  another board is appended to at --rate 200/s: compaction time and append latency meanwhile
       zlibmem    memory per deflate compressor (window 2^12) at zlib memLevel 8/4/2/1, and the ratio each gets
-      all        everything above with defaults (--kanban PATH for fanout-process and idle)
+      all        everything above with defaults except scaleout, pgstore, zlibmem and compaction (--kanban PATH for the
+                 process runs of e2e and fanout, and for idle)
 
     Every command first waits up to --wait-quiet 90 s for other processes to use < 15 % of a core.
     Servers run in this process unless noted, on 127.0.0.1 ephemeral ports, in temporary directories.
@@ -122,6 +123,10 @@ do {
         await waitQuiet(maxWait: quietWait)
         try await runE2EBench(rates: [100, 1000], duration: 10)
         await waitQuiet(maxWait: quietWait)
+        if let kanbanPath {
+            try await runE2EProcessBench(kanban: kanbanPath, rates: [100, 1000], duration: 10)
+            await waitQuiet(maxWait: quietWait)
+        }
         try await runFanoutBench(subs: 50, writers: 4, windows: [2, 8], duration: 10, kanban: nil)
         await waitQuiet(maxWait: quietWait)
         if let kanbanPath { try await runFanoutBench(subs: 50, writers: 4, windows: [2, 8], duration: 10, kanban: kanbanPath) }
