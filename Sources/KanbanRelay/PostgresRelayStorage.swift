@@ -231,7 +231,7 @@ public final class PostgresRelayStorage: RelayStorage, RelayCluster, Sendable {
             SELECT seq, body FROM relay_op WHERE board_id = \(board.rawValue) AND seq > \(after) ORDER BY seq LIMIT \(limit)
             """, logger: logger)
         for try await (seq, body) in rows.decode((Int64, String?).self) {
-            guard let body else { throw RelayError.corrupt("operation \(board)#\(seq) was compacted; read the snapshot first") }
+            guard let body else { throw RelayError.compacted(board, seq) }
             guard let op = try? BoardOperation.decode(json: Data(body.utf8)) else {
                 throw RelayError.corrupt("operation at \(board)#\(seq) does not decode")
             }

@@ -234,19 +234,31 @@ public actor RelayHub {
     /// false when the connection is gone or fell behind.
     private func sendCatchUp(_ id: Int, board: EntityID, after: Int64, head: Int64, announce: Bool = true) async throws -> Bool {
         var cursor = after
-        if after < head, let snapshot = try await storage.snapshot(board: board), snapshot.seq > after, snapshot.seq <= head {
-            // Past the compaction horizon: the state at the horizon, then the tail.
-            if !send(id, .snapshot(.init(board: board, seq: snapshot.seq, head: head, state: snapshot.state)), keepContext: false) { return false }
-            cursor = snapshot.seq
+        var sent = false, gone = false
+        // A compaction (it runs beside the board's lock) can fold what this reads between the
+        // snapshot and the operations: then the newer snapshot covers them, and sending goes on
+        // from it (an agent joins a snapshot into what it has, whenever it comes).
+        try await retryingCompacted {
+            if cursor < head, let snapshot = try await storage.snapshot(board: board), snapshot.seq > cursor, snapshot.seq <= head {
+                // Past the compaction horizon: the state at the horizon, then the tail.
+                if !send(id, .snapshot(.init(board: board, seq: snapshot.seq, head: head, state: snapshot.state)), keepContext: false) {
+                    gone = true
+                    return
+                }
+                cursor = snapshot.seq
+            }
+            while cursor < head {
+                let batch = try await storage.operations(board: board, after: cursor, limit: min(configuration.catchUpBatch, Int(head - cursor)))
+                guard let last = batch.last else { break }
+                if !send(id, .ops(.init(board: board, ops: batch, head: head)), keepContext: false) {
+                    gone = true
+                    return
+                }
+                cursor = last.seq
+                sent = true
+            }
         }
-        var sent = false
-        while cursor < head {
-            let batch = try await storage.operations(board: board, after: cursor, limit: min(configuration.catchUpBatch, Int(head - cursor)))
-            guard let last = batch.last else { break }
-            if !send(id, .ops(.init(board: board, ops: batch, head: head)), keepContext: false) { return false }
-            cursor = last.seq
-            sent = true
-        }
+        if gone { return false }
         if !sent && announce {
             // Nothing (more) to send; still tell the agent the head so it knows it is caught up.
             return send(id, .ops(.init(board: board, ops: [], head: head)), keepContext: false)
@@ -618,14 +630,37 @@ public actor RelayHub {
         }
         guard head - horizon > threshold, !compacting.contains(board) else { return }
         let through = head - Int64(configuration.compactionKeep)
-        // The hub goes on serving while the storage folds (it does not hold the hub or, on
-        // SQLite, the writer); one compaction per board at a time.
+        // In the background, one per board at a time: folding takes seconds, and the caller holds
+        // the board's lock, which every push to the board waits for. Readers that meet operations
+        // folded meanwhile start again from the new snapshot (`retryingCompacted`).
         compacting.insert(board)
+        Task { await self.compact(board, through: through) }
+    }
+
+    private func compact(_ board: EntityID, through: Int64) async {
         defer { compacting.remove(board) }
-        try await storage.compact(board: board, through: through)
-        horizons[board] = through
-        compactions += 1
-        logger.info("compacted board", metadata: ["board": "\(board)", "through": "\(through)"])
+        do {
+            try await storage.compact(board: board, through: through)
+            horizons[board] = through
+            compactions += 1
+            logger.info("compacted board", metadata: ["board": "\(board)", "through": "\(through)"])
+        } catch {
+            // The log is as it was (or folded by another instance); the next commit tries again.
+            logger.error("compacting a board failed", metadata: ["board": "\(board)", "error": "\(error)"])
+        }
+    }
+
+    /// Runs `read` again (up to three times) when the operations it reads were folded into the
+    /// board's snapshot meanwhile; `read` picks up the newer snapshot.
+    private func retryingCompacted(_ read: () async throws -> Void) async throws {
+        var attempt = 0
+        while true {
+            do {
+                return try await read()
+            } catch let error as RelayError where error.compacted && attempt < 3 {
+                attempt += 1
+            }
+        }
     }
 
     /// The board's state at `head`, the room's delivered sequence (kept while the room is open
@@ -633,16 +668,20 @@ public actor RelayHub {
     private func state(of board: EntityID, through head: Int64) async throws -> BoardState {
         if let state = states[board] { return state }
         var state = BoardState(id: board)
-        var cursor: Int64 = 0
-        if let snapshot = try await storage.snapshot(board: board) {
-            state = snapshot.state.state
-            cursor = snapshot.seq
-        }
-        while cursor < head {
-            let batch = try await storage.operations(board: board, after: cursor, limit: min(5_000, Int(head - cursor)))
-            guard let last = batch.last else { break }
-            for entry in batch { state.apply(entry.op) }
-            cursor = last.seq
+        // Folded meanwhile (see `sendCatchUp`): start again from the newer snapshot.
+        try await retryingCompacted {
+            state = BoardState(id: board)
+            var cursor: Int64 = 0
+            if let snapshot = try await storage.snapshot(board: board) {
+                state = snapshot.state.state
+                cursor = snapshot.seq
+            }
+            while cursor < head {
+                let batch = try await storage.operations(board: board, after: cursor, limit: min(5_000, Int(head - cursor)))
+                guard let last = batch.last else { break }
+                for entry in batch { state.apply(entry.op) }
+                cursor = last.seq
+            }
         }
         if rooms[board]?.members.isEmpty == false { states[board] = state }
         return state

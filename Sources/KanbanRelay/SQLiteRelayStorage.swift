@@ -130,9 +130,7 @@ public final class SQLiteRelayStorage: RelayStorage {
             try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT seq, body FROM relay_op WHERE board_id = ? AND seq > ? ORDER BY seq LIMIT ?
                 """), arguments: [board.rawValue, after, limit]).map { row in
-                guard let body: String = row["body"] else {
-                    throw RelayError.corrupt("operation \(board)#\(row["seq"] as Int64) was compacted; read the snapshot first")
-                }
+                guard let body: String = row["body"] else { throw RelayError.compacted(board, row["seq"]) }
                 guard let op = try? BoardOperation.decode(json: Data(body.utf8)) else {
                     throw RelayError.corrupt("operation at \(board)#\(row["seq"] as Int64) does not decode")
                 }
@@ -239,7 +237,13 @@ public final class SQLiteRelayStorage: RelayStorage {
 
 public struct RelayError: Error, Sendable, CustomStringConvertible {
     public let description: String
+    /// The operations asked for were folded into the board's snapshot after the reader looked
+    /// at it: read the snapshot again and go on from it.
+    public var compacted = false
     static func corrupt(_ detail: String) -> RelayError { RelayError(description: "relay log is damaged: \(detail)") }
+    static func compacted(_ board: EntityID, _ seq: Int64) -> RelayError {
+        RelayError(description: "operation \(board)#\(seq) was compacted; read the snapshot first", compacted: true)
+    }
 }
 
 extension SQLiteRelayStorage {

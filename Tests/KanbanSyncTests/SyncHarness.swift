@@ -77,9 +77,13 @@ final class SyncCluster: Sendable {
     let syncServers: Mutex<[Int: RunningServer]>
     let relayConfiguration: RelayConfiguration
     let relayRef = Mutex<Relay?>(nil)
+    /// What the relay stores through, given its SQLite log (the log itself by default).
+    let wrapStorage: @Sendable (SQLiteRelayStorage) -> any RelayStorage
 
-    init(agents count: Int, team: String = "team", relayConfiguration: RelayConfiguration = .init()) async throws {
+    init(agents count: Int, team: String = "team", relayConfiguration: RelayConfiguration = .init(),
+         wrapStorage: @escaping @Sendable (SQLiteRelayStorage) -> any RelayStorage = { $0 }) async throws {
         self.relayConfiguration = relayConfiguration
+        self.wrapStorage = wrapStorage
         relayDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-relay-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: relayDirectory, withIntermediateDirectories: true)
         let storage = try SQLiteRelayStorage(path: relayDirectory.appendingPathComponent("relay.sqlite").path)
@@ -97,7 +101,7 @@ final class SyncCluster: Sendable {
         let storage = try SQLiteRelayStorage(path: relayDirectory.appendingPathComponent("relay.sqlite").path)
         var configuration = relayConfiguration
         configuration.port = relayPort.withLock { $0 }
-        let relay = try await Relay(storage: storage, configuration: configuration, logger: quietLogger("relay"))
+        let relay = try await Relay(storage: wrapStorage(storage), configuration: configuration, logger: quietLogger("relay"))
         relayRef.withLock { $0 = relay }
         let server = try await RunningServer.start { onListening in
             buildRelayApplication(relay: relay, logger: quietLogger("relay"), onListening: onListening)

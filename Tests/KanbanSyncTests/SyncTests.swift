@@ -170,7 +170,8 @@ struct SyncTests {
         }
         try await eventually("A's work reaches the relay") { try a.store.outboxCount() == 0 }
         let relay = try #require(cluster.relayRef.withLock { $0 })
-        #expect(await relay.hub.compactions > 0, "the relay compacted the board")
+        // Compaction runs in the background, after the commit that crossed the threshold.
+        try await eventually("the relay compacted the board") { await relay.hub.compactions > 0 }
         #expect(try await relay.storage.snapshot(board: board) != nil)
         // B (cursor behind the horizon) and C (never synced) catch up through the snapshot.
         try await cluster.connect(1)
@@ -180,6 +181,32 @@ struct SyncTests {
         #expect(try c.document(board).columns[0].tasks.contains { $0.id == offlineTask.id })
         #expect(try c.store.stateFromLog(board) == c.store.stateFromDisk(board), "snapshot + log replays to the tables")
         #expect(try c.document(board).columns[0].tasks.count == 151)
+    }
+
+    /// Compaction runs beside the board's lock, so it can fold the operations a catch-up is
+    /// about to read after the catch-up looked at the snapshot. The catch-up goes on from the
+    /// newer snapshot on the same link: the agent converges without its link failing.
+    @Test func aCatchUpThatMeetsAFreshCompactionGoesOnFromTheNewSnapshot() async throws {
+        let racing = CompactionBeforeRead()
+        var relayConfiguration = RelayConfiguration()
+        relayConfiguration.compactionThreshold = 0  // only the compaction this test sets off
+        let cluster = try await SyncCluster(agents: 2, relayConfiguration: relayConfiguration) { racing.wrap($0) }
+        defer { Task { await cluster.shutdown() } }
+        let (a, c) = (cluster.agents[0], cluster.agents[1])
+        try await cluster.connect(0)
+        let board = try await a.createBoard(title: "Racing").id
+        guard case .column(let column) = try await a.createColumn(board: board, title: "Todo", after: nil) else { throw TestError("column") }
+        for i in 0..<100 { _ = try await a.createTask(column: column.id, title: "T \(i)", description: nil, after: nil) }
+        try await eventually("A's work reaches the relay") { try a.store.outboxCount() == 0 }
+        // A leaves (its room closes), so the next read of the board's operations is C's catch-up.
+        await cluster.disconnect(0)
+        racing.arm(board: board, through: 80)
+        try await cluster.connect(1)
+        try await eventually("C has every task") { (try? c.document(board))?.columns.first?.tasks.count == 100 }
+        #expect(racing.fired, "the compaction ran between the catch-up's snapshot and its operations")
+        let failures = c.syncStatus.attempts.map(\.message)
+        #expect(failures.isEmpty, "C's first link caught up")
+        #expect(try c.store.digest(board) == a.store.digest(board))
     }
 
     @Test func presenceIsRelayedLiveAndExpiresWithTheConnection() async throws {
@@ -367,5 +394,42 @@ struct SyncTests {
         #expect(try storage.operationCount() == 5)
         let otherTeam = try await storage.append(ops, team: "other")
         #expect(otherTeam.allSatisfy { if case .forbidden = $0 { true } else { false } })
+    }
+}
+
+/// Relay storage that, once armed, folds a board's operations through a sequence right before
+/// the next read of them from below it: a compaction finishing at that moment.
+final class CompactionBeforeRead: Sendable {
+    private let armed = Mutex<(board: EntityID, through: Int64)?>(nil)
+    private let didFire = Atomic<Bool>(false)
+    var fired: Bool { didFire.load(ordering: .acquiring) }
+
+    func arm(board: EntityID, through: Int64) { armed.withLock { $0 = (board, through) } }
+    func wrap(_ log: SQLiteRelayStorage) -> any RelayStorage { Storage(log: log, owner: self) }
+
+    struct Storage: RelayStorage {
+        let log: SQLiteRelayStorage
+        let owner: CompactionBeforeRead
+
+        func operations(board: EntityID, after: Int64, limit: Int) async throws -> [SyncMessage.Ops.Sequenced] {
+            let through = owner.armed.withLock { armed -> Int64? in
+                guard let target = armed, target.board == board, after < target.through else { return nil }
+                armed = nil
+                return target.through
+            }
+            if let through {
+                try await log.compact(board: board, through: through)
+                owner.didFire.store(true, ordering: .releasing)
+            }
+            return try await log.operations(board: board, after: after, limit: limit)
+        }
+        func append(_ ops: [BoardOperation], team: String) async throws -> [AppendResult] { try await log.append(ops, team: team) }
+        func boards(team: String) async throws -> [SyncMessage.BoardHead] { try await log.boards(team: team) }
+        func head(of board: EntityID) async throws -> Int64 { try log.head(of: board) }
+        func team(of board: EntityID) async throws -> String? { try log.team(of: board) }
+        func secret() async throws -> Data { try log.secret() }
+        func operationCount() async throws -> Int { try log.operationCount() }
+        func snapshot(board: EntityID) async throws -> (seq: Int64, state: BoardSnapshot)? { try await log.snapshot(board: board) }
+        func compact(board: EntityID, through seq: Int64) async throws { try await log.compact(board: board, through: seq) }
     }
 }
