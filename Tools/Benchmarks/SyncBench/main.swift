@@ -24,8 +24,9 @@ let usage = """
                  NOTIFY throughput; --postgres URL (or $KANBAN_POSTGRES_URL) [--duration 5]
       compaction the relay's SQLite log folding a board of --ops 200000 operations into a snapshot while
                  another board is appended to at --rate 200/s: compaction time and append latency meanwhile
+      codec      CPU per message of decoding and encoding push, ack and ops messages (--iterations 20000)
       zlibmem    memory per deflate compressor (window 2^12) at zlib memLevel 8/4/2/1, and the ratio each gets
-      all        everything above with defaults except scaleout, pgstore, zlibmem and compaction (--kanban PATH for the
+      all        everything above with defaults except scaleout, pgstore, zlibmem, codec and compaction (--kanban PATH for the
                  process runs of e2e and fanout, and for idle)
 
     Every command first waits up to --wait-quiet 90 s for other processes to use < 15 % of a core.
@@ -110,6 +111,8 @@ do {
         try await runPostgresStoreBench(postgres: postgres, duration: o.double("duration", 5))
     case "compaction":
         try await runCompactionBench(ops: o.int("ops", 200_000), rate: o.double("rate", 200))
+    case "codec":
+        try runCodecBench(iterations: o.int("iterations", 20_000))
     case "zlibmem":
         try runZlibMemBench(count: o.int("count", 2000))
     case "idle":
