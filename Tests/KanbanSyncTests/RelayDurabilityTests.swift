@@ -10,8 +10,7 @@ struct RelayDurabilityTests {
     /// The relay acknowledges an operation only after its commit, so that commit must be synced
     /// (`synchronous = FULL`), whatever GRDB sets when it opens the pool in WAL mode.
     @Test func theRelayLogSyncsEveryCommit() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-relay-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = try temporaryRelayDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let path = dir.appendingPathComponent("relay.sqlite").path
         for _ in 0..<2 {  // a new file, then reopening it
@@ -24,8 +23,7 @@ struct RelayDurabilityTests {
 @Suite(.timeLimit(.minutes(1)))
 struct RelayGroupCommitTests {
     @Test func appendsThatArriveDuringACommitAreStoredTogetherInTheNext() async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-relay-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = try temporaryRelayDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let storage = try SQLiteRelayStorage(path: dir.appendingPathComponent("relay.sqlite").path)
 
@@ -62,8 +60,7 @@ struct RelayGroupCommitTests {
     /// the writer must still get its turn, or the log never starts over and grows by every
     /// frame committed (the store's `WALCheckpointerTests`, for the relay's log).
     @Test func theLogStartsOverUnderSteadyAppends() async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-relay-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = try temporaryRelayDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let path = dir.appendingPathComponent("relay.sqlite").path
         let storage = try SQLiteRelayStorage(path: path)
@@ -104,8 +101,7 @@ struct RelayGroupCommitTests {
     /// append has been stored: with the fold on the writer, the append could not be stored and
     /// the hold gives up after 10 s.
     @Test func appendsAreStoredWhileABoardIsFolded() async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-relay-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = try temporaryRelayDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let storage = try SQLiteRelayStorage(path: dir.appendingPathComponent("relay.sqlite").path)
         var author = Author(replica: ReplicaID("r1")!)

@@ -67,6 +67,13 @@ func eventually(
     throw TestError("timed out waiting for \(what)")
 }
 
+/// A new directory for a relay log under the temporary directory (the caller removes it).
+func temporaryRelayDirectory() throws -> URL {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-relay-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    return dir
+}
+
 /// One relay and some agents, all in this process.
 final class SyncCluster: Sendable {
     let relayDirectory: URL

@@ -379,8 +379,7 @@ struct SyncTests {
     }
 
     @Test func pushingTheSameOperationTwiceReturnsTheFirstSequence() async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-relay-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = try temporaryRelayDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let storage = try SQLiteRelayStorage(path: dir.appendingPathComponent("relay.sqlite").path)
         var author = Author(replica: ReplicaID("r1")!)
