@@ -119,9 +119,9 @@ extension ReplicaStore {
     /// would break the `full` promise for every later commit).
     func withoutSync<T>(_ db: Database, _ body: () throws -> T) throws -> T {
         guard durability == .full else { return try body() }
-        try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        try db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute()
         let result = Result { try body() }
-        try db.execute(sql: "PRAGMA synchronous = FULL")
+        try db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute()
         return try result.get()
     }
 
