@@ -6,8 +6,7 @@ public import KanbanProtocol
 /// `PostgresRelayStorage` (several instances on one database).
 ///
 /// The requirements are async because a networked database answers asynchronously; the SQLite
-/// implementation satisfies the cheap ones with synchronous methods and reads operations,
-/// snapshots and board lists on a reader connection's thread. The hub serializes the calls that
+/// implementation satisfies them with synchronous methods. The hub serializes the calls that
 /// need an order (a board's append and delivery), not the storage.
 public protocol RelayStorage: Sendable {
     /// Stores new operations with the next sequence of their board, in one transaction, and

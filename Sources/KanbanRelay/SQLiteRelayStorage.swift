@@ -122,11 +122,8 @@ public final class SQLiteRelayStorage: RelayStorage {
         return results
     }
 
-    // The reads below run on a reader's own thread while the caller (the hub) waits without
-    // holding a thread of Swift's pool: a catch-up batch decodes up to thousands of operations.
-
-    public func operations(board: EntityID, after: Int64, limit: Int) async throws -> [SyncMessage.Ops.Sequenced] {
-        try await pool.read { db in
+    public func operations(board: EntityID, after: Int64, limit: Int) throws -> [SyncMessage.Ops.Sequenced] {
+        try pool.read { db in
             try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT seq, body FROM relay_op WHERE board_id = ? AND seq > ? ORDER BY seq LIMIT ?
                 """), arguments: [board.rawValue, after, limit]).map { row in
@@ -139,8 +136,8 @@ public final class SQLiteRelayStorage: RelayStorage {
         }
     }
 
-    public func boards(team: String) async throws -> [SyncMessage.BoardHead] {
-        try await pool.read { db in
+    public func boards(team: String) throws -> [SyncMessage.BoardHead] {
+        try pool.read { db in
             try Row.fetchAll(db, sql: "SELECT id, head FROM relay_board WHERE team = ? ORDER BY id", arguments: [team]).compactMap { row in
                 EntityID(row["id"] as String).map { SyncMessage.BoardHead(id: $0, head: row["head"]) }
             }
@@ -164,8 +161,8 @@ public final class SQLiteRelayStorage: RelayStorage {
         }
     }
 
-    public func snapshot(board: EntityID) async throws -> (seq: Int64, state: BoardSnapshot)? {
-        try await pool.read { db in
+    public func snapshot(board: EntityID) throws -> (seq: Int64, state: BoardSnapshot)? {
+        try pool.read { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT seq, body FROM relay_snapshot WHERE board_id = ?", arguments: [board.rawValue])
             else { return nil }
             guard let snapshot = try? JSONDecoder().decode(BoardSnapshot.self, from: Data((row["body"] as String).utf8)) else {

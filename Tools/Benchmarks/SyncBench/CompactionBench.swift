@@ -49,7 +49,7 @@ func runCompactionBench(ops: Int, rate: Double) async throws {
     }
     try await compaction.value
     let seconds = Double(done.load(ordering: .acquiring) - start) / 1e9
-    let snapshot = try await storage.snapshot(board: long)
+    let snapshot = try storage.snapshot(board: long)
     let s = LatencySummary(samples)
     printTable("Relay log compaction under load (SQLite, synchronous=FULL): one board folded while another is appended to",
                ["operations folded", "compaction s", "appends meanwhile", "append p50 ms", "p99 ms", "max ms", "snapshot at"],
