@@ -233,32 +233,16 @@ public actor RelayHub {
 
     /// false when the connection is gone or fell behind.
     private func sendCatchUp(_ id: Int, board: EntityID, after: Int64, head: Int64, announce: Bool = true) async throws -> Bool {
-        var cursor = after
-        var sent = false, gone = false
-        // A compaction (it runs beside the board's lock) can fold what this reads between the
-        // snapshot and the operations: then the newer snapshot covers them, and sending goes on
-        // from it (an agent joins a snapshot into what it has, whenever it comes).
-        try await retryingCompacted {
-            if cursor < head, let snapshot = try await storage.snapshot(board: board), snapshot.seq > cursor, snapshot.seq <= head {
-                // Past the compaction horizon: the state at the horizon, then the tail.
-                if !send(id, .snapshot(.init(board: board, seq: snapshot.seq, head: head, state: snapshot.state)), keepContext: false) {
-                    gone = true
-                    return
-                }
-                cursor = snapshot.seq
-            }
-            while cursor < head {
-                let batch = try await storage.operations(board: board, after: cursor, limit: min(configuration.catchUpBatch, Int(head - cursor)))
-                guard let last = batch.last else { break }
-                if !send(id, .ops(.init(board: board, ops: batch, head: head)), keepContext: false) {
-                    gone = true
-                    return
-                }
-                cursor = last.seq
-                sent = true
-            }
+        var sent = false
+        let reached = try await readLog(board, after: after, through: head, batch: configuration.catchUpBatch) { seq, state in
+            // Past the compaction horizon: the state at the horizon, then the tail.
+            send(id, .snapshot(.init(board: board, seq: seq, head: head, state: state)), keepContext: false)
+        } operations: { entries in
+            guard send(id, .ops(.init(board: board, ops: entries, head: head)), keepContext: false) else { return false }
+            sent = true
+            return true
         }
-        if gone { return false }
+        if !reached { return false }
         if !sent && announce {
             // Nothing (more) to send; still tell the agent the head so it knows it is caught up.
             return send(id, .ops(.init(board: board, ops: [], head: head)), keepContext: false)
@@ -632,7 +616,7 @@ public actor RelayHub {
         let through = head - Int64(configuration.compactionKeep)
         // In the background, one per board at a time: folding takes seconds, and the caller holds
         // the board's lock, which every push to the board waits for. Readers that meet operations
-        // folded meanwhile start again from the new snapshot (`retryingCompacted`).
+        // folded meanwhile go on from the new snapshot (`readLog`).
         compacting.insert(board)
         Task { await self.compact(board, through: through) }
     }
@@ -650,15 +634,33 @@ public actor RelayHub {
         }
     }
 
-    /// Runs `read` again (up to three times) when the operations it reads were folded into the
-    /// board's snapshot meanwhile; `read` picks up the newer snapshot.
-    private func retryingCompacted(_ read: () async throws -> Void) async throws {
-        var attempt = 0
+    /// Reads the board's log after `cursor` through `head`: its snapshot first when that lies
+    /// past `cursor`, then the operations, at most `batch` at a time. A compaction runs beside
+    /// the board's lock, so it can fold what this is about to read after the snapshot was looked
+    /// at; the read then goes on from the newer snapshot (up to three times), which is correct
+    /// because joining a snapshot into what came before it is. `snapshot` and `operations`
+    /// return false to stop; so does this function, then.
+    private func readLog(
+        _ board: EntityID, after cursor: Int64, through head: Int64, batch: Int,
+        snapshot: (Int64, BoardSnapshot) -> Bool, operations: ([SyncMessage.Ops.Sequenced]) -> Bool
+    ) async throws -> Bool {
+        var cursor = cursor
+        var retries = 0
         while true {
             do {
-                return try await read()
-            } catch let error as RelayError where error.compacted && attempt < 3 {
-                attempt += 1
+                if cursor < head, let stored = try await storage.snapshot(board: board), stored.seq > cursor, stored.seq <= head {
+                    guard snapshot(stored.seq, stored.state) else { return false }
+                    cursor = stored.seq
+                }
+                while cursor < head {
+                    let entries = try await storage.operations(board: board, after: cursor, limit: min(batch, Int(head - cursor)))
+                    guard let last = entries.last else { break }
+                    guard operations(entries) else { return false }
+                    cursor = last.seq
+                }
+                return true
+            } catch let error as RelayError where error.compacted && retries < 3 {
+                retries += 1
             }
         }
     }
@@ -668,20 +670,12 @@ public actor RelayHub {
     private func state(of board: EntityID, through head: Int64) async throws -> BoardState {
         if let state = states[board] { return state }
         var state = BoardState(id: board)
-        // Folded meanwhile (see `sendCatchUp`): start again from the newer snapshot.
-        try await retryingCompacted {
-            state = BoardState(id: board)
-            var cursor: Int64 = 0
-            if let snapshot = try await storage.snapshot(board: board) {
-                state = snapshot.state.state
-                cursor = snapshot.seq
-            }
-            while cursor < head {
-                let batch = try await storage.operations(board: board, after: cursor, limit: min(5_000, Int(head - cursor)))
-                guard let last = batch.last else { break }
-                for entry in batch { state.apply(entry.op) }
-                cursor = last.seq
-            }
+        _ = try await readLog(board, after: 0, through: head, batch: 5_000) { _, snapshot in
+            state = snapshot.state  // covers every operation below its sequence
+            return true
+        } operations: { entries in
+            for entry in entries { state.apply(entry.op) }
+            return true
         }
         if rooms[board]?.members.isEmpty == false { states[board] = state }
         return state

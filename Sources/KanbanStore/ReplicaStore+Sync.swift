@@ -102,16 +102,17 @@ extension ReplicaStore {
     /// this commit included, and recovery stops at the first frame that did not reach the disk.
     /// One fsync less per pushed operation, on the writer every local edit waits for.
     public func acknowledge(_ ids: [OperationID], cursors: [EntityID: Int64] = [:]) throws {
-        try writer.writeWithoutTransaction { db in
-            try self.withoutSync(db) { try self.transaction(db) { db in try Self.acknowledge(ids, cursors: cursors, in: db) } }
-        }
+        try writer.writeWithoutTransaction { db in try self.commitAcknowledgment(ids, cursors: cursors, in: db) }
     }
 
     /// `acknowledge` without blocking the calling thread while the transaction commits.
     public func acknowledge(_ ids: [OperationID], cursors: [EntityID: Int64] = [:]) async throws {
-        try await writer.writeWithoutTransaction { db in
-            try self.withoutSync(db) { try self.transaction(db) { db in try Self.acknowledge(ids, cursors: cursors, in: db) } }
-        }
+        try await writer.writeWithoutTransaction { db in try self.commitAcknowledgment(ids, cursors: cursors, in: db) }
+    }
+
+    /// On the writer: the acknowledgment's transaction, committed unsynced (see `acknowledge`).
+    private func commitAcknowledgment(_ ids: [OperationID], cursors: [EntityID: Int64], in db: Database) throws {
+        try withoutSync(db) { try transaction(db) { db in try Self.acknowledge(ids, cursors: cursors, in: db) } }
     }
 
     /// Runs `body` (on the writer, outside any transaction) with commits not synced, then puts
