@@ -134,6 +134,12 @@ let package = Package(
             path: "Tools/Benchmarks/SyncBench",
             swiftSettings: swiftSettings
         ),
+        // Helpers shared by the test targets.
+        .target(
+            name: "KanbanTestSupport",
+            path: "Tests/KanbanTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "KanbanModelTests",
             dependencies: ["KanbanModel", "KanbanSimulation"],
@@ -141,7 +147,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KanbanStoreTests",
-            dependencies: ["KanbanModel", "KanbanStore", "KanbanSimulation", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["KanbanModel", "KanbanStore", "KanbanSimulation", "KanbanTestSupport", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -156,7 +162,7 @@ let package = Package(
         .testTarget(
             name: "KanbanSyncTests",
             dependencies: [
-                "KanbanModel", "KanbanStore", "KanbanProtocol", "KanbanAgent", "KanbanRelay",
+                "KanbanModel", "KanbanStore", "KanbanProtocol", "KanbanAgent", "KanbanRelay", "KanbanTestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "WSClient", package: "swift-websocket"),

@@ -2,7 +2,7 @@ import Foundation
 import GRDB
 import KanbanModel
 import KanbanStore
-import Synchronization
+import KanbanTestSupport
 import Testing
 
 struct WALCheckpointerTests {
@@ -50,34 +50,14 @@ struct WALCheckpointerTests {
         try await store.author(board: board) { _ in .createBoard(title: "Steady") }
         let first = try #require(WALCheckpointer.startOvers(ofDatabaseAt: path))
 
-        final class Done: Sendable { let flag = Atomic<Bool>(false) }
-        let done = Done()
-        let edits = try await withThrowingTaskGroup(of: Int.self) { group in
-            for writer in 0..<4 {
-                group.addTask {
-                    var count = 0
-                    while !done.flag.load(ordering: .relaxed) && !Task.isCancelled {
-                        let title = "W\(writer) \(count)"
-                        try await store.author(board: board) { _ in .renameBoard(title: title) }
-                        count += 1
-                    }
-                    return count
-                }
-            }
-            // The writers stop however the wait ends.
-            defer { done.flag.store(true, ordering: .relaxed) }
-            let deadline = ContinuousClock.now + .seconds(20)
-            // Two start-overs while the edits never pause (the checkpointer runs every 0.5 s).
-            while (WALCheckpointer.startOvers(ofDatabaseAt: path) ?? first) < first &+ 2 {
-                guard ContinuousClock.now < deadline else {
-                    Issue.record("the log did not start over twice in 20 s of steady edits")
-                    break
-                }
-                try await Task.sleep(for: .milliseconds(5))
-            }
-            done.flag.store(true, ordering: .relaxed)
-            return try await group.reduce(0, +)
+        // Two start-overs while the edits never pause (the checkpointer runs every 0.5 s).
+        let (edits, startedOver) = try await whileSteadyWriters(4, timeout: .seconds(20)) { writer, count in
+            let title = "W\(writer) \(count)"
+            try await store.author(board: board) { _ in .renameBoard(title: title) }
+        } until: {
+            (WALCheckpointer.startOvers(ofDatabaseAt: path) ?? first) >= first &+ 2
         }
+        #expect(startedOver, "the log did not start over twice in 20 s of steady edits")
         #expect(edits > 0, "the writers edited while the log started over")
     }
 }

@@ -4,6 +4,7 @@ import KanbanModel
 import KanbanProtocol
 @testable import KanbanRelay
 import KanbanStore
+import KanbanTestSupport
 import Synchronization
 import Testing
 
@@ -70,30 +71,15 @@ struct RelayGroupCommitTests {
         _ = try await storage.append([author.make(.createBoard(title: "B"), board: board, nowMillis: 1_000)], team: "t")
         let first = try #require(WALCheckpointer.startOvers(ofDatabaseAt: path))
 
-        final class Done: Sendable { let flag = Atomic<Bool>(false) }
-        let done = Done()
-        let appends = try await withThrowingTaskGroup(of: Int.self) { group in
-            for writer in 0..<4 {
-                group.addTask {
-                    var author = Author(replica: ReplicaID("writer\(writer)")!)
-                    var count = 0
-                    while !done.flag.load(ordering: .relaxed) && !Task.isCancelled {
-                        let op = author.make(.renameBoard(title: "B\(count)"), board: board, nowMillis: 2_000 + Int64(count))
-                        _ = try await storage.append([op], team: "t")
-                        count += 1
-                    }
-                    return count
-                }
-            }
-            // Appends never pause meanwhile; two start-overs (the checkpointer runs every 0.5 s).
-            // The writers stop however the wait ends.
-            defer { done.flag.store(true, ordering: .relaxed) }
-            try await poll("the log starts over twice under steady appends", timeout: .seconds(20)) {
-                (WALCheckpointer.startOvers(ofDatabaseAt: path) ?? first) >= first &+ 2
-            }
-            done.flag.store(true, ordering: .relaxed)
-            return try await group.reduce(0, +)
+        // Two start-overs while the appends never pause (the checkpointer runs every 0.5 s).
+        let (appends, startedOver) = try await whileSteadyWriters(4, timeout: .seconds(20)) { writer, count in
+            var author = Author(replica: ReplicaID("writer\(writer)")!, counter: UInt64(count))
+            let op = author.make(.renameBoard(title: "B\(count)"), board: board, nowMillis: 2_000 + Int64(count))
+            _ = try await storage.append([op], team: "t")
+        } until: {
+            (WALCheckpointer.startOvers(ofDatabaseAt: path) ?? first) >= first &+ 2
         }
+        #expect(startedOver, "the log did not start over twice in 20 s of steady appends")
         #expect(appends > 0, "the writers appended while the log started over")
     }
 
