@@ -40,14 +40,14 @@ struct RelayGroupCommitTests {
             }
         }
         holder.start()
-        try await poll("the writer is held") { holding.load(ordering: .acquiring) }
+        try await eventually("the writer is held") { holding.load(ordering: .acquiring) }
 
         // 50 boards, one push each, as the hub's per-board commits would send them.
         var author = Author(replica: ReplicaID("r1")!)
         let pushes = (0..<50).map { i in [author.make(.createBoard(title: "B\(i)"), board: EntityID.make(), nowMillis: 1_000 + Int64(i))] }
         let results = try await withThrowingTaskGroup(of: [AppendResult].self) { group in
             for ops in pushes { group.addTask { try await storage.append(ops, team: "t") } }
-            try await poll("all 50 appends wait for the writer") { storage.appendQueueCounts.waiting == 50 }
+            try await eventually("all 50 appends wait for the writer") { storage.appendQueueCounts.waiting == 50 }
             release.signal()
             return try await group.reduce(into: []) { $0 += $1 }
         }
@@ -109,7 +109,7 @@ struct RelayGroupCommitTests {
         let other = [author.make(.createBoard(title: "Other"), board: EntityID.make(), nowMillis: 5_000)]
         let results = try await withThrowingTaskGroup(of: [AppendResult].self) { group in
             group.addTask { try await storage.compact(board: board, through: 1_500); return [] }
-            try await poll("the compaction is folding") { folding.load(ordering: .acquiring) }
+            try await eventually("the compaction is folding") { folding.load(ordering: .acquiring) }
             let results = try await storage.append(other, team: "t")
             appended.signal()
             try await group.waitForAll()
@@ -129,17 +129,5 @@ struct RelayGroupCommitTests {
             try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM relay_op WHERE board_id = ? AND body IS NOT NULL", arguments: [board.rawValue])
         }
         #expect(bodies == 500)
-    }
-
-    /// Polls `condition` every millisecond until `timeout`.
-    private func poll(_ what: String, timeout: Duration = .seconds(10), _ condition: () -> Bool) async throws {
-        let deadline = ContinuousClock.now + timeout
-        while !condition() {
-            guard ContinuousClock.now < deadline else {
-                Issue.record("timed out waiting until \(what)")
-                throw CancellationError()
-            }
-            try await Task.sleep(for: .milliseconds(1))
-        }
     }
 }
