@@ -49,13 +49,15 @@ public final class Agent: Sendable {
         hub.publish(withQueue)
     }
 
-    /// Ends the current reconnect wait at once ("Reconnect now").
+    /// "Reconnect now": ends the current wait before the next attempt, or abandons an attempt
+    /// still in its handshake, so that a fresh one starts at once.
     public func reconnectNow() {
         reconnect.fire()
     }
 
-    /// Sleeps for `delay`, or less if `reconnectNow()` is called.
-    func waitForReconnect(upTo delay: Duration) async {
+    /// Waits for `delay`, or less if `reconnectNow()` is called: true if it was.
+    @discardableResult
+    func waitForReconnect(upTo delay: Duration) async -> Bool {
         await reconnect.wait(upTo: delay)
     }
 }

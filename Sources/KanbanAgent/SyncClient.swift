@@ -101,6 +101,11 @@ public struct SyncClient: Service {
                     blocked = nil
                     continue
                 }
+                if outcome.retryNow {
+                    // "Reconnect now" during a handshake: that attempt is dropped, a fresh one starts.
+                    logger.info("reconnect requested; abandoned the pending handshake")
+                    continue
+                }
                 agent.metrics.linkFailure(outcome.failure?.errorClass ?? "closed")
                 if !polling, configuration.transport == .auto, let failure = outcome.failure,
                    Self.blockedUpgrade.contains(failure.errorClass) {
@@ -179,6 +184,8 @@ public struct SyncClient: Service {
         var failure: SyncStatus.Attempt?
         /// A long-polling session ended on schedule to try the WebSocket again.
         var retryWebSocket = false
+        /// "Reconnect now" abandoned the attempt before its handshake finished.
+        var retryNow = false
     }
 
     /// One connection, from upgrade to close.
@@ -195,25 +202,25 @@ public struct SyncClient: Service {
         )
         // The client library can wait forever for an upgrade answer that never comes (the peer
         // read the request and closed), and then ignores cancellation. So the attempt runs in its
-        // own task and a watchdog gives up on it when the handshake overruns; an abandoned
-        // attempt holds only its closed channel.
+        // own task and a watchdog gives up on it when the handshake overruns, or at once on
+        // "Reconnect now"; an abandoned attempt holds only its closed channel.
         let race = OnceContinuation<Outcome>()
-        return await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
-                race.set(continuation)
-                let timeout = configuration.handshakeTimeout
-                let attempt = Task { race.resume(await self.attempt(wsConfiguration, welcomed: welcomed)) }
-                race.onCancel { attempt.cancel() }
-                Task {
-                    try? await Task.sleep(for: timeout)
-                    guard !welcomed.upgraded.load(ordering: .acquiring) else { return }
-                    let problem = LinkProblem.handshakeTimeout
-                    if race.resume(Outcome(failure: self.attempt(for: problem))) {
-                        attempt.cancel()
-                        logger.warning("relay handshake timed out; abandoning the attempt", metadata: ["timeout": "\(timeout)"])
-                    }
-                }
+        let timeout = configuration.handshakeTimeout
+        let attempt = Task { race.resume(await self.attempt(wsConfiguration, welcomed: welcomed)) }
+        race.onCancel { attempt.cancel() }
+        let watchdog = Task {
+            let requested = await agent.waitForReconnect(upTo: timeout)
+            guard !Task.isCancelled, !welcomed.upgraded.load(ordering: .acquiring) else { return }
+            let outcome = requested ? Outcome(retryNow: true) : Outcome(failure: self.attempt(for: LinkProblem.handshakeTimeout))
+            if race.resume(outcome) {
+                attempt.cancel()
+                if !requested { logger.warning("relay handshake timed out; abandoning the attempt", metadata: ["timeout": "\(timeout)"]) }
             }
+        }
+        // The watchdog stops with the attempt, so it never takes a later "Reconnect now".
+        defer { watchdog.cancel() }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in race.set(continuation) }
         } onCancel: {
             race.cancel(with: Outcome())
         }

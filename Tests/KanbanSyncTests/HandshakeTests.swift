@@ -109,4 +109,29 @@ struct HandshakeTests {
         await server.stop()
         #expect(ContinuousClock.now - start < .seconds(5), "graceful shutdown must not wait for a hung handshake")
     }
+
+    /// "Reconnect now" while a handshake hangs drops that attempt and starts a fresh one at
+    /// once, instead of after the handshake timeout (60 s here).
+    @Test func reconnectNowAbandonsAHangingHandshake() async throws {
+        let closer = try SilentCloser()
+        defer { closer.stop() }
+        let agent = Agent(store: try ReplicaStore.inMemory(configuration: .init(durability: .normal)), configuration: .init(port: 0))
+        var configuration = SyncConfiguration(relayURL: "ws://127.0.0.1:\(closer.port)/sync", token: "kb1.x.y")
+        configuration.handshakeTimeout = .seconds(60)
+        let client = SyncClient(agent: agent, configuration: configuration, logger: quietLogger("sync"))
+        let server = try await RunningServer.start { onListening in
+            buildAgentApplication(agent: agent, logger: quietLogger("agent"), services: [client], onListening: onListening)
+        }
+        try await eventually("the first attempt reaches the peer", timeout: .seconds(10)) { closer.accepted >= 1 }
+        for expected in 2...3 {
+            agent.reconnectNow()
+            try await eventually("attempt \(expected) starts right after reconnect-now", timeout: .seconds(5)) {
+                closer.accepted >= expected
+            }
+        }
+        #expect(agent.syncStatus.state == .connecting)
+        #expect(!agent.syncStatus.attempts.contains { $0.errorClass == "handshake_timeout" },
+                "the attempts were dropped on request, not timed out")
+        await server.stop()
+    }
 }
