@@ -55,6 +55,12 @@ public final class Agent: Sendable {
         reconnect.fire()
     }
 
+    /// Waits until `reconnectNow()` is called (true) or the calling task is cancelled (false).
+    @discardableResult
+    func waitForReconnect() async -> Bool {
+        await reconnect.wait()
+    }
+
     /// Waits for `delay`, or less if `reconnectNow()` is called: true if it was.
     @discardableResult
     func waitForReconnect(upTo delay: Duration) async -> Bool {

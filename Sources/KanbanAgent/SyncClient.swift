@@ -151,13 +151,25 @@ public struct SyncClient: Service {
     /// One long-polling session, from opening it to its end (a failure, or `until` passing).
     func pollOnce(until: ContinuousClock.Instant?) async -> Outcome {
         let welcomed = LinkFlags()
-        let link: LongPollLink
+        let opened: LongPollLink?
         do {
-            link = try await LongPollLink.open(relayURL: configuration.relayURL, token: configuration.token,
-                                               timeout: configuration.handshakeTimeout)
+            // Opening the session races "Reconnect now", which drops it (the HTTP client cancels the request).
+            opened = try await withThrowingTaskGroup(of: LongPollLink?.self) { group in
+                group.addTask {
+                    try await LongPollLink.open(relayURL: configuration.relayURL, token: configuration.token,
+                                                timeout: configuration.handshakeTimeout)
+                }
+                group.addTask {
+                    await agent.waitForReconnect()
+                    return nil
+                }
+                defer { group.cancelAll() }
+                return try await group.next() ?? nil
+            }
         } catch {
             return Outcome(failure: attempt(for: LinkFailure.classify(error, url: configuration.relayURL, token: configuration.token)))
         }
+        guard let link = opened else { return Outcome(retryNow: true) }
         welcomed.upgraded.store(true, ordering: .releasing)
         var session = SyncSession(agent: agent, configuration: configuration, logger: logger, welcomed: welcomed)
         session.endAt = until

@@ -10,6 +10,7 @@ import Glibc
 
 /// A TCP server on 127.0.0.1 that reads each request head and closes without answering: what
 /// a relay killed mid-handshake, or a proxy with no healthy upstream, looks like to the agent.
+/// With `holdOpen` it keeps the connection open instead (a paused link), until `stop`.
 final class SilentCloser: Sendable {
     let port: Int
     private let fd: Int32
@@ -20,7 +21,7 @@ final class SilentCloser: Sendable {
         let value = Atomic<Int>(0)
     }
 
-    init() throws {
+    init(holdOpen: Bool = false) throws {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         self.fd = fd
         var address = sockaddr_in()
@@ -49,6 +50,10 @@ final class SilentCloser: Sendable {
                     let n = read(client, &buffer, buffer.count)
                     if n <= 0 { break }
                     head += buffer[0..<n]
+                }
+                if holdOpen {
+                    // Until the peer gives up (or the process ends): nothing is ever answered.
+                    while read(client, &buffer, buffer.count) > 0 {}
                 }
                 close(client)
             }
@@ -132,6 +137,30 @@ struct HandshakeTests {
         #expect(agent.syncStatus.state == .connecting)
         #expect(!agent.syncStatus.attempts.contains { $0.errorClass == "handshake_timeout" },
                 "the attempts were dropped on request, not timed out")
+        await server.stop()
+    }
+
+    /// The same for HTTP long-polling: a session whose opening request gets no answer is
+    /// dropped on "Reconnect now".
+    @Test func reconnectNowAbandonsAHangingLongPollingOpen() async throws {
+        let holder = try SilentCloser(holdOpen: true)
+        defer { holder.stop() }
+        let agent = Agent(store: try ReplicaStore.inMemory(configuration: .init(durability: .normal)), configuration: .init(port: 0))
+        var configuration = SyncConfiguration(relayURL: "ws://127.0.0.1:\(holder.port)/sync", token: "kb1.x.y")
+        configuration.transport = .longPolling
+        configuration.handshakeTimeout = .seconds(60)
+        let client = SyncClient(agent: agent, configuration: configuration, logger: quietLogger("sync"))
+        let server = try await RunningServer.start { onListening in
+            buildAgentApplication(agent: agent, logger: quietLogger("agent"), services: [client], onListening: onListening)
+        }
+        try await eventually("the first session request reaches the peer", timeout: .seconds(10)) { holder.accepted >= 1 }
+        for expected in 2...3 {
+            agent.reconnectNow()
+            try await eventually("session request \(expected) is sent right after reconnect-now", timeout: .seconds(5)) {
+                holder.accepted >= expected
+            }
+        }
+        #expect(agent.syncStatus.attempts.isEmpty, "no attempt failed: each was dropped on request")
         await server.stop()
     }
 }
