@@ -12,8 +12,8 @@ from below what `kanban-sync-bench e2e` can reach with every hop durable.
 
     python3 Tools/Benchmarks/Floor/e2e_floor.py [--rates 100,1000] [--duration 5] [--pages 1] [--no-sync]
 
-Loopback only; the hop processes end with the run (their sockets close), and their files are
-removed.
+Loopback only; the hop processes end with the run (their sockets close, or they are killed
+if the run fails), and their files are removed.
 """
 import argparse, os, socket, struct, subprocess, sys, tempfile, threading, time
 
@@ -68,45 +68,53 @@ def measure(rate, duration, pages, sync, workdir):
     ports = [free_port() for _ in range(3)]
     nexts = ports[1:] + [events.getsockname()[1]]
     hops = []
-    # Last to first: each hop connects to the next one, which listens by the time it says ready.
-    for name, port, nxt in reversed(list(zip(("A", "relay", "B"), ports, nexts))):
-        p = subprocess.Popen([sys.executable, __file__, "--hop", str(port), str(nxt),
-                              os.path.join(workdir, f"{name}.log"), str(pages), "1" if sync else "0"],
-                             stdout=subprocess.PIPE, text=True)
-        hops.append(p)
-        if p.stdout.readline().strip() != "ready":
-            sys.exit(f"hop {name} did not start; see its error above")
-    back, _ = events.accept()
-    events.close()
-    to_a = socket.create_connection(("127.0.0.1", ports[0]))
-    to_a.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    time.sleep(0.5)  # every process idle before the first message, as between runs of the real thing
-    count = int(rate * duration)
-    latencies = []
+    try:
+        # Last to first: each hop connects to the next one, which listens by the time it says ready.
+        for name, port, nxt in reversed(list(zip(("A", "relay", "B"), ports, nexts))):
+            p = subprocess.Popen([sys.executable, __file__, "--hop", str(port), str(nxt),
+                                  os.path.join(workdir, f"{name}.log"), str(pages), "1" if sync else "0"],
+                                 stdout=subprocess.PIPE, text=True)
+            hops.append(p)
+            if p.stdout.readline().strip() != "ready":
+                sys.exit(f"hop {name} did not start; see its error above")
+        back, _ = events.accept()
+        events.close()
+        to_a = socket.create_connection(("127.0.0.1", ports[0]))
+        to_a.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        time.sleep(0.5)  # every process idle before the first message, as between runs of the real thing
+        count = int(rate * duration)
+        latencies = []
 
-    def receive():
-        for _ in range(count):
-            message = recv_exact(back, MESSAGE.size)
-            if message is None:
-                return
-            latencies.append((time.monotonic_ns() - MESSAGE.unpack(message)[1]) / 1e6)
+        def receive():
+            for _ in range(count):
+                message = recv_exact(back, MESSAGE.size)
+                if message is None:
+                    return
+                latencies.append((time.monotonic_ns() - MESSAGE.unpack(message)[1]) / 1e6)
 
-    receiver = threading.Thread(target=receive)
-    receiver.start()
-    start = time.monotonic()
-    for i in range(count):
-        delay = start + i / rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        to_a.sendall(MESSAGE.pack(i, time.monotonic_ns()))
-    receiver.join(timeout=30)
-    to_a.close()
-    back.close()
-    for p in hops:
-        p.wait(timeout=20)
-    if len(latencies) != count:
-        sys.exit(f"only {len(latencies)} of {count} messages came back")
-    return sorted(latencies)
+        receiver = threading.Thread(target=receive)
+        receiver.start()
+        start = time.monotonic()
+        for i in range(count):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            to_a.sendall(MESSAGE.pack(i, time.monotonic_ns()))
+        receiver.join(timeout=30)
+        to_a.close()
+        back.close()
+        for p in hops:
+            p.wait(timeout=20)
+        if len(latencies) != count:
+            sys.exit(f"only {len(latencies)} of {count} messages came back")
+        return sorted(latencies)
+    finally:
+        # A hop that never got its connection (one failed to start, the driver failed) waits
+        # in accept: stop whatever is still running.
+        for p in hops:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 def main():
