@@ -253,10 +253,12 @@ extension ReplicaStore {
 
     /// Applies an operation to its board's mirror (looked up once) and marks the row it changed.
     private static func apply(
-        _ op: BoardOperation, to state: inout BoardState, dirty: inout Set<DirtyRow>
+        _ op: BoardOperation, to state: inout BoardState, dirty: inout [DirtyRow: DirtyFields]
     ) -> (BoardState.Outcome, EntitySnapshot) {
+        var fields = DirtyFields(op.action)
+        if case .task(let id) = op.action.target(board: op.board), state.tasks[id] == nil { fields = .whole }
         let outcome = state.apply(op)
-        if outcome.changed { dirty.insert(DirtyRow(board: op.board, entity: outcome.target)) }
+        if outcome.changed { dirty[DirtyRow(board: op.board, entity: outcome.target), default: []].formUnion(fields) }
         return (outcome, state.snapshot(of: outcome.target))
     }
 
@@ -273,14 +275,14 @@ extension ReplicaStore {
         try db.inTransaction(.immediate) {
             let saved = cache.withLock { cache in
                 cache.touched = []
-                cache.dirty = []
+                cache.dirty = [:]
                 return (cache.author, cache.lastSeq, cache.ceilings)
             }
             db.afterNextTransaction(onCommit: { _ in }, onRollback: { _ in
                 self.cache.withLock { cache in
                     for board in cache.touched { cache.boards.removeValue(forKey: board) }
                     cache.touched = []
-                    cache.dirty = []
+                    cache.dirty = [:]
                     (cache.author, cache.lastSeq, cache.ceilings) = saved
                 }
             })
@@ -297,11 +299,17 @@ extension ReplicaStore {
         // The boards are copied out (one reference, not one per row) so that no lock is held
         // while SQLite writes; the copy is gone before the next transaction mutates them.
         let (rows, boards) = cache.withLock { cache in
-            defer { cache.dirty = [] }
+            defer { cache.dirty = [:] }
             return (cache.dirty, cache.boards)
         }
         var upserts = Upserts(db)
-        for row in rows { try Self.save(row.entity, of: boards[row.board]!, with: &upserts) }
+        for (row, fields) in rows {
+            if fields.contains(.whole) {
+                try Self.save(row.entity, of: boards[row.board]!, with: &upserts)
+            } else {
+                try Self.update(row.entity, fields, of: boards[row.board]!, with: &upserts)
+            }
+        }
     }
 
     /// Loads a board's rows into the cache if it is not there yet. Call inside a write.

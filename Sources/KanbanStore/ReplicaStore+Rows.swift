@@ -40,26 +40,52 @@ extension ReplicaStore {
                 row.bool(t.created)
                 row.register(t.title) { $0.text($1) }
                 row.register(t.description) { $0.text($1) }
-                if let place = t.place {
-                    row.text(place.value.column.rawValue)
-                    row.text(place.value.position.rawValue)
-                    row.stamp(place.stamp)
-                    row.operation(place.op)
-                } else {
-                    row.null(count: 4)
-                }
+                row.place(t.place)
                 row.register(t.deleted) { $0.bool($1) }
             }
+        }
+    }
+
+    /// Writes only the changed registers of a task row that is already in the table (an
+    /// upsert binds and rewrites all 16 columns, and looks the row up twice).
+    static func update(_ entity: EntityRef, _ fields: DirtyFields, of state: BoardState, with upserts: inout Upserts) throws {
+        guard case .task(let id) = entity, let t = state.tasks[id] else { return }
+        try upserts.taskUpdate(fields).execute { row in
+            if fields.contains(.title) { row.register(t.title) { $0.text($1) } }
+            if fields.contains(.description) { row.register(t.description) { $0.text($1) } }
+            if fields.contains(.place) { row.place(t.place) }
+            if fields.contains(.deleted) { row.register(t.deleted) { $0.bool($1) } }
+            row.text(state.id.rawValue)
+            row.text(id.rawValue)
+        }
+        guard upserts.db.changesCount == 1 else {
+            throw StoreError.corrupt("task \(id.rawValue) of board \(state.id.rawValue) is in memory but has no row to update")
         }
     }
 
     /// The upsert statements of one transaction, each looked up on first use: `cachedStatement`
     /// hashes its SQL (some 400 bytes for tasks) on every call, and a batch writes thousands of rows.
     struct Upserts {
-        private let db: Database
+        let db: Database
         private var statements: [Statement?] = [nil, nil, nil]
+        private var taskUpdates = [Statement?](repeating: nil, count: 16)
 
         init(_ db: Database) { self.db = db }
+
+        /// `UPDATE tasks SET` the registers in `fields` (not `whole`), then board and task ID.
+        mutating func taskUpdate(_ fields: DirtyFields) throws -> Statement {
+            let index = Int(fields.rawValue & 0x0F)
+            if let statement = taskUpdates[index] { return statement }
+            var columns: [String] = []
+            if fields.contains(.title) { columns += ["title", "title_hlc", "title_op"] }
+            if fields.contains(.description) { columns += ["description", "description_hlc", "description_op"] }
+            if fields.contains(.place) { columns += ["column_id", "position", "place_hlc", "place_op"] }
+            if fields.contains(.deleted) { columns += ["deleted", "deleted_hlc", "deleted_op"] }
+            let sql = "UPDATE tasks SET " + columns.map { "\($0) = ?" }.joined(separator: ", ") + " WHERE board_id = ? AND id = ?"
+            let statement = try db.cachedStatement(sql: sql)
+            taskUpdates[index] = statement
+            return statement
+        }
 
         mutating func statement(_ table: Table) throws -> Statement {
             if let statement = statements[table.rawValue] { return statement }

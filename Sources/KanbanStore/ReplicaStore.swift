@@ -42,7 +42,7 @@ public final class ReplicaStore: Sendable {
         var touched: Set<EntityID> = []
         /// Rows the open transaction changed in the mirror and has yet to write, once each,
         /// just before it commits.
-        var dirty: Set<DirtyRow> = []
+        var dirty: [DirtyRow: DirtyFields] = [:]
     }
 
     /// Upper bounds of the clock and of the local operation counter, saved in `meta` in place of
@@ -65,6 +65,35 @@ public final class ReplicaStore: Sendable {
     struct DirtyRow: Hashable {
         let board: EntityID
         let entity: EntityRef
+    }
+
+    /// Which registers of an entity row the open transaction changed. A row that is new in this
+    /// transaction (or any board or column row) is written whole; an existing task row gets an
+    /// UPDATE of only the registers that changed.
+    struct DirtyFields: OptionSet {
+        let rawValue: UInt8
+        static let title = DirtyFields(rawValue: 1)
+        static let description = DirtyFields(rawValue: 2)
+        static let place = DirtyFields(rawValue: 4)
+        static let deleted = DirtyFields(rawValue: 8)
+        static let whole = DirtyFields(rawValue: 0x80)
+
+        /// The registers `action` can change on an existing row (`whole` for a create, whose
+        /// `created` flag changes too, and for anything but tasks).
+        init(_ action: BoardOperation.Action) {
+            switch action {
+            case .updateTask(_, let title, let description):
+                var fields: DirtyFields = []
+                if title != nil { fields.insert(.title) }
+                if description != nil { fields.insert(.description) }
+                self = fields.isEmpty ? .whole : fields
+            case .moveTask: self = .place
+            case .deleteTask, .restoreTask: self = .deleted
+            default: self = .whole
+            }
+        }
+
+        init(rawValue: UInt8) { self.rawValue = rawValue }
     }
 
     let writer: any DatabaseWriter

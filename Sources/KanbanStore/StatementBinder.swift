@@ -59,6 +59,15 @@ struct StatementBinder {
         operation(r.op)
     }
 
+    /// A task's placement register as four columns: column, position, stamp, operation ID.
+    mutating func place(_ r: Register<Placement>?) {
+        guard let r else { return null(count: 4) }
+        text(r.value.column.rawValue)
+        text(r.value.position.rawValue)
+        stamp(r.stamp)
+        operation(r.op)
+    }
+
     /// Binding fails only for an index out of range or a value over SQLite's size limit: both
     /// bugs here (values are bounded by `OperationLimits` long before).
     private func check(_ code: CInt) {
