@@ -35,9 +35,18 @@ struct SyncSession {
     /// When set, the session ends then (long-polling in `auto` mode, to try the WebSocket again).
     var endAt: ContinuousClock.Instant? = nil
 
+    /// Fired when the relay acknowledges operations (recorded with `acknowledgeLater`).
+    let acknowledged = Signal()
+
+    /// How long a recorded acknowledgment waits for a transaction to take it before it is
+    /// written on its own.
+    static let acknowledgmentFlushDelay: Duration = .milliseconds(50)
+
     var store: ReplicaStore { agent.store }
 
     func run(_ transport: SyncTransport) async throws {
+        // Acknowledged operations of an earlier link leave the outbox before this link pushes it.
+        try await store.flushAcknowledgments()
         let hello = SyncMessage.hello(.init(replica: store.replicaID, cursors: try store.cursors(), client: "kanban-agent"))
         try await send(hello, transport)
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -76,6 +85,16 @@ struct SyncSession {
                 while !Task.isCancelled {
                     await agent.localChange.wait()
                     if welcomed.welcomed.load(ordering: .relaxed) { try await pushOutbox(transport) }
+                }
+            }
+            group.addTask {
+                // Acknowledgments are written with the next local edit's transaction (or the next
+                // operations from the relay); when none comes, here, and local subscribers then
+                // see the outbox shrink.
+                while await acknowledged.wait() {
+                    try await Task.sleep(for: Self.acknowledgmentFlushDelay)
+                    try await store.flushAcknowledgments()
+                    agent.updateSyncStatus { _ in }
                 }
             }
             group.addTask {
@@ -174,15 +193,18 @@ struct SyncSession {
         }
     }
 
-    /// The relay stored our operations: out of the outbox, cursors advanced, in one transaction.
+    /// The relay stored our operations: out of the outbox, cursors advanced, in one transaction,
+    /// the next one on the store (`acknowledgeLater`; the flush loop in `run` writes them if no
+    /// other comes soon, and publishes the status then).
     private func acknowledge(_ run: [SyncMessage.Ack]) async throws {
         var cursors: [EntityID: Int64] = [:]
         let acks = run.flatMap(\.acks)
         for entry in acks { cursors[entry.board] = max(cursors[entry.board] ?? 0, entry.seq) }
-        try await store.acknowledge(acks.map(\.op), cursors: cursors)
-        agent.updateSyncStatus { status in
+        store.acknowledgeLater(acks.map(\.op), cursors: cursors)
+        agent.updateSyncStatus(publish: false) { status in
             for (board, seq) in cursors { status.cursors[board.rawValue] = max(status.cursors[board.rawValue] ?? 0, seq) }
         }
+        acknowledged.fire()
     }
 
     /// Every message to the relay goes through here, so the byte and message counters see it.

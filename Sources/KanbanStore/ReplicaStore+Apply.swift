@@ -278,6 +278,11 @@ extension ReplicaStore {
                 cache.dirty = [:]
                 return (cache.author, cache.lastSeq, cache.ceilings)
             }
+            // Acknowledgments recorded since the last transaction are written with this one.
+            let acknowledged = pendingAcknowledgments.withLock { pending in
+                defer { pending = PendingAcknowledgments() }
+                return pending
+            }
             db.afterNextTransaction(onCommit: { _ in }, onRollback: { _ in
                 self.cache.withLock { cache in
                     for board in cache.touched { cache.boards.removeValue(forKey: board) }
@@ -285,7 +290,9 @@ extension ReplicaStore {
                     cache.dirty = [:]
                     (cache.author, cache.lastSeq, cache.ceilings) = saved
                 }
+                self.pendingAcknowledgments.withLock { $0.add(acknowledged.ids, cursors: acknowledged.cursors) }
             })
+            if !acknowledged.isEmpty { try Self.acknowledge(acknowledged, in: db) }
             result = try body(db)
             try saveDirtyRows(in: db)
             try saveCeilings(in: db)

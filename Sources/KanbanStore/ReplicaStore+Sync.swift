@@ -7,7 +7,8 @@ import Synchronization
 extension ReplicaStore {
     /// The oldest unacknowledged local operations, in authoring order.
     public func outbox(limit: Int = 1_000) throws -> [BoardOperation] {
-        try writer.read { db in
+        try writeRecordedAcknowledgments()
+        return try writer.read { db in
             try String.fetchAll(db, sql: """
                 SELECT op.body FROM outbox JOIN op ON op.seq = outbox.seq ORDER BY outbox.seq LIMIT ?
                 """, arguments: [limit]).map { try Self.decodeLogged($0) }
@@ -49,6 +50,7 @@ extension ReplicaStore {
     /// before its outbox row is committed, and can commit between the two.
     public func settledDigest(_ board: EntityID) async throws -> (seq: Int64, digest: String)? {
         let settled: (seq: Int64, state: BoardState)? = try await writer.writeWithoutTransaction { db in
+            try self.flushAcknowledgments(in: db)
             let pending = try Bool.fetchOne(db, sql: "SELECT 1 FROM outbox JOIN op ON op.seq = outbox.seq WHERE op.board_id = ? LIMIT 1",
                                             arguments: [board.rawValue]) ?? false
             if pending { return nil }
@@ -87,8 +89,10 @@ extension ReplicaStore {
     }
 
     public func outboxCount() throws -> Int {
+        // Acknowledged operations are not counted: written first if any are only recorded.
+        try writeRecordedAcknowledgments()
         // One statement: no read transaction around it (see `lookUpBoard`).
-        try writer.unsafeRead { db in try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM outbox")) ?? 0 }
+        return try writer.unsafeRead { db in try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM outbox")) ?? 0 }
     }
 
     /// Drops acknowledged operations from the outbox, advancing cursors in the same transaction.
@@ -108,6 +112,36 @@ extension ReplicaStore {
     /// `acknowledge` without blocking the calling thread while the transaction commits.
     public func acknowledge(_ ids: [OperationID], cursors: [EntityID: Int64] = [:]) async throws {
         try await writer.writeWithoutTransaction { db in try self.commitAcknowledgment(ids, cursors: cursors, in: db) }
+    }
+
+    /// Records an acknowledgment to be written with the next transaction on this store, whatever
+    /// it is (a local edit's synced commit, operations from the relay), or by
+    /// `flushAcknowledgments()`, whichever comes first. Under a steady stream of local edits that
+    /// is one write transaction per edit instead of two. Until then the operations stay in the
+    /// outbox table, which is safe (see `acknowledge`: losing an acknowledgment costs a re-push);
+    /// `outboxCount()`, `cursors()` and `settledDigest(_:)` already account for it.
+    public func acknowledgeLater(_ ids: [OperationID], cursors: [EntityID: Int64] = [:]) {
+        pendingAcknowledgments.withLock { $0.add(ids, cursors: cursors) }
+    }
+
+    /// Writes the acknowledgments recorded by `acknowledgeLater` that no transaction has taken
+    /// yet (an unsynced commit, as `acknowledge`); does nothing when there are none.
+    public func flushAcknowledgments() async throws {
+        guard pendingAcknowledgments.withLock({ !$0.isEmpty }) else { return }
+        try await writer.writeWithoutTransaction { db in try self.flushAcknowledgments(in: db) }
+    }
+
+    /// `flushAcknowledgments()`, blocking the calling thread.
+    private func writeRecordedAcknowledgments() throws {
+        guard pendingAcknowledgments.withLock({ !$0.isEmpty }) else { return }
+        try writer.writeWithoutTransaction { db in try self.flushAcknowledgments(in: db) }
+    }
+
+    /// `flushAcknowledgments()` on the writer, outside a transaction.
+    func flushAcknowledgments(in db: Database) throws {
+        guard pendingAcknowledgments.withLock({ !$0.isEmpty }) else { return }
+        // `transaction` takes the recorded acknowledgments itself.
+        try withoutSync(db) { try transaction(db) { _ in } }
     }
 
     /// On the writer: the acknowledgment's transaction, committed unsynced (see `acknowledge`).
@@ -141,14 +175,33 @@ extension ReplicaStore {
         }
     }
 
-    /// Relay cursors per board.
+    /// Relay cursors per board (with those of acknowledgments recorded but not yet written).
     public func cursors() throws -> [EntityID: Int64] {
-        try writer.read { db in
+        var out = try writer.read { db in
             var out: [EntityID: Int64] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT board_id, seq FROM cursor") {
                 if let id = EntityID(row["board_id"] as String) { out[id] = row["seq"] }
             }
             return out
         }
+        for (board, seq) in pendingAcknowledgments.withLock({ $0.cursors }) { out[board] = max(out[board] ?? 0, seq) }
+        return out
+    }
+
+    static func acknowledge(_ pending: PendingAcknowledgments, in db: Database) throws {
+        try acknowledge(pending.ids, cursors: pending.cursors, in: db)
+    }
+}
+
+/// Relay acknowledgments recorded by `acknowledgeLater` and not yet written.
+struct PendingAcknowledgments {
+    var ids: [OperationID] = []
+    var cursors: [EntityID: Int64] = [:]
+
+    var isEmpty: Bool { ids.isEmpty && cursors.isEmpty }
+
+    mutating func add(_ ids: [OperationID], cursors: [EntityID: Int64]) {
+        self.ids += ids
+        for (board, seq) in cursors { self.cursors[board] = max(self.cursors[board] ?? 0, seq) }
     }
 }

@@ -99,6 +99,8 @@ public final class ReplicaStore: Sendable {
     let writer: any DatabaseWriter
     let cache: Mutex<Cache>
     let listeners = Mutex<[@Sendable ([AppliedChange]) -> Void]>([])
+    /// Acknowledgments the next write transaction takes (`acknowledgeLater`).
+    let pendingAcknowledgments = Mutex(PendingAcknowledgments())
     /// Local edits waiting for their group commit.
     let authorQueue: GroupCommit<AuthorJob>
     /// Background WAL checkpoints (file-backed stores only).

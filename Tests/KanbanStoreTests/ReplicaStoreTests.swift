@@ -110,6 +110,47 @@ struct ReplicaStoreTests {
         #expect(doc.columns[0].tasks.map(\.title) == ["Write"])
     }
 
+    /// `acknowledgeLater` writes nothing by itself: the next transaction on the store takes the
+    /// acknowledgments (a rolled-back one gives them back), and every read that reports the
+    /// outbox or the cursors already counts them.
+    @Test func recordedAcknowledgmentsRideOnTheNextTransaction() throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("replica.sqlite").path
+        let board = EntityID.make()
+        struct Refused: Error {}
+        do {
+            let store = try ReplicaStore(path: path)
+            try store.author(board: board) { _ in .createBoard(title: "Plan") }
+            for n in 1...3 { try store.author(board: board) { _ in .renameBoard(title: "Plan \(n)") } }
+            let logged = try store.outboxJSON(after: 0, limit: 10).map(\.seq)
+            let ids = try store.outbox().map(\.id)
+            #expect(logged.count == 4 && ids.count == 4)
+
+            store.acknowledgeLater([ids[0], ids[1]], cursors: [board: 7])
+            // Not written yet: the rows are still in the table, but the cursor already counts.
+            #expect(try store.outboxJSON(after: 0, limit: 10).map(\.seq) == logged)
+            #expect(try store.cursors() == [board: 7])
+
+            // A transaction that rolls back hands them back to the next one.
+            #expect(throws: Refused.self) { try store.author(board: board) { _ in throw Refused() } }
+            #expect(try store.outboxJSON(after: 0, limit: 10).map(\.seq) == logged)
+
+            // The next local edit's transaction writes them.
+            try store.author(board: board) { _ in .renameBoard(title: "Plan 4") }
+            let after = try store.outboxJSON(after: 0, limit: 10).map(\.seq)
+            #expect(after.count == 3 && Array(after.prefix(2)) == Array(logged.suffix(2)))
+
+            // The outbox count never includes an acknowledged operation.
+            store.acknowledgeLater([ids[2]], cursors: [board: 8])
+            #expect(try store.outboxCount() == 2)
+            #expect(try store.outboxJSON(after: 0, limit: 10).count == 2)
+        }
+        let reopened = try ReplicaStore(path: path)
+        #expect(try reopened.cursors() == [board: 8])
+        #expect(try reopened.outboxCount() == 2)
+    }
+
     /// Commits never checkpoint (that stalled every write queued behind them); a background
     /// connection copies the WAL back into the database file instead.
     @Test func theWALIsCheckpointedInTheBackground() async throws {
