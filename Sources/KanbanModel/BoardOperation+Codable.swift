@@ -190,6 +190,7 @@ extension BoardOperation {
         if data.count > OperationLimits.maxEncodedBytes {
             throw OperationError(.tooLarge, "an operation is at most \(OperationLimits.maxEncodedBytes) bytes of JSON (got \(data.count))")
         }
+        if let op = decodeCanonical(data) { return op }
         do {
             return try JSONDecoder().decode(BoardOperation.self, from: data)
         } catch let error as OperationError {

@@ -26,6 +26,7 @@ extension SyncMessage {
         if data.count > limit {
             throw ProtocolViolation(.tooLarge, "message is \(data.count) bytes; the limit is \(limit)")
         }
+        if let message = decodeCanonical(data) { return message }
         let decoder = JSONDecoder()
         let type: String
         do {
@@ -66,6 +67,50 @@ extension SyncMessage {
         } catch {
             throw ProtocolViolation(.malformed, "\(type): could not be read")
         }
+    }
+
+    /// The three messages on every operation's way (push, ack, ops) when they are in the exact
+    /// form `text` writes them, read with `CanonicalJSONReader`; nil for anything else, which
+    /// `decode` then reads with `JSONDecoder` (the reference for validity and for every error).
+    public static func decodeCanonical(_ data: Data) -> SyncMessage? {
+        data.withContiguousStorageIfAvailable { bytes -> SyncMessage? in
+            var reader = CanonicalJSONReader(bytes)
+            let message: SyncMessage
+            if reader.consume(#"{"ops":["#) {
+                var ops: [BoardOperation] = []
+                guard reader.list(into: &ops, { $0.operation() }), reader.consume(#","type":"push"}"#),
+                      ops.count <= ProtocolLimits.maxOpsPerMessage
+                else { return nil }
+                message = .push(Push(ops: ops))
+            } else if reader.consume(#"{"acks":["#) {
+                var acks: [Ack.Entry] = []
+                let read = reader.list(into: &acks) { reader in
+                    guard reader.consume(#"{"board":"#), let board = reader.string().flatMap({ EntityID($0) }),
+                          reader.consume(#","op":"#), let op = reader.string().flatMap({ OperationID($0) }),
+                          reader.consume(#","seq":"#), let seq = reader.int64(), reader.consume("}")
+                    else { return nil }
+                    return Ack.Entry(op: op, board: board, seq: seq)
+                }
+                guard read, reader.consume(#","type":"ack"}"#) else { return nil }
+                message = .ack(Ack(acks: acks))
+            } else if reader.consume(#"{"board":"#) {
+                guard let board = reader.string().flatMap({ EntityID($0) }), reader.consume(#","head":"#),
+                      let head = reader.int64(), reader.consume(#","ops":["#)
+                else { return nil }
+                var ops: [Ops.Sequenced] = []
+                let read = reader.list(into: &ops) { reader in
+                    guard reader.consume(#"{"op":"#), let op = reader.operation(), reader.consume(#","seq":"#),
+                          let seq = reader.int64(), reader.consume("}")
+                    else { return nil }
+                    return Ops.Sequenced(seq: seq, op: op)
+                }
+                guard read, reader.consume(#","type":"ops"}"#) else { return nil }
+                message = .ops(Ops(board: board, ops: ops, head: head))
+            } else {
+                return nil
+            }
+            return reader.isAtEnd ? message : nil
+        } ?? nil
     }
 
     private static func path(_ keys: [any CodingKey]) -> String {
