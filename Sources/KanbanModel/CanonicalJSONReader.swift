@@ -4,10 +4,10 @@
 /// message.
 ///
 /// Why: the relay decodes every pushed operation and every agent every received one. In the
-/// running processes Foundation's decoder was the largest single cost of the relay (about a
-/// quarter of its CPU per operation, 2026-11-30), though each decode takes only ~20 µs when
-/// measured in a loop: with the cores shared by three processes its code and metadata are cold
-/// on every message.
+/// running processes Foundation's decoder took 11 % of the relay's CPU and 16 % of a receiving
+/// agent's (`perf`, 2026-11-30), several times what a decode costs when measured in a loop
+/// (~20 µs): with the cores shared by three processes its code and metadata are cold at every
+/// message.
 ///
 /// An operation read here is accepted only if `jsonBytes()` writes it back byte for byte, so a
 /// result is always the one `JSONDecoder` would produce; `CanonicalJSONReaderTests` checks that
