@@ -131,7 +131,16 @@ let apiEncoder: JSONEncoder = {
 }()
 
 func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
-    let data = try apiEncoder.encode(value)
-    return Response(status: status, headers: [.contentType: "application/json; charset=utf-8"],
-                    body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    json(bytes: try apiEncoder.encode(value), status: status)
+}
+
+/// What every edit answers with: the entity as it is now (the same bytes as `JSONEncoder`'s).
+/// Marked `throws` only so that call sites read like the generic overload's.
+func json(_ value: EntitySnapshot, status: HTTPResponse.Status = .ok) throws -> Response {
+    json(bytes: value.jsonBytes(), status: status)
+}
+
+private func json(bytes: some Sequence<UInt8>, status: HTTPResponse.Status) -> Response {
+    Response(status: status, headers: [.contentType: "application/json; charset=utf-8"],
+             body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
 }

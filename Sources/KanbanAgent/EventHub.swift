@@ -58,7 +58,7 @@ public final class EventHub: Sendable {
         // Runs after every commit: with no local client there is nothing to encode.
         guard subscribers.withLock({ !$0.isEmpty }) else { return }
         let visible = changes.filter(\.changed).map { change in
-            Published(change: change, text: String(decoding: (try? apiEncoder.encode(LocalEvent(change))) ?? Data(), as: UTF8.self))
+            Published(change: change, text: String(decoding: LocalEvent(change).jsonBytes(), as: UTF8.self))
         }
         guard !visible.isEmpty else { return }
         let targets = subscribers.withLock { Array($0) }

@@ -47,3 +47,22 @@ public struct LocalEvent: Sendable, Encodable {
         }
     }
 }
+
+extension LocalEvent {
+    /// `apiEncoder.encode(self)`, written by hand: the event hub encodes one per applied change,
+    /// on the database writer, before the next commit can start (`LocalEventEncodingTests`
+    /// compares the bytes with `JSONEncoder`'s).
+    public func jsonBytes() -> [UInt8] {
+        var out = JSONBytes(capacity: 512)
+        if let board { out.field("board", json: EntitySnapshot.board(board).jsonBytes()) }
+        out.field("boardId", boardId.rawValue)
+        if let column { out.field("column", json: EntitySnapshot.column(column).jsonBytes()) }
+        out.key("opId")
+        opId.withUTF8Text { out.string($0) }
+        out.field("origin", origin)
+        if let task { out.field("task", json: EntitySnapshot.task(task).jsonBytes()) }
+        out.field("type", type)
+        out.field("version", version)
+        return out.closed()
+    }
+}

@@ -259,22 +259,23 @@ extension BoardOperation {
         if let restores { out.field("restores", restores.description) }
         if let task { out.field("task", task.rawValue) }
         if let title { out.field("title", title) }
-        out.bytes.append(UInt8(ascii: "}"))
-        return out.bytes
+        return out.closed()
     }
 }
 
-/// A compact JSON object written straight into bytes: `{"key":"value",...`.
-private struct JSONBytes {
-    var bytes: [UInt8]
+/// A compact JSON object written straight into bytes: `{"key":"value",...}`. Keys go out in
+/// the order they are written: callers write them sorted, as `JSONEncoder` with `.sortedKeys`
+/// does, and a test per caller compares the bytes with `JSONEncoder`'s.
+public struct JSONBytes {
+    public internal(set) var bytes: [UInt8]
     private var first = true
 
-    init(capacity: Int) {
+    public init(capacity: Int) {
         bytes = [UInt8(ascii: "{")]
         bytes.reserveCapacity(capacity)
     }
 
-    mutating func key(_ key: StaticString) {
+    public mutating func key(_ key: StaticString) {
         if !first { bytes.append(UInt8(ascii: ",")) }
         first = false
         bytes.append(UInt8(ascii: "\""))
@@ -282,20 +283,43 @@ private struct JSONBytes {
         bytes.append(contentsOf: [UInt8(ascii: "\""), UInt8(ascii: ":")])
     }
 
-    mutating func field(_ name: StaticString, _ value: String) {
+    public mutating func field(_ name: StaticString, _ value: String) {
         key(name)
         string(value)
     }
 
-    /// A JSON string literal: quotes, backslashes and control characters escaped; everything
-    /// else (including non-ASCII UTF-8 and "/") copied as is.
-    mutating func string(_ text: String) {
+    public mutating func field(_ name: StaticString, _ value: Int64) {
+        key(name)
+        bytes += Array(String(value).utf8)
+    }
+
+    public mutating func field(_ name: StaticString, _ value: Bool) {
+        key(name)
+        bytes += Array((value ? "true" : "false").utf8)
+    }
+
+    /// A value that is JSON already (a nested object written by another `JSONBytes`).
+    public mutating func field(_ name: StaticString, json value: [UInt8]) {
+        key(name)
+        bytes += value
+    }
+
+    /// The object, closed.
+    public consuming func closed() -> [UInt8] {
+        bytes.append(UInt8(ascii: "}"))
+        return bytes
+    }
+
+    /// A JSON string literal escaped as `JSONEncoder` escapes it: quotes, backslashes and
+    /// control characters (`\n \r \t \b \f`, the rest as `\u00XX`); everything else
+    /// (including non-ASCII UTF-8, DEL and "/") copied as is.
+    public mutating func string(_ text: String) {
         var text = text
         text.withUTF8 { string($0) }
     }
 
     /// The same for text given as UTF-8 bytes (stamps and operation IDs are formatted on the stack).
-    mutating func string(_ utf8: UnsafeBufferPointer<UInt8>) {
+    public mutating func string(_ utf8: UnsafeBufferPointer<UInt8>) {
         bytes.append(UInt8(ascii: "\""))
         defer { bytes.append(UInt8(ascii: "\"")) }
         if !utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) {
@@ -310,6 +334,8 @@ private struct JSONBytes {
             case 0x0A: bytes += [0x5C, UInt8(ascii: "n")]
             case 0x0D: bytes += [0x5C, UInt8(ascii: "r")]
             case 0x09: bytes += [0x5C, UInt8(ascii: "t")]
+            case 0x08: bytes += [0x5C, UInt8(ascii: "b")]
+            case 0x0C: bytes += [0x5C, UInt8(ascii: "f")]
             case let c where c < 0x20:
                 bytes += [0x5C, UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(c >> 4)], hex[Int(c & 0xF)]]
             default: bytes.append(byte)

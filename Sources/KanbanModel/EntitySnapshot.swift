@@ -78,3 +78,38 @@ extension BoardState {
         }
     }
 }
+
+extension EntitySnapshot {
+    /// The JSON `JSONEncoder` writes for this snapshot with sorted keys, written by hand: the
+    /// agent sends one in every response to an edit and in every local event
+    /// (`LocalEventEncodingTests` compares the bytes).
+    public func jsonBytes() -> [UInt8] {
+        switch self {
+        case .board(let b):
+            var out = JSONBytes(capacity: 96 + b.title.utf8.count)
+            out.field("id", b.id.rawValue)
+            out.field("title", b.title)
+            return out.closed()
+        case .column(let c):
+            var out = JSONBytes(capacity: 160 + c.title.utf8.count)
+            out.field("boardId", c.boardId.rawValue)
+            out.field("created", c.created)
+            out.field("deleted", c.deleted)
+            out.field("id", c.id.rawValue)
+            out.field("position", c.position.rawValue)
+            out.field("title", c.title)
+            return out.closed()
+        case .task(let t):
+            var out = JSONBytes(capacity: 224 + t.title.utf8.count + t.description.utf8.count)
+            out.field("boardId", t.boardId.rawValue)
+            if let column = t.columnId { out.field("columnId", column.rawValue) }
+            out.field("created", t.created)
+            out.field("deleted", t.deleted)
+            out.field("description", t.description)
+            out.field("id", t.id.rawValue)
+            if let position = t.position { out.field("position", position.rawValue) }
+            out.field("title", t.title)
+            return out.closed()
+        }
+    }
+}
