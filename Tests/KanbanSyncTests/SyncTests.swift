@@ -84,6 +84,23 @@ struct SyncTests {
         #expect(fromB == fromC)
     }
 
+    /// Acknowledgments are recorded and written by the next transaction; with no further edit
+    /// they still leave the outbox table shortly (the session's flush loop), not only when
+    /// something reads the outbox count.
+    @Test func acknowledgmentsAreWrittenWithoutAnotherEdit() async throws {
+        let cluster = try await SyncCluster(agents: 1)
+        defer { Task { await cluster.shutdown() } }
+        try await cluster.connect(0)
+        let a = cluster.agents[0]
+        let board = try await a.createBoard(title: "Acknowledged").id
+        for i in 1...5 { _ = try await a.renameBoard(board, title: "Acknowledged \(i)") }
+        // `outboxJSON` reads the table as it is, without writing recorded acknowledgments first.
+        try await eventually("the acknowledged operations leave the outbox table") {
+            try a.store.outboxJSON(after: 0, limit: 100).isEmpty
+        }
+        #expect(try a.store.cursors()[board] == 6)
+    }
+
     @Test func anAgentThatWasOfflineFor1000ChangesConverges() async throws {
         let cluster = try await SyncCluster(agents: 3)
         defer { Task { await cluster.shutdown() } }
