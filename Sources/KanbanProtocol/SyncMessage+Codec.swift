@@ -125,7 +125,7 @@ extension SyncMessage {
         case .hello(let m): return try! encoder.encode(Tagged(type: type, body: m))
         case .welcome(let m): return try! encoder.encode(Tagged(type: type, body: m))
         case .push(let m): return Data(Self.bytes(m))
-        case .ack(let m): return try! encoder.encode(Tagged(type: type, body: m))
+        case .ack(let m): return Data(Self.bytes(m))
         case .ops(let m): return Data(Self.bytes(m))
         case .snapshot(let m): return try! encoder.encode(Tagged(type: type, body: m))
         case .presence(let m): return try! encoder.encode(Tagged(type: type, body: m))
@@ -139,9 +139,11 @@ extension SyncMessage {
 
     public var text: String {
         switch self {
-        // The two messages that carry operations, on every hop: spliced from the operations'
-        // own JSON (the same bytes JSONEncoder writes; `SyncMessageCodecTests` compares them).
+        // The messages on every operation's way, written by hand (the same bytes JSONEncoder
+        // writes; `SyncMessageCodecTests` compares them): the two that carry operations are
+        // spliced from the operations' own JSON, and the relay sends an ack for every push.
         case .push(let m): String(decoding: Self.bytes(m), as: UTF8.self)
+        case .ack(let m): String(decoding: Self.bytes(m), as: UTF8.self)
         case .ops(let m): String(decoding: Self.bytes(m), as: UTF8.self)
         default: String(decoding: encoded(), as: UTF8.self)
         }
@@ -164,6 +166,23 @@ extension SyncMessage {
             out += op
         }
         out += Array(#"],"type":"push"}"#.utf8)
+        return out
+    }
+
+    /// `{"acks":[{"board":ID,"op":ID,"seq":N},...],"type":"ack"}`
+    static func bytes(_ ack: Ack) -> [UInt8] {
+        var out = Array(#"{"acks":["#.utf8)
+        out.reserveCapacity(32 + ack.acks.count * 96)
+        for (i, entry) in ack.acks.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            var object = JSONBytes(capacity: 96)
+            object.field("board", entry.board.rawValue)
+            object.key("op")
+            entry.op.withUTF8Text { object.string($0) }
+            object.field("seq", entry.seq)
+            out += object.closed()
+        }
+        out += Array(#"],"type":"ack"}"#.utf8)
         return out
     }
 

@@ -44,10 +44,11 @@ struct SyncMessageCodecTests {
         }
     }
 
-    /// `push` and `ops` are spliced from the operations' own JSON for speed; byte for byte they
-    /// must be what the generic encoder writes (sorted keys, `type` last), and decode back.
+    /// `push`, `ack` and `ops` are written by hand for speed (the first two spliced from the
+    /// operations' own JSON); byte for byte they must be what the generic encoder writes
+    /// (sorted keys, `type` last), and decode back.
     @Test(arguments: Array(UInt64(1)...10))
-    func splicedPushAndOpsEqualTheGenericEncoding(seed: UInt64) throws {
+    func splicedPushAckAndOpsEqualTheGenericEncoding(seed: UInt64) throws {
         var sim = ReplicaSimulation(seed: seed, replicaCount: 3)
         sim.run(operationsPerReplica: 40)
         let ops = Array(sim.allOperations.prefix(120))
@@ -65,6 +66,13 @@ struct SyncMessageCodecTests {
         #expect(try SyncMessage.decode(SyncMessage.push(.init(ops: Array(ops.prefix(100)))).encoded()) == .push(.init(ops: Array(ops.prefix(100)))))
         let empty = SyncMessage.Ops(board: sim.board, ops: [], head: 0)
         #expect(SyncMessage.ops(empty).text == tagged(try encoder.encode(empty), "ops"))
+        for count in [0, 1, 50] {
+            let ack = SyncMessage.Ack(acks: ops.prefix(count).enumerated().map {
+                .init(op: $0.element.id, board: $0.element.board, seq: Int64($0.offset) * 1_000_003)
+            })
+            #expect(SyncMessage.ack(ack).text == tagged(try encoder.encode(ack), "ack"))
+            #expect(try SyncMessage.decode(SyncMessage.ack(ack).encoded()) == .ack(ack))
+        }
     }
 
     @Test func oversizedMessagesAreRejectedBeforeParsing() {
