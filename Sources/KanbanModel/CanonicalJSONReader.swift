@@ -10,7 +10,7 @@
 /// message.
 ///
 /// An operation read here is accepted only if `jsonBytes()` writes it back byte for byte, so a
-/// result is always the one `JSONDecoder` would produce; `CanonicalJSONReaderTests` checks that
+/// result is always the one `JSONDecoder` would produce; `CanonicalDecodingTests` checks that
 /// on random operations and on mutated input.
 public struct CanonicalJSONReader {
     private let bytes: UnsafeBufferPointer<UInt8>

@@ -190,7 +190,8 @@ extension SyncMessage {
     static func bytes(_ ops: Ops) -> [UInt8] {
         var out = Array(#"{"board":"#.utf8)
         out.reserveCapacity(96 + ops.ops.count * 340)
-        out += Array(ops.board.rawValue.jsonQuoted.utf8)
+        // An entity ID's text is a lowercase UUID: nothing in it needs escaping.
+        out += Array("\"\(ops.board.rawValue)\"".utf8)
         out += Array(#","head":\#(ops.head),"ops":["#.utf8)
         for (i, entry) in ops.ops.enumerated() {
             if i > 0 { out.append(UInt8(ascii: ",")) }
@@ -218,14 +219,6 @@ extension SyncMessage {
             var c = encoder.container(keyedBy: Key.self)
             try c.encode(type, forKey: .type)
         }
-    }
-}
-
-extension String {
-    /// This string as a JSON string literal, escaped as the protocol's encoder escapes.
-    var jsonQuoted: String {
-        let data = try! SyncMessage.encoder.encode(self)
-        return String(decoding: data, as: UTF8.self)
     }
 }
 

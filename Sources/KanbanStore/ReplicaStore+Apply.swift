@@ -292,7 +292,7 @@ extension ReplicaStore {
                 }
                 self.pendingAcknowledgments.withLock { $0.add(acknowledged.ids, cursors: acknowledged.cursors) }
             })
-            if !acknowledged.isEmpty { try Self.acknowledge(acknowledged, in: db) }
+            if !acknowledged.isEmpty { try Self.acknowledge(acknowledged.ids, cursors: acknowledged.cursors, in: db) }
             result = try body(db)
             try saveDirtyRows(in: db)
             try saveCeilings(in: db)

@@ -163,7 +163,7 @@ extension ReplicaStore {
     /// Drops one operation, by ID, from the outbox (which is keyed by log sequence only).
     static let deleteFromOutbox = "DELETE FROM outbox WHERE seq = (SELECT seq FROM op WHERE id = ?)"
 
-    private static func acknowledge(_ ids: [OperationID], cursors: [EntityID: Int64], in db: Database) throws {
+    static func acknowledge(_ ids: [OperationID], cursors: [EntityID: Int64], in db: Database) throws {
         for id in ids {
             try db.cachedStatement(sql: deleteFromOutbox).execute(arguments: [id.description])
         }
@@ -186,10 +186,6 @@ extension ReplicaStore {
         }
         for (board, seq) in pendingAcknowledgments.withLock({ $0.cursors }) { out[board] = max(out[board] ?? 0, seq) }
         return out
-    }
-
-    static func acknowledge(_ pending: PendingAcknowledgments, in db: Database) throws {
-        try acknowledge(pending.ids, cursors: pending.cursors, in: db)
     }
 }
 
