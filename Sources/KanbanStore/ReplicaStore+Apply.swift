@@ -124,6 +124,7 @@ extension ReplicaStore {
             if !local && op.id.replica == self.replicaID {
                 // One of ours came back from the relay: it is stored there, so it is acknowledged.
                 try db.cachedStatement(sql: Self.deleteFromOutbox).execute { $0.operation(op.id) }
+                self.outboxTail.withLock { $0.remove([op.id]) }
             }
             try self.ensureLoaded(op.board, in: db)
             if let change = try self.insert(op, local: local, with: log, in: db) { changes.append(change) }
@@ -177,6 +178,8 @@ extension ReplicaStore {
         let listeners = self.listeners.withLock { $0 }
         guard !listeners.isEmpty else { return }
         db.afterNextTransaction(onCommit: { _ in
+            // The sync session a listener wakes reads the outbox tail: it must hold these first.
+            self.moveAuthoredToOutboxTail()
             for listener in listeners { listener(changes) }
         })
     }
@@ -244,6 +247,7 @@ extension ReplicaStore {
             try log.insertOutbox.execute { row in row.int(seq) }
         }
         let (outcome, snapshot) = cache.withLock { cache in
+            if local { cache.authored.append(OutboxTail.Entry(seq: seq, id: op.id, json: body)) }
             cache.lastSeq = seq
             cache.touched.insert(op.board)
             return Self.apply(op, to: &cache.boards[op.board]!, dirty: &cache.dirty)
@@ -276,6 +280,7 @@ extension ReplicaStore {
             let saved = cache.withLock { cache in
                 cache.touched = []
                 cache.dirty = [:]
+                cache.authored = []
                 return (cache.author, cache.lastSeq, cache.ceilings)
             }
             // Acknowledgments recorded since the last transaction are written with this one.
@@ -283,11 +288,12 @@ extension ReplicaStore {
                 defer { pending = PendingAcknowledgments() }
                 return pending
             }
-            db.afterNextTransaction(onCommit: { _ in }, onRollback: { _ in
+            db.afterNextTransaction(onCommit: { _ in self.moveAuthoredToOutboxTail() }, onRollback: { _ in
                 self.cache.withLock { cache in
                     for board in cache.touched { cache.boards.removeValue(forKey: board) }
                     cache.touched = []
                     cache.dirty = [:]
+                    cache.authored = []
                     (cache.author, cache.lastSeq, cache.ceilings) = saved
                 }
                 self.pendingAcknowledgments.withLock { $0.add(acknowledged.ids, cursors: acknowledged.cursors) }
@@ -299,6 +305,16 @@ extension ReplicaStore {
             return .commit
         }
         return result!
+    }
+
+    /// After a commit, on the writer: the local operations it logged join the outbox tail
+    /// (idempotent; whichever commit hook runs first does it).
+    func moveAuthoredToOutboxTail() {
+        let authored = cache.withLock { cache in
+            defer { cache.authored = [] }
+            return cache.authored
+        }
+        if !authored.isEmpty { outboxTail.withLock { $0.append(authored) } }
     }
 
     /// Writes each row the transaction changed once, however many of its operations touched it.

@@ -90,22 +90,36 @@ extension ReplicaStore {
 
     /// The board holding a created task, if any.
     public func boardOfTask(_ task: EntityID) throws -> EntityID? {
-        try lookUpBoard("SELECT board_id FROM tasks WHERE id = ? AND created = 1 LIMIT 1", task)
+        try lookUpBoard(.task(task), "SELECT board_id FROM tasks WHERE id = ? AND created = 1 LIMIT 1")
     }
 
     /// The board holding a created column, if any.
     public func boardOfColumn(_ column: EntityID) throws -> EntityID? {
-        try lookUpBoard("SELECT board_id FROM board_columns WHERE id = ? AND created = 1 LIMIT 1", column)
+        try lookUpBoard(.column(column), "SELECT board_id FROM board_columns WHERE id = ? AND created = 1 LIMIT 1")
     }
+
+    /// Most entries `boardIndex` holds before it starts over.
+    static let boardIndexLimit = 100_000
 
     /// One single-row query that every edit runs first (which board holds this column or task).
     /// A single statement reads one consistent snapshot by itself, so it runs without the read
     /// transaction `read` wraps around it (a BEGIN and a COMMIT), on a statement the reader
     /// connection keeps prepared: together these were a tenth of an agent's CPU per created task.
-    private func lookUpBoard(_ sql: String, _ id: EntityID) throws -> EntityID? {
-        try writer.unsafeRead { db in
-            try String.fetchOne(db.cachedStatement(sql: sql), arguments: [id.rawValue]).flatMap { EntityID($0) }
+    ///
+    /// Every edit asks first, so answers are kept (`boardIndex`): a created entity stays created
+    /// and in its board, and only found ones are kept, so a kept answer is always right.
+    private func lookUpBoard(_ entity: EntityRef, _ sql: String) throws -> EntityID? {
+        if let board = boardIndex.withLock({ $0[entity] }) { return board }
+        let found = try writer.unsafeRead { db in
+            try String.fetchOne(db.cachedStatement(sql: sql), arguments: [entity.id.rawValue]).flatMap { EntityID($0) }
         }
+        if let found {
+            boardIndex.withLock { index in
+                if index.count >= Self.boardIndexLimit { index.removeAll(keepingCapacity: true) }
+                index[entity] = found
+            }
+        }
+        return found
     }
 
     /// Writes that lost to concurrent writes on this board.

@@ -26,10 +26,15 @@ extension ReplicaStore {
     }
 
     /// `outbox(after:limit:)` as the operations' logged JSON, which is what a push sends: no
-    /// decoding and encoding again on the way out.
+    /// decoding and encoding again on the way out. Leaves out operations already acknowledged.
     public func outboxJSON(after seq: Int64, limit: Int) throws -> [(seq: Int64, json: [UInt8])] {
-        // One statement (see `lookUpBoard`): the sync session runs it after every local commit.
-        try writer.unsafeRead { db in
+        // The sync session runs this after every local commit: usually the tail in memory has it.
+        if let recent = outboxTail.withLock({ $0.entries(after: seq, limit: limit) }) { return recent }
+        // From the table, which still holds acknowledgments only recorded: written first, so
+        // both paths leave out what the relay has.
+        try writeRecordedAcknowledgments()
+        // One statement (see `lookUpBoard`).
+        return try writer.unsafeRead { db in
             let rows = try Row.fetchCursor(db.cachedStatement(sql: """
                 SELECT outbox.seq, op.body FROM outbox JOIN op ON op.seq = outbox.seq
                 WHERE outbox.seq > ? ORDER BY outbox.seq LIMIT ?
@@ -79,6 +84,8 @@ extension ReplicaStore {
                 return true
             }
             guard changed else { return false }
+            // The rebuilt board may lack entities the index has seen in it (kept answers must stay true).
+            self.boardIndex.withLock { index in index = index.filter { $0.value != board } }
             try db.execute(sql: "DELETE FROM tasks WHERE board_id = ?", arguments: [board.rawValue])
             try db.execute(sql: "DELETE FROM board_columns WHERE board_id = ?", arguments: [board.rawValue])
             try Self.save(.board(board), of: rebuilt, in: db)
@@ -121,6 +128,7 @@ extension ReplicaStore {
     /// outbox table, which is safe (see `acknowledge`: losing an acknowledgment costs a re-push);
     /// `outboxCount()`, `cursors()` and `settledDigest(_:)` already account for it.
     public func acknowledgeLater(_ ids: [OperationID], cursors: [EntityID: Int64] = [:]) {
+        outboxTail.withLock { $0.remove(ids) }
         pendingAcknowledgments.withLock { $0.add(ids, cursors: cursors) }
     }
 
@@ -146,6 +154,7 @@ extension ReplicaStore {
 
     /// On the writer: the acknowledgment's transaction, committed unsynced (see `acknowledge`).
     private func commitAcknowledgment(_ ids: [OperationID], cursors: [EntityID: Int64], in db: Database) throws {
+        outboxTail.withLock { $0.remove(ids) }
         try withoutSync(db) { try transaction(db) { db in try Self.acknowledge(ids, cursors: cursors, in: db) } }
     }
 

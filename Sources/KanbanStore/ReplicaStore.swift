@@ -43,6 +43,8 @@ public final class ReplicaStore: Sendable {
         /// Rows the open transaction changed in the mirror and has yet to write, once each,
         /// just before it commits.
         var dirty: [DirtyRow: DirtyFields] = [:]
+        /// Local operations the open transaction logged, for the outbox tail once it commits.
+        var authored: [OutboxTail.Entry] = []
     }
 
     /// Upper bounds of the clock and of the local operation counter, saved in `meta` in place of
@@ -101,6 +103,11 @@ public final class ReplicaStore: Sendable {
     let listeners = Mutex<[@Sendable ([AppliedChange]) -> Void]>([])
     /// Acknowledgments the next write transaction takes (`acknowledgeLater`).
     let pendingAcknowledgments = Mutex(PendingAcknowledgments())
+    /// The newest outbox entries, in memory (see `OutboxTail`).
+    let outboxTail: Mutex<OutboxTail>
+    /// Which board holds each created column and task looked up so far: an entity never changes
+    /// boards, so an answer read once stays true (see `boardOfColumn`).
+    let boardIndex = Mutex<[EntityRef: EntityID]>([:])
     /// Local edits waiting for their group commit.
     let authorQueue: GroupCommit<AuthorJob>
     /// Background WAL checkpoints (file-backed stores only).
@@ -152,6 +159,7 @@ public final class ReplicaStore: Sendable {
         self.replicaID = replica
         let author = Author(replica: replica, counter: counter, lastStamp: lastStamp)
         self.cache = Mutex(Cache(author: author, lastSeq: lastSeq, ceilings: Ceilings(clock: lastStamp, counter: counter)))
+        self.outboxTail = Mutex(OutboxTail(floor: lastSeq))
     }
 
     /// Registers a function called with every batch of newly logged operations, after commit and

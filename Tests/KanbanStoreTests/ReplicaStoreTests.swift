@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import KanbanModel
 import KanbanSimulation
 import KanbanStore
@@ -8,6 +9,18 @@ func temporaryDirectory() -> URL {
     let url = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-test-\(UUID().uuidString)")
     try! FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     return url
+}
+
+/// Rows in the outbox table of the database at `path`, read on a connection of its own.
+func rowsInOutbox(_ path: String) throws -> Int {
+    try otherConnection(path).read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM outbox") ?? 0 }
+}
+
+/// A connection of its own to the database at `path`, that waits out the store's locks.
+func otherConnection(_ path: String) throws -> DatabaseQueue {
+    var configuration = Configuration()
+    configuration.busyMode = .timeout(10)
+    return try DatabaseQueue(path: path, configuration: configuration)
 }
 
 struct ReplicaStoreTests {
@@ -128,16 +141,19 @@ struct ReplicaStoreTests {
             #expect(logged.count == 4 && ids.count == 4)
 
             store.acknowledgeLater([ids[0], ids[1]], cursors: [board: 7])
-            // Not written yet: the rows are still in the table, but the cursor already counts.
-            #expect(try store.outboxJSON(after: 0, limit: 10).map(\.seq) == logged)
+            // Not written yet: the rows are still in the table, but the cursor and the next push
+            // already leave them out.
+            #expect(try rowsInOutbox(path) == 4)
+            #expect(try store.outboxJSON(after: 0, limit: 10).map(\.seq) == Array(logged.suffix(2)))
             #expect(try store.cursors() == [board: 7])
 
             // A transaction that rolls back hands them back to the next one.
             #expect(throws: Refused.self) { try store.author(board: board) { _ in throw Refused() } }
-            #expect(try store.outboxJSON(after: 0, limit: 10).map(\.seq) == logged)
+            #expect(try rowsInOutbox(path) == 4)
 
             // The next local edit's transaction writes them.
             try store.author(board: board) { _ in .renameBoard(title: "Plan 4") }
+            #expect(try rowsInOutbox(path) == 3)
             let after = try store.outboxJSON(after: 0, limit: 10).map(\.seq)
             #expect(after.count == 3 && Array(after.prefix(2)) == Array(logged.suffix(2)))
 
@@ -149,6 +165,25 @@ struct ReplicaStoreTests {
         let reopened = try ReplicaStore(path: path)
         #expect(try reopened.cursors() == [board: 8])
         #expect(try reopened.outboxCount() == 2)
+    }
+
+    /// Which board holds a column or task is remembered once found, never while not found: an
+    /// entity that does not exist yet is found as soon as it is created.
+    @Test func boardLookupsFindEntitiesCreatedAfterAMiss() throws {
+        let store = try ReplicaStore.inMemory()
+        let board = EntityID.make(), column = EntityID.make(), task = EntityID.make()
+        try store.author(board: board) { _ in .createBoard(title: "Plan") }
+        #expect(try store.boardOfColumn(column) == nil)
+        #expect(try store.boardOfTask(task) == nil)
+        try store.author(board: board) { _ in .createColumn(column: column, title: "Todo", position: PositionKey.between(nil, nil)) }
+        try store.author(board: board) { _ in
+            .createTask(task: task, column: column, position: PositionKey.between(nil, nil), title: "One", description: "")
+        }
+        for _ in 0..<2 {  // read, then remembered
+            #expect(try store.boardOfColumn(column) == board)
+            #expect(try store.boardOfTask(task) == board)
+        }
+        #expect(try store.boardOfTask(column) == nil, "a column is not a task")
     }
 
     /// Commits never checkpoint (that stalled every write queued behind them); a background

@@ -83,6 +83,8 @@ struct LoadResult {
     var wall: Double = 0
     /// From the scheduled send time (open loop: includes any queueing behind a busy connection).
     var latencies: [UInt64] = []
+    /// How late each request left the bench after its scheduled time (the bench's own delay).
+    var sendLags: [UInt64] = []
 }
 
 /// Sends `rate` create-task requests per second for `duration` seconds on `connections`
@@ -99,16 +101,17 @@ func openLoopCreates(port: Int, columns: [EntityID], rate: Double, duration: Dou
         let (s, c) = AsyncStream<(Int, UInt64)>.makeStream()
         streams.append(s); inputs.append(c)
     }
-    let sink = SampleSink()
+    let sink = SampleSink(), lagSink = SampleSink()
     let ok = Counter(), errors = Counter()
     let start = nowNs()
     try await withThrowingTaskGroup(of: Void.self) { group in
         for (w, stream) in streams.enumerated() {
             group.addTask {
                 try await HTTPConnection.with(port: port) { request in
-                    var local: [UInt64] = []
+                    var local: [UInt64] = [], lags: [UInt64] = []
                     for await (i, scheduled) in stream {
                         let column = columns[i % columns.count]
+                        if i >= warmCount { lags.append(nowNs() &- scheduled) }
                         let r = try await request(.POST, "/api/columns/\(column)/tasks", createTaskBody(i, sentAt: scheduled))
                         let done = nowNs()
                         if r.status == 201 { ok.add() } else {
@@ -118,6 +121,7 @@ func openLoopCreates(port: Int, columns: [EntityID], rate: Double, duration: Dou
                         if i >= warmCount { local.append(done - scheduled) }
                     }
                     sink.add(contentsOf: local)
+                    lagSink.add(contentsOf: lags)
                     _ = w
                 }
             }
@@ -131,7 +135,8 @@ func openLoopCreates(port: Int, columns: [EntityID], rate: Double, duration: Dou
         for c in inputs { c.finish() }
         try await group.waitForAll()
     }
-    return LoadResult(sent: total, ok: ok.load, errors: errors.load, wall: Double(nowNs() - start) / 1e9, latencies: sink.all)
+    return LoadResult(sent: total, ok: ok.load, errors: errors.load, wall: Double(nowNs() - start) / 1e9, latencies: sink.all,
+                      sendLags: lagSink.all)
 }
 
 /// `clients` connections, each sending its next create-task as soon as the previous answered.

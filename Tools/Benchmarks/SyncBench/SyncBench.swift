@@ -128,7 +128,7 @@ func runE2EProcessBench(kanban: String, rates: [Double], duration: Double) async
     }
     printTable("Sync end-to-end, processes: HTTP create on `kanban agent` A -> `kanban relay` -> task:created on `kanban agent` B's /api/events (all stores durable: FULL)",
                ["ops/s", "created ok / err", "delivered to B", "p50 ms", "p90 ms", "p99 ms", "max ms", "A HTTP p50 / p99 ms",
-                "CPU % (relay / A / B / bench)"], rows)
+                "bench send lag p50 / p99 ms", "CPU % (relay / A / B / bench)"], rows)
 }
 
 /// One row of `runE2EProcessBench`: a board with 10 columns made on A over HTTP, B's event
@@ -170,9 +170,10 @@ func e2eProcesses(a: AgentProcess, b: AgentProcess, relayPID: Int32, rate: Doubl
     await listeners.flushWait(expected: r.ok, timeout: .seconds(30))
     let s = LatencySummary(listeners.sink.all)
     let h = LatencySummary(r.latencies)
+    let lag = LatencySummary(r.sendLags)
     listeners.close()
     return ["\(Int(rate))", "\(r.ok) / \(r.errors)", "\(listeners.received.load)", ms(s.p50), ms(s.p90), ms(s.p99), ms(s.max),
-            "\(ms(h.p50)) / \(ms(h.p99))", (cpus + [c.bench]).map { num($0) }.joined(separator: " / ")]
+            "\(ms(h.p50)) / \(ms(h.p99))", "\(ms(lag.p50)) / \(ms(lag.p99))", (cpus + [c.bench]).map { num($0) }.joined(separator: " / ")]
 }
 
 /// The string value of the first `"name":"..."` in a JSON text.
