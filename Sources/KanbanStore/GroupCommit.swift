@@ -40,6 +40,11 @@ public final class GroupCommit<Job: Sendable>: Sendable {
         }
         if jobs.isEmpty { return }
         commit(db, jobs)
-        writer.asyncWriteWithoutTransaction { db in self.turn(db, commit) }
+        // Jobs that came meanwhile get the next turn, queued behind whatever else waits.
+        let more = queue.withLock { queue in
+            if queue.jobs.isEmpty { queue.draining = false }
+            return queue.draining
+        }
+        if more { writer.asyncWriteWithoutTransaction { db in self.turn(db, commit) } }
     }
 }
