@@ -40,11 +40,16 @@ let package = Package(
             dependencies: [.product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
+        // An SQLite VFS that writes each transaction's WAL frames in one pwrite (walbuffer.c).
+        .target(
+            name: "CKanbanWALBuffer",
+            linkerSettings: [.linkedLibrary("sqlite3")]
+        ),
         // SQLite replica + op log + outbox + cursors, on GRDB over the system libsqlite3.
         .target(
             name: "KanbanStore",
             dependencies: [
-                "KanbanModel", .product(name: "GRDB", package: "GRDB.swift"),
+                "KanbanModel", "CKanbanWALBuffer", .product(name: "GRDB", package: "GRDB.swift"),
                 // The C API, to bind hot-path arguments without building `StatementArguments`.
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
             ],

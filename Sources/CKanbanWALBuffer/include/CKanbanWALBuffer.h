@@ -1,0 +1,20 @@
+#ifndef C_KANBAN_WAL_BUFFER_H
+#define C_KANBAN_WAL_BUFFER_H
+
+/// Registers, once per process, an SQLite VFS that wraps the default one and makes itself the
+/// default. It changes one thing: writes to a write-ahead log are gathered in memory and reach
+/// the file in one `pwrite` per transaction (and whenever SQLite syncs, reads, sizes or closes
+/// that log), instead of two per page (SQLite writes each frame's 24-byte header and its page
+/// separately). Everything else goes straight to the wrapped VFS.
+///
+/// Returns SQLITE_OK, or the error of the first registration.
+int kanban_wal_buffer_register(void);
+
+/// The name the VFS registers under.
+const char *kanban_wal_buffer_name(void);
+
+/// How many `pwrite` calls the VFS has made to write-ahead logs, and how many writes SQLite
+/// asked of it (for tests and benchmarks).
+void kanban_wal_buffer_counts(long long *file_writes, long long *sqlite_writes);
+
+#endif
