@@ -51,6 +51,13 @@ static int flushBuffer(WalBufferFile *p) {
 
 // MARK: the log file's methods
 
+// Writes out what is gathered, returning from the calling method if that fails.
+#define FLUSH_OR_RETURN(p)                  \
+    do {                                    \
+        int flushed = flushBuffer(p);       \
+        if (flushed != SQLITE_OK) return flushed; \
+    } while (0)
+
 static int walClose(sqlite3_file *file) {
     WalBufferFile *p = (WalBufferFile *)file;
     int rc = flushBuffer(p);
@@ -62,8 +69,7 @@ static int walClose(sqlite3_file *file) {
 
 static int walRead(sqlite3_file *file, void *data, int amount, sqlite3_int64 offset) {
     WalBufferFile *p = (WalBufferFile *)file;
-    int rc = flushBuffer(p);
-    if (rc != SQLITE_OK) return rc;
+    FLUSH_OR_RETURN(p);
     return p->real->pMethods->xRead(p->real, data, amount, offset);
 }
 
@@ -96,22 +102,19 @@ static int walWrite(sqlite3_file *file, const void *data, int amount, sqlite3_in
 
 static int walTruncate(sqlite3_file *file, sqlite3_int64 size) {
     WalBufferFile *p = (WalBufferFile *)file;
-    int rc = flushBuffer(p);
-    if (rc != SQLITE_OK) return rc;
+    FLUSH_OR_RETURN(p);
     return p->real->pMethods->xTruncate(p->real, size);
 }
 
 static int walSync(sqlite3_file *file, int flags) {
     WalBufferFile *p = (WalBufferFile *)file;
-    int rc = flushBuffer(p);
-    if (rc != SQLITE_OK) return rc;
+    FLUSH_OR_RETURN(p);
     return p->real->pMethods->xSync(p->real, flags);
 }
 
 static int walFileSize(sqlite3_file *file, sqlite3_int64 *size) {
     WalBufferFile *p = (WalBufferFile *)file;
-    int rc = flushBuffer(p);
-    if (rc != SQLITE_OK) return rc;
+    FLUSH_OR_RETURN(p);
     return p->real->pMethods->xFileSize(p->real, size);
 }
 
@@ -132,8 +135,7 @@ static int walCheckReservedLock(sqlite3_file *file, int *result) {
 
 static int walFileControl(sqlite3_file *file, int op, void *argument) {
     WalBufferFile *p = (WalBufferFile *)file;
-    int rc = flushBuffer(p);
-    if (rc != SQLITE_OK) return rc;
+    FLUSH_OR_RETURN(p);
     return p->real->pMethods->xFileControl(p->real, op, argument);
 }
 
@@ -169,8 +171,7 @@ static int walShmUnmap(sqlite3_file *file, int deleteFlag) {
 
 static int walFetch(sqlite3_file *file, sqlite3_int64 offset, int amount, void **pointer) {
     WalBufferFile *p = (WalBufferFile *)file;
-    int rc = flushBuffer(p);
-    if (rc != SQLITE_OK) return rc;
+    FLUSH_OR_RETURN(p);
     return p->real->pMethods->xFetch(p->real, offset, amount, pointer);
 }
 
