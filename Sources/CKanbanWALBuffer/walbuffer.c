@@ -32,20 +32,20 @@ typedef struct WalBufferFile {
     int length;             // bytes gathered
     sqlite3_int64 start;    // file offset of buffer[0]
     int flushAfterNextWrite; // a commit frame's header was gathered; its page comes next
+    long long fileWrites;    // pwrite calls made to the log
+    long long sqliteWrites;  // writes SQLite asked for
 } WalBufferFile;
 
 static sqlite3_vfs walBufferVFS;
 static sqlite3_vfs *wrapped;
 static int registration = SQLITE_OK;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
-static long long fileWrites = 0;
-static long long sqliteWrites = 0;
 
 static int flushBuffer(WalBufferFile *p) {
     if (p->length == 0) return SQLITE_OK;
     int length = p->length;
     p->length = 0;
-    __atomic_add_fetch(&fileWrites, 1, __ATOMIC_RELAXED);
+    p->fileWrites += 1;
     return p->real->pMethods->xWrite(p->real, p->buffer, length, p->start);
 }
 
@@ -75,7 +75,7 @@ static int walRead(sqlite3_file *file, void *data, int amount, sqlite3_int64 off
 
 static int walWrite(sqlite3_file *file, const void *data, int amount, sqlite3_int64 offset) {
     WalBufferFile *p = (WalBufferFile *)file;
-    __atomic_add_fetch(&sqliteWrites, 1, __ATOMIC_RELAXED);
+    p->sqliteWrites += 1;
     const unsigned char *bytes = data;
     int commitHeader = amount == WAL_FRAME_HEADER_SIZE && (bytes[4] | bytes[5] | bytes[6] | bytes[7]) != 0;
     int continues = p->length > 0 && offset == p->start + p->length && p->length + amount <= WAL_BUFFER_CAPACITY;
@@ -85,7 +85,7 @@ static int walWrite(sqlite3_file *file, const void *data, int amount, sqlite3_in
         if (p->buffer == NULL && amount <= WAL_BUFFER_CAPACITY) p->buffer = malloc(WAL_BUFFER_CAPACITY);
         if (p->buffer == NULL || amount > WAL_BUFFER_CAPACITY) {
             p->flushAfterNextWrite = 0;
-            __atomic_add_fetch(&fileWrites, 1, __ATOMIC_RELAXED);
+            p->fileWrites += 1;
             return p->real->pMethods->xWrite(p->real, data, amount, offset);
         }
         p->start = offset;
@@ -316,7 +316,13 @@ int kanban_wal_buffer_register(void) {
 
 const char *kanban_wal_buffer_name(void) { return "kanban-walbuffer"; }
 
-void kanban_wal_buffer_counts(long long *file_writes, long long *sqlite_writes) {
-    *file_writes = __atomic_load_n(&fileWrites, __ATOMIC_RELAXED);
-    *sqlite_writes = __atomic_load_n(&sqliteWrites, __ATOMIC_RELAXED);
+int kanban_wal_buffer_log_counts(sqlite3 *db, long long *file_writes, long long *sqlite_writes) {
+    sqlite3_file *log = NULL;
+    int rc = sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &log);
+    if (rc != SQLITE_OK) return rc;
+    if (log == NULL || log->pMethods != &walMethods) return SQLITE_NOTFOUND;
+    const WalBufferFile *p = (const WalBufferFile *)log;
+    *file_writes = p->fileWrites;
+    *sqlite_writes = p->sqliteWrites;
+    return SQLITE_OK;
 }

@@ -111,10 +111,12 @@ public enum WALBuffer {
         }
     }
 
-    /// Writes to write-ahead logs so far: the calls that reached the file, and those SQLite made.
-    public static var writes: (file: Int, sqlite: Int) {
+    /// Writes this connection has made to its database's write-ahead log so far: the calls
+    /// that reached the file, and those SQLite made. Nil when the log is not open yet (no
+    /// transaction has read it) or is not written through this VFS.
+    public static func logWrites(_ db: Database) -> (file: Int, sqlite: Int)? {
         var file: Int64 = 0, sqlite: Int64 = 0
-        kanban_wal_buffer_counts(&file, &sqlite)
+        guard kanban_wal_buffer_log_counts(db.sqliteConnection, &file, &sqlite) == 0 else { return nil }
         return (Int(file), Int(sqlite))
     }
 }

@@ -13,8 +13,12 @@ int kanban_wal_buffer_register(void);
 /// The name the VFS registers under.
 const char *kanban_wal_buffer_name(void);
 
-/// How many `pwrite` calls the VFS has made to write-ahead logs, and how many writes SQLite
-/// asked of it (for tests and benchmarks).
-void kanban_wal_buffer_counts(long long *file_writes, long long *sqlite_writes);
+typedef struct sqlite3 sqlite3;
+
+/// How many `pwrite` calls the VFS has made to the write-ahead log of `db`'s main database
+/// through that connection, and how many writes SQLite asked of it (for tests and benchmarks).
+/// Call it on the connection's own thread. Returns SQLITE_OK, or SQLITE_NOTFOUND when that log
+/// is not open or not this VFS's.
+int kanban_wal_buffer_log_counts(sqlite3 *db, long long *file_writes, long long *sqlite_writes);
 
 #endif
