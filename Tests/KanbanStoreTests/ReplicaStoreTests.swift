@@ -5,8 +5,10 @@ import KanbanSimulation
 import KanbanStore
 import Testing
 
-func temporaryDirectory() -> URL {
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-test-\(UUID().uuidString)")
+/// A new empty directory, named after the test that asked for it (so a leftover says whose it is).
+func temporaryDirectory(_ test: String = #function) -> URL {
+    let name = test.prefix { $0 != "(" }
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-test-\(name)-\(UUID().uuidString)")
     try! FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     return url
 }

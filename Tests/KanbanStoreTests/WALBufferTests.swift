@@ -18,14 +18,16 @@ import Testing
             try db.execute(sql: "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
             try db.execute(sql: "CREATE INDEX notesByBody ON notes(body)")
         }
-        let before = try #require(try pool.writeWithoutTransaction { WALBuffer.logWrites($0) })
+        let counted = pool.writeWithoutTransaction { WALBuffer.logWrites($0) }
+        let before = try #require(counted, "the pool's log is not written through the VFS")
         for n in 0..<50 {
             // Each commit changes at least two pages: the table's and the index's.
             try pool.write { db in
                 try db.execute(sql: "INSERT INTO notes (body) VALUES (?)", arguments: [String(repeating: "note \(n) ", count: 40)])
             }
         }
-        let after = try #require(try pool.writeWithoutTransaction { WALBuffer.logWrites($0) })
+        let recounted = pool.writeWithoutTransaction { WALBuffer.logWrites($0) }
+        let after = try #require(recounted)
         let asked = after.sqlite - before.sqlite, made = after.file - before.file
         // SQLite writes each frame's header and page separately: two calls per changed page.
         #expect(asked >= 50 * 2 * 2, "SQLite asked for \(asked) writes")
