@@ -7,8 +7,9 @@ import Testing
 /// The WAL-buffering VFS (`CKanbanWALBuffer`) is what every file-backed store writes through.
 /// The convergence, crash and durability suites run on it too; these check its own promises.
 @Suite(.serialized) struct WALBufferTests {
-    /// A commit's frames reach the file together: far fewer writes than SQLite asked for.
-    /// The counts are this connection's own, so other suites writing meanwhile do not move them.
+    /// A commit's frames reach the file together: one write per commit, where SQLite asks for
+    /// two per page. The counts are this connection's own, so other suites writing meanwhile do
+    /// not move them.
     @Test(arguments: [true, false])
     func aCommitsFramesAreWrittenTogether(fullSync: Bool) throws {
         let dir = temporaryDirectory()
@@ -49,6 +50,10 @@ import Testing
             try store.author(board: board) { _ in .renameBoard(title: "Plan \(n)") }
             let title = try other.read { db in try String.fetchOne(db, sql: "SELECT title FROM boards WHERE id = ?", arguments: [board.rawValue]) }
             #expect(title == "Plan \(n)")
+            if n == 1 {
+                // Connections opened after a store go through the VFS too (the store made it the default).
+                #expect(try other.read { WALBuffer.logWrites($0) } != nil)
+            }
             let integrity = n % 50 == 0 ? try other.read { db in try String.fetchOne(db, sql: "PRAGMA integrity_check") } : "ok"
             #expect(integrity == "ok")
         }
