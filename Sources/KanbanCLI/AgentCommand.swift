@@ -17,7 +17,8 @@ struct AgentCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "Port to listen on (0 picks a free one and prints it).")
+    // `.unconditional`: `--port -1` reaches the range check instead of reading as a missing value.
+    @Option(parsing: .unconditional, help: "Port to listen on (0 picks a free one and prints it).")
     var port: Int = AgentConfiguration.defaultPort
 
     @OptionGroup var data: DataDirectory

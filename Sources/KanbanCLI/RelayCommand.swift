@@ -16,7 +16,8 @@ struct RelayCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "serve", abstract: "Serve /sync (the default when no subcommand is given).")
 
-        @Option(help: "Port to listen on (0 picks a free one and prints it).")
+        // `.unconditional`: `--port -1` reaches the range check instead of reading as a missing value.
+        @Option(parsing: .unconditional, help: "Port to listen on (0 picks a free one and prints it).")
         var port: Int = RelayConfiguration.defaultPort
         @Option(help: "Interface to listen on; 0.0.0.0 for every interface.")
         var host: String = "127.0.0.1"

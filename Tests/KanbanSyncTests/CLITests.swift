@@ -92,4 +92,12 @@ struct CLITests {
         #expect(status != 0)
         #expect(out.lowercased().contains("error"), "\(args): \(out)")
     }
+
+    /// A negative port reaches the range check (it used to read as a flag, "missing value").
+    @Test(arguments: [["agent", "--port", "-1"], ["relay", "--port", "-1"], ["relay", "--port", "70000"]])
+    func aPortOutOfRangeIsNamed(args: [String]) async throws {
+        let (status, out) = try await run(args)
+        #expect(status != 0)
+        #expect(out.contains("--port must be 0-65535"), "\(args): \(out)")
+    }
 }
