@@ -114,6 +114,8 @@ struct AgentCommand: AsyncParsableCommand {
         // A stalled relay link must not keep the agent from exiting.
         let deadline = ShutdownDeadline(limit: .seconds(10), logger: logger)
         try await app.runService()
+        // Every service has stopped: SQLite folds the write-ahead log into the replica file.
+        do { try store.close() } catch { logger.warning("closing \(path): \(error)") }
         withExtendedLifetime(deadline) {}
     }
 }

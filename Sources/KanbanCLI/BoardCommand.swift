@@ -21,6 +21,7 @@ struct BoardCommand: AsyncParsableCommand {
     func run() async throws {
         if offline {
             let store = try ReplicaStore(path: try data.replicaPath())
+            defer { try? store.close() }
             let boards = try store.boards()
             guard let id else {
                 if boards.isEmpty { print("No boards yet.") }

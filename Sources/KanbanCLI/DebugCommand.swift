@@ -22,6 +22,7 @@ struct DebugCommand: AsyncParsableCommand {
 
         func run() async throws {
             let store = try ReplicaStore(path: try data.replicaPath())
+            defer { try? store.close() }
             var sim = ReplicaSimulation(seed: seed, replicaCount: 3)
             sim.run(operationsPerReplica: 400)
             var ops = sim.allOperations[...]
@@ -52,6 +53,7 @@ struct DebugCommand: AsyncParsableCommand {
 
         func run() async throws {
             let store = try ReplicaStore(path: try data.replicaPath())
+            defer { try? store.close() }
             print("integrity \(try store.integrityCheck())")
             for board in try store.boards() {
                 let tables = try store.stateFromDisk(board.id).digest

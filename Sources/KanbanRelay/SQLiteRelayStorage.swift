@@ -58,6 +58,13 @@ public final class SQLiteRelayStorage: RelayStorage {
         checkpointer = try WALCheckpointer(path: path, writer: pool)
     }
 
+    /// Stops the background checkpoints and closes the log's connections (SQLite folds the
+    /// write-ahead log into the file). Later calls fail with a "connection is closed" error.
+    public func close() throws {
+        checkpointer.stop()
+        try pool.close()
+    }
+
     /// Stores pushed operations and returns each one's sequence, once they are on disk.
     ///
     /// Group commit: appends that arrive while a transaction commits wait, without holding a

@@ -19,8 +19,10 @@ public import GRDB
 /// copied on the writer connection, between two transactions: it is short (what was committed
 /// during the background pass), and afterwards the next write transaction starts the log again
 /// from the beginning.
-public final class WALCheckpointer: @unchecked Sendable { // Its one stored property is set once and cancelled in deinit.
+public final class WALCheckpointer: @unchecked Sendable { // Its stored properties are set once; `stop` and deinit only cancel and close.
     private let timer: any DispatchSourceTimer
+    private let queue: DispatchQueue
+    private let connection: DatabaseQueue
 
     /// - Parameters:
     ///   - path: the database file.
@@ -33,6 +35,8 @@ public final class WALCheckpointer: @unchecked Sendable { // Its one stored prop
         configuration.label = "kanban.checkpointer"
         let connection = try DatabaseQueue(path: path, configuration: configuration)
         let queue = DispatchQueue(label: "kanban.checkpointer")
+        self.connection = connection
+        self.queue = queue
         timer = DispatchSource.makeTimerSource(queue: queue)
         timer.schedule(deadline: .now() + interval, repeating: interval, leeway: .milliseconds(50))
         timer.setEventHandler { [weak writer] in
@@ -42,6 +46,15 @@ public final class WALCheckpointer: @unchecked Sendable { // Its one stored prop
     }
 
     deinit { timer.cancel() }
+
+    /// Ends the passes for good: no new one starts, one under way finishes first, and the
+    /// checkpointer's own connection is closed. Call it before closing the writer (a pass
+    /// uses it); calling it again does nothing more.
+    public func stop() {
+        timer.cancel()
+        queue.sync {}
+        try? connection.close()
+    }
 
     /// The most frames the writer is asked to copy itself; while background passes see more
     /// than this arrive during a pass, they go on first.

@@ -128,6 +128,15 @@ public final class ReplicaStore: Sendable {
         checkpointer.withLock { $0 = try? WALCheckpointer(path: path, writer: pool) }
     }
 
+    /// Stops the background checkpoints and closes the store's database connections; SQLite
+    /// then copies the write-ahead log into the database file and removes it. Call it when
+    /// nothing uses the store any more: every later read or write fails with a "connection is
+    /// closed" error, and so does an edit still waiting for its group commit.
+    public func close() throws {
+        checkpointer.withLock { $0 }?.stop()
+        try writer.close()
+    }
+
     /// An in-memory store, for tests.
     public static func inMemory(configuration: Configuration = .init()) throws -> ReplicaStore {
         try ReplicaStore(writer: DatabaseQueue(), path: ":memory:", configuration: configuration)

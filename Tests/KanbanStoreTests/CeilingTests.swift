@@ -53,6 +53,7 @@ struct CeilingTests {
             }
         }
         let store = try ReplicaStore(path: path, configuration: configuration)
+        defer { try? store.close() }
         try expectNextAboveLog(store, board: board, round: 4)
         #expect(try store.stateFromDisk(board) == store.stateFromLog(board))
     }

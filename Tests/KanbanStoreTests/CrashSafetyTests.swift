@@ -60,6 +60,7 @@ struct CrashSafetyTests {
         #expect(reported.count >= killAfterLines)
 
         let store = try ReplicaStore(path: dir.appendingPathComponent("replica.sqlite").path)
+        defer { try? store.close() }
         #expect(try store.integrityCheck() == "ok")
         for id in reported {
             #expect(try store.contains(id), "committed operation \(id) was lost")

@@ -39,6 +39,7 @@ struct AcknowledgmentSyncTests {
         let dir = temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = try ReplicaStore(path: dir.appendingPathComponent("replica.sqlite").path, configuration: .init(durability: .full))
+        defer { try? store.close() }
         let observer = CommitSyncLevels()
         try await store.writer.writeWithoutTransaction { db in db.add(transactionObserver: observer, extent: .databaseLifetime) }
         let board = EntityID.make()
@@ -63,6 +64,7 @@ struct AcknowledgmentSyncTests {
         let dir = temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = try ReplicaStore(path: dir.appendingPathComponent("replica.sqlite").path, configuration: .init(durability: .full))
+        defer { try? store.close() }
         struct Refused: Error {}
         #expect(throws: Refused.self) {
             try store.writer.writeWithoutTransaction { db in

@@ -50,6 +50,7 @@ struct ReplicaStoreTests {
             #expect(digest == reference.digest)
         }
         let reopened = try ReplicaStore(path: path)
+        defer { try? reopened.close() }
         #expect(reopened.replicaID == replica)
         #expect(try reopened.digest(sim.board) == digest)
         #expect(try reopened.document(sim.board) == document)
@@ -165,6 +166,7 @@ struct ReplicaStoreTests {
             #expect(try store.outboxJSON(after: 0, limit: 10).count == 2)
         }
         let reopened = try ReplicaStore(path: path)
+        defer { try? reopened.close() }
         #expect(try reopened.cursors() == [board: 8])
         #expect(try reopened.outboxCount() == 2)
     }
@@ -188,6 +190,28 @@ struct ReplicaStoreTests {
         #expect(try store.boardOfTask(column) == nil, "a column is not a task")
     }
 
+    /// `close` leaves only the database file (the log folded into it, as the agent and relay
+    /// do when they stop); edits after it fail with an error instead of trapping or waiting.
+    @Test func closingFoldsTheLogIntoTheFileAndLaterEditsFail() async throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("replica.sqlite").path
+        let store = try ReplicaStore(path: path)
+        let board = EntityID.make()
+        try await store.author(board: board) { _ in .createBoard(title: "Kept") }
+        try await store.author(board: board) { _ in .renameBoard(title: "Kept too") }
+        #expect(FileManager.default.fileExists(atPath: path + "-wal"))
+
+        try store.close()
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["replica.sqlite"])
+        #expect(throws: (any Error).self) { try store.author(board: board) { _ in .renameBoard(title: "Lost") } }
+        await #expect(throws: (any Error).self) { try await store.author(board: board) { _ in .renameBoard(title: "Lost") } }
+
+        let reopened = try ReplicaStore(path: path)
+        defer { try? reopened.close() }
+        #expect(try reopened.document(board)?.title == "Kept too")
+    }
+
     /// Commits never checkpoint (that stalled every write queued behind them); a background
     /// connection copies the WAL back into the database file instead.
     @Test func theWALIsCheckpointedInTheBackground() async throws {
@@ -195,6 +219,7 @@ struct ReplicaStoreTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         let path = dir.appendingPathComponent("replica.sqlite").path
         let store = try ReplicaStore(path: path)
+        defer { try? store.close() }
         let size = { (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0 }
         let before = size()
         try await store.apply(simulation(seed: 3, ops: 400).allOperations)
@@ -215,6 +240,7 @@ struct ReplicaStoreTests {
             try store.author(board: board) { _ in .renameBoard(title: "B") }
         }
         let store = try ReplicaStore(path: path)
+        defer { try? store.close() }
         let third = try store.author(board: board) { _ in .renameBoard(title: "C") }
         // The counter resumes from its saved ceiling: above the log, with a gap.
         #expect(third.operation.id.counter > 2)
@@ -241,6 +267,7 @@ struct ReplicaStoreTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         let path = dir.appendingPathComponent("replica.sqlite").path
         let store = try ReplicaStore(path: path)
+        defer { try? store.close() }
         let board = EntityID.make()
         try await store.author(board: board) { _ in .createBoard(title: "Group") }
         let column = EntityID.make()

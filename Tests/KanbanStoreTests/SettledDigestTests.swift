@@ -22,6 +22,7 @@ struct SettledDigestTests {
         let dir = temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = try ReplicaStore(path: dir.appendingPathComponent("replica.sqlite").path)
+        defer { try? store.close() }
         let (board, column, ops) = try remoteBoard()
         try await store.apply(ops, cursors: [board: 2])
         let caughtUp = try #require(try await store.settledDigest(board))
@@ -49,6 +50,7 @@ struct SettledDigestTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = try ReplicaStore(path: dir.appendingPathComponent("replica.sqlite").path,
                                      configuration: .init(durability: .normal))
+        defer { try? store.close() }
         var taken = 0
         for _ in 0..<12 {
             let (board, column, ops) = try remoteBoard()
@@ -129,6 +131,7 @@ struct RematerializeTests {
         try raw.close()
 
         let store = try ReplicaStore(path: path)
+        defer { try? store.close() }
         #expect(try store.digest(board) != intact, "the damage is visible")
         #expect(try store.rematerialize(board) == true)
         #expect(try store.digest(board) == intact)

@@ -43,6 +43,7 @@ import Testing
         defer { try? FileManager.default.removeItem(at: dir) }
         let path = dir.appendingPathComponent("replica.sqlite").path
         let store = try ReplicaStore(path: path, configuration: .init(durability: durability))
+        defer { try? store.close() }
         let other = try otherConnection(path)
         let board = EntityID.make()
         try store.author(board: board) { _ in .createBoard(title: "Plan") }

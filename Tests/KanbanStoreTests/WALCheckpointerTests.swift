@@ -46,6 +46,7 @@ struct WALCheckpointerTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         let path = dir.appendingPathComponent("replica.sqlite").path
         let store = try ReplicaStore(path: path)
+        defer { try? store.close() }
         let board = EntityID.make()
         try await store.author(board: board) { _ in .createBoard(title: "Steady") }
         let first = try #require(WALCheckpointer.startOvers(ofDatabaseAt: path))

@@ -239,11 +239,16 @@ struct PostgresRelayTests {
         #expect(events.contains { if case .presence(a.instance, 7, let p) = $0 { p.user == "Ann" && p.viewing } else { false } })
 
         // The listener connection is killed: it reconnects and says so (the hub then reads the log).
-        let resyncsBefore = seen.list.withLock { $0.filter { if case .resync = $0 { true } else { false } }.count }
-        let killed = try await PostgresFixture.rows(url, """
-            SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+        // Both instances' listeners first (A's may still be connecting: only B's was awaited).
+        let listeners = """
+            FROM pg_stat_activity
             WHERE application_name = 'kanban-relay-listener' AND datname = '\(PostgresFixture.database(of: url))'
-            """, as: Bool.self)
+            """
+        try await eventually("both instances' listeners are connected") {
+            try await PostgresFixture.rows(url, "SELECT pid \(listeners)", as: Int32.self).count == 2
+        }
+        let resyncsBefore = seen.list.withLock { $0.filter { if case .resync = $0 { true } else { false } }.count }
+        let killed = try await PostgresFixture.rows(url, "SELECT pg_terminate_backend(pid) \(listeners)", as: Bool.self)
         #expect(killed.count == 2)
         try await eventually("B's listener is back") {
             seen.list.withLock { $0.filter { if case .resync = $0 { true } else { false } }.count } > resyncsBefore

@@ -19,6 +19,26 @@ struct RelayDurabilityTests {
             #expect(try SQLiteRelayStorage(path: path).writerSynchronousLevel() == 2)
         }
     }
+
+    /// What `kanban relay` does when it stops: the log is folded into the file, and an append
+    /// that comes too late fails with an error rather than trapping.
+    @Test func closingLeavesOnlyTheLogFileAndRefusesLaterAppends() async throws {
+        let dir = try temporaryRelayDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("relay.sqlite").path
+        let storage = try SQLiteRelayStorage(path: path)
+        var author = Author(replica: ReplicaID("r1")!)
+        let board = EntityID.make()
+        _ = try await storage.append([author.make(.createBoard(title: "B"), board: board, nowMillis: 1_000)], team: "t")
+        try storage.close()
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["relay.sqlite"])
+        await #expect(throws: (any Error).self) {
+            try await storage.append([author.make(.renameBoard(title: "C"), board: board, nowMillis: 2_000)], team: "t")
+        }
+        let reopened = try SQLiteRelayStorage(path: path)
+        defer { try? reopened.close() }
+        #expect(try await reopened.head(of: board) == 1)
+    }
 }
 
 /// Appends to the relay log share transactions (group commit) instead of one synced commit each.
