@@ -115,25 +115,33 @@ func runE2EBench(rates: [Double], duration: Double) async throws {
 
 /// The same measurement as the product runs: `kanban relay` and two `kanban agent` processes
 /// (each store durable, FULL), driven over loopback from this process.
-func runE2EProcessBench(kanban: String, rates: [Double], duration: Double) async throws {
+///
+/// `clients`: which load generator drives it, `nio` (SwiftNIO clients on Swift concurrency, as
+/// the other benchmarks) and/or `lean` (`LeanE2E`: one thread, raw sockets). With both, each
+/// rate runs once with each, on fresh processes, alternating which goes first.
+func runE2EProcessBench(kanban: String, rates: [Double], duration: Double, clients: [String] = ["nio"]) async throws {
     var rows: [[String]] = []
-    for rate in rates {
-        let relay = try RelayProcess(kanban: kanban)
-        defer { relay.stop() }
-        let a = try AgentProcess(kanban: kanban, name: "a", relay: relay.url, token: relay.token)
-        defer { a.stop() }
-        let b = try AgentProcess(kanban: kanban, name: "b", relay: relay.url, token: relay.token)
-        defer { b.stop() }
-        rows.append(try await e2eProcesses(a: a, b: b, relayPID: relay.pid, rate: rate, duration: duration))
+    for (r, rate) in rates.enumerated() {
+        for client in r % 2 == 0 ? clients : clients.reversed() {
+            let relay = try RelayProcess(kanban: kanban)
+            defer { relay.stop() }
+            let a = try AgentProcess(kanban: kanban, name: "a", relay: relay.url, token: relay.token)
+            defer { a.stop() }
+            let b = try AgentProcess(kanban: kanban, name: "b", relay: relay.url, token: relay.token)
+            defer { b.stop() }
+            let row = client == "lean"
+                ? try await e2eProcessesLean(a: a, b: b, relayPID: relay.pid, rate: rate, duration: duration)
+                : try await e2eProcesses(a: a, b: b, relayPID: relay.pid, rate: rate, duration: duration)
+            rows.append([client] + row)
+        }
     }
     printTable("Sync end-to-end, processes: HTTP create on `kanban agent` A -> `kanban relay` -> task:created on `kanban agent` B's /api/events (all stores durable: FULL)",
-               ["ops/s", "created ok / err", "delivered to B", "p50 ms", "p90 ms", "p99 ms", "max ms", "A HTTP p50 / p99 ms",
+               ["client", "ops/s", "created ok / err", "delivered to B", "p50 ms", "p90 ms", "p99 ms", "max ms", "A HTTP p50 / p99 ms",
                 "bench send lag p50 / p99 ms", "CPU % (relay / A / B / bench)"], rows)
 }
 
-/// One row of `runE2EProcessBench`: a board with 10 columns made on A over HTTP, B's event
-/// stream open, then creates on A at `rate` for `duration` s.
-func e2eProcesses(a: AgentProcess, b: AgentProcess, relayPID: Int32, rate: Double, duration: Double) async throws -> [String] {
+/// A board with 10 columns made on A over HTTP, once B has it and A's outbox is empty.
+func e2eBoard(a: AgentProcess, b: AgentProcess) async throws -> (EntityID, [EntityID]) {
     let (board, columns) = try await HTTPConnection.with(port: a.port) { request in
         let made = try await request(.POST, "/api/boards", #"{"title":"Bench board"}"#)
         guard made.status == 201 || made.status == 200, let board = jsonField("id", in: made.body).flatMap(EntityID.init) else {
@@ -156,6 +164,13 @@ func e2eProcesses(a: AgentProcess, b: AgentProcess, relayPID: Int32, rate: Doubl
         return onB.status == 200 && columns.allSatisfy { onB.body.contains($0.rawValue) }
             && status.body.contains(#""queuedOperations":0"#)
     }
+    return (board, columns)
+}
+
+/// One row of `runE2EProcessBench` with the NIO clients: B's event stream open, then creates on
+/// A at `rate` for `duration` s.
+func e2eProcesses(a: AgentProcess, b: AgentProcess, relayPID: Int32, rate: Double, duration: Double) async throws -> [String] {
+    let (board, columns) = try await e2eBoard(a: a, b: b)
     let listeners = EventListeners()
     try await listeners.connect(count: 1, port: b.port, board: board, requireRemote: true)
     listeners.measureFrom.store(nowNs() + 1_000_000_000, ordering: .relaxed)
@@ -173,6 +188,27 @@ func e2eProcesses(a: AgentProcess, b: AgentProcess, relayPID: Int32, rate: Doubl
     let lag = LatencySummary(r.sendLags)
     listeners.close()
     return ["\(Int(rate))", "\(r.ok) / \(r.errors)", "\(listeners.received.load)", ms(s.p50), ms(s.p90), ms(s.p99), ms(s.max),
+            "\(ms(h.p50)) / \(ms(h.p99))", "\(ms(lag.p50)) / \(ms(lag.p99))", (cpus + [c.bench]).map { num($0) }.joined(separator: " / ")]
+}
+
+/// One row of `runE2EProcessBench` with `LeanE2E` as the load generator, on a thread of its own.
+func e2eProcessesLean(a: AgentProcess, b: AgentProcess, relayPID: Int32, rate: Double, duration: Double) async throws -> [String] {
+    let (board, columns) = try await e2eBoard(a: a, b: b)
+    note("e2e (processes, lean client) at \(rate) ops/s for \(duration)s")
+    let pids = [relayPID, a.pid, b.pid]
+    let cpu0 = pids.map { processCPUSeconds($0) ?? 0 }
+    let window = CPUWindow(otherPIDs: [])
+    let lean = LeanE2E(aPort: a.port, bPort: b.port, board: board, columns: columns)
+    let r: LeanE2E.Result = try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try lean.run(rate: rate, duration: duration, warmup: 1, connections: 16) }) }.start()
+    }
+    let c = window.stop()
+    let seconds = Double(nowNs() - window.t0) / 1e9
+    let cpus = zip(pids, cpu0).map { pid, start in ((processCPUSeconds(pid) ?? start) - start) / seconds * 100 }
+    let s = LatencySummary(r.e2e)
+    let h = LatencySummary(r.http)
+    let lag = LatencySummary(r.sendLags)
+    return ["\(Int(rate))", "\(r.ok) / \(r.errors)", "\(r.received)", ms(s.p50), ms(s.p90), ms(s.p99), ms(s.max),
             "\(ms(h.p50)) / \(ms(h.p99))", "\(ms(lag.p50)) / \(ms(lag.p99))", (cpus + [c.bench]).map { num($0) }.joined(separator: " / ")]
 }
 

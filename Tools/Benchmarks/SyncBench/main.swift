@@ -11,7 +11,8 @@ let usage = """
       events     HTTP create -> local WebSocket event delivery to --counts 1,10,100 clients
                  (--rate creates/s for --duration s)
       e2e        agent A HTTP -> relay -> agent B event stream at --rates 100,1000 ops/s (--duration s); --kanban PATH
-                 runs the relay and both agents as `kanban` processes (else all in this process)
+                 runs the relay and both agents as `kanban` processes (else all in this process); with --kanban,
+                 --client nio (default: SwiftNIO HTTP and WebSocket clients), lean (one thread, raw sockets) or nio,lean
       fanout     relay fan-out: --subs 50 subscribers, --writers 4, --windows 2,8 ops in flight per writer,
                  --duration s; --kanban PATH runs the relay as a `kanban relay` process (else in-process)
       converge   --queued 10000 operations authored offline, then reconnect: time to converge
@@ -85,7 +86,12 @@ do {
         try await runEventsBench(counts: o.ints("counts", [1, 10, 100]), rate: o.double("rate", 100), duration: o.double("duration", 5))
     case "e2e":
         if let kanbanPath {
-            try await runE2EProcessBench(kanban: kanbanPath, rates: o.doubles("rates", [100, 1000]), duration: o.double("duration", 10))
+            let clients = (o.values["client"] ?? "nio").split(separator: ",").map(String.init)
+            guard !clients.isEmpty, clients.allSatisfy({ ["nio", "lean"].contains($0) }) else {
+                throw BenchError("--client takes nio, lean or nio,lean (got \(o.values["client"] ?? ""))")
+            }
+            try await runE2EProcessBench(kanban: kanbanPath, rates: o.doubles("rates", [100, 1000]), duration: o.double("duration", 10),
+                                         clients: clients)
         } else {
             try await runE2EBench(rates: o.doubles("rates", [100, 1000]), duration: o.double("duration", 10))
         }
