@@ -159,8 +159,12 @@ func printTable(_ title: String, _ headers: [String], _ rows: [[String]]) {
     fflush(nil)
 }
 
+/// Progress on stderr, written with write(2): on a closed pipe (`... 2>&1 | head`) that fails
+/// with EPIPE, which is ignored, where `FileHandle.write` would trap. The bench must live on to
+/// stop the `kanban` processes it started (SIGPIPE is ignored too, see main.swift).
 func note(_ text: String) {
-    FileHandle.standardError.write(Data("[bench] \(text)\n".utf8))
+    let line = Array("[bench] \(text)\n".utf8)
+    _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
 }
 
 // MARK: - Servers in this process

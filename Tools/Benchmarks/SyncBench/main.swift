@@ -65,6 +65,8 @@ struct Options {
 }
 
 raiseFileLimit()
+// A reader that goes away (`| head`) must not kill the bench before it stops its servers.
+signal(SIGPIPE, SIG_IGN)
 let arguments = CommandLine.arguments
 guard arguments.count >= 2, !["-h", "--help", "help"].contains(arguments[1]) else {
     print(usage)
@@ -149,7 +151,7 @@ do {
         exit(2)
     }
 } catch {
-    FileHandle.standardError.write(Data("kanban-sync-bench: \(error)\n".utf8))
+    note("kanban-sync-bench: \(error)")
     removeTempDirs()
     exit(1)
 }
