@@ -15,14 +15,16 @@ final class WireClient: Sendable {
     private let task: Task<Void, Never>
     let closed = Atomic<Bool>(false)
 
-    init(url: String, token: String, deflate: Bool, onText: @escaping @Sendable (String) -> Void) {
+    /// `compressFrom`: the shortest message the client compresses (swift-websocket's default 256).
+    init(url: String, token: String, deflate: Bool, compressFrom: Int = 256, onText: @escaping @Sendable (String) -> Void) {
         let (stream, continuation) = AsyncStream<String>.makeStream()
         outgoing = continuation
         var headers = HTTPFields()
         headers[.authorization] = "Bearer \(token)"
         let configuration = WebSocketClientConfiguration(
             maxFrameSize: ProtocolLimits.maxMessageBytes, additionalHeaders: headers,
-            extensions: deflate ? [.perMessageDeflate(maxWindow: 12, maxDecompressedFrameSize: ProtocolLimits.maxMessageBytes)] : [],
+            extensions: deflate ? [.perMessageDeflate(maxWindow: 12, maxDecompressedFrameSize: ProtocolLimits.maxMessageBytes,
+                                                      minFrameSizeToCompress: compressFrom)] : [],
             autoPing: .disabled)
         task = Task {
             do {
