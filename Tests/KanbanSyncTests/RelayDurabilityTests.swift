@@ -37,7 +37,7 @@ struct RelayDurabilityTests {
         }
         let reopened = try SQLiteRelayStorage(path: path)
         defer { try? reopened.close() }
-        #expect(try await reopened.head(of: board) == 1)
+        #expect(try reopened.head(of: board) == 1)
     }
 }
 
