@@ -181,7 +181,8 @@ public func buildRelayApplication(
         },
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "kanban-relay"),
         services: [PollSessionReaper(polling: polling),
-                   RelayHeartbeat(hub: relay.hub, period: .seconds(configuration.heartbeatSeconds))] + (relay.storage.cluster.map { [RelayClusterService(relay: relay, cluster: $0)] } ?? []),
+                   RelayHeartbeat(hub: relay.hub, period: .seconds(configuration.heartbeatSeconds)),
+                   RelayMemoryTrim(traffic: relay.traffic, logger: logger)] + (relay.storage.cluster.map { [RelayClusterService(relay: relay, cluster: $0)] } ?? []),
         onServerRunning: { channel in await onListening(channel.localAddress?.port ?? configuration.port) },
         logger: logger
     )

@@ -3,22 +3,32 @@ import Synchronization
 
 /// Open connections per token, for `RelayConfiguration.maxConnectionsPerToken`.
 final class ConnectionCounter: Sendable {
-    private let open = Mutex<[RelayToken: Int]>([:])
+    private struct State {
+        var open: [RelayToken: Int] = [:]
+        /// Connections opened plus connections closed, ever.
+        var changes = 0
+    }
+    private let state = Mutex(State())
+
+    /// Connections opened plus connections closed, ever (`RelayMemoryTrim` watches it).
+    var changeCount: Int { state.withLock { $0.changes } }
 
     /// Counts a new connection for `token`; false (and nothing counted) when it has `limit` already.
     func acquire(_ token: RelayToken, limit: Int) -> Bool {
-        open.withLock { open in
-            let count = open[token, default: 0]
+        state.withLock { state in
+            let count = state.open[token, default: 0]
             guard count < limit else { return false }
-            open[token] = count + 1
+            state.open[token] = count + 1
+            state.changes += 1
             return true
         }
     }
 
     func release(_ token: RelayToken) {
-        open.withLock { open in
-            let count = open[token, default: 1] - 1
-            open[token] = count > 0 ? count : nil
+        state.withLock { state in
+            let count = state.open[token, default: 1] - 1
+            state.open[token] = count > 0 ? count : nil
+            state.changes += 1
         }
     }
 }
