@@ -80,7 +80,7 @@ struct RelayCommand: AsyncParsableCommand {
             }
             let deadline = ShutdownDeadline(limit: .seconds(Int64(shutdownTimeout)), logger: logger)
             try await app.runService()
-            await data.close(storage, logger: logger)
+            do { try await storage.close() } catch { logger.warning("closing the relay log: \(error)") }
             withExtendedLifetime(deadline) {}
         }
     }
@@ -109,7 +109,7 @@ struct RelayCommand: AsyncParsableCommand {
                 logger.logLevel = .error
                 let storage = try await data.open(listen: false, logger: logger)
                 let authority = TokenAuthority(secret: try await storage.secret())
-                await data.close(storage, logger: logger)
+                do { try await storage.close() } catch { logger.warning("closing the relay log: \(error)") }
                 let token = RelayToken(team: team, boards: boards.isEmpty ? nil : boards.map { $0.lowercased() }, write: !readOnly)
                 print(authority.sign(token))
             }
@@ -146,15 +146,6 @@ struct RelayDataDirectory: ParsableArguments, CustomStringConvertible {
             return try await PostgresRelayStorage.connect(url: url, listen: listen, logger: logger)
         }
         return try SQLiteRelayStorage(path: try logPath())
-    }
-
-    /// Closes what `open` returned: the PostgreSQL pool and listener, or the SQLite log (whose
-    /// write-ahead log SQLite then folds into the file).
-    func close(_ storage: any RelayStorage, logger: Logger) async {
-        if let postgres = storage as? PostgresRelayStorage { await postgres.close() }
-        if let sqlite = storage as? SQLiteRelayStorage {
-            do { try sqlite.close() } catch { logger.warning("closing the relay log: \(error)") }
-        }
     }
 
     func logPath() throws -> String {

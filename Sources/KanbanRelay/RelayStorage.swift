@@ -31,6 +31,9 @@ public protocol RelayStorage: Sendable {
     func compact(board: EntityID, through seq: Int64) async throws
     /// Delivery between relay instances sharing this storage; nil for a single instance.
     var cluster: (any RelayCluster)? { get }
+    /// Releases the storage when the relay stops (connections, listeners, background work);
+    /// later calls fail.
+    func close() async throws
 }
 
 extension RelayStorage {

@@ -447,5 +447,6 @@ final class CompactionBeforeRead: Sendable {
         func operationCount() async throws -> Int { try log.operationCount() }
         func snapshot(board: EntityID) async throws -> (seq: Int64, state: BoardSnapshot)? { try log.snapshot(board: board) }
         func compact(board: EntityID, through seq: Int64) async throws { try await log.compact(board: board, through: seq) }
+        func close() async throws { try log.close() }
     }
 }
