@@ -27,7 +27,8 @@ struct DeflateParameters: Sendable, Equatable {
     var sendNoContextTakeover: Bool
     /// Window bits of the client → relay stream (15 when the client offered no limit).
     var receiveWindow: Int
-    /// The client said it will not reuse its window between messages.
+    /// Each client message stands alone (`client_no_context_takeover`): true for every
+    /// connection `negotiate` accepts, since the relay always asks it; false only in tests.
     var receiveNoContextTakeover: Bool
 }
 
