@@ -134,9 +134,9 @@ private func writeAll(_ fd: Int32, _ bytes: [UInt8]) throws {
     }
 }
 
-/// Reads what the socket has now (nil at end of stream).
-private func readSome(_ fd: Int32, into buffer: inout [UInt8]) throws -> Bool {
-    var chunk = [UInt8](repeating: 0, count: 65_536)
+/// Reads what the socket has now into `buffer` (false: nothing was there), through `chunk`, the
+/// socket's own read buffer (made once: this runs on every wake-up of the load loop).
+private func readSome(_ fd: Int32, into buffer: inout [UInt8], chunk: inout [UInt8]) throws -> Bool {
     var got = false
     while true {
         let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
@@ -152,6 +152,7 @@ private struct HTTPSocket {
     let fd: Int32
     let host: String
     var buffer: [UInt8] = []
+    private var chunk = [UInt8](repeating: 0, count: 65_536)
     var outstanding: (index: Int, scheduled: UInt64)?
 
     init(port: Int) throws {
@@ -168,7 +169,7 @@ private struct HTTPSocket {
 
     /// Complete responses: (create index, scheduled time, status, time the read returned).
     mutating func readAvailable() throws -> [(Int, UInt64, Int, UInt64)] {
-        _ = try readSome(fd, into: &buffer)
+        _ = try readSome(fd, into: &buffer, chunk: &chunk)
         let readAt = nowNs()
         var done: [(Int, UInt64, Int, UInt64)] = []
         while let headEnd = buffer.firstRange(of: [13, 10, 13, 10]) {
@@ -190,6 +191,7 @@ private struct HTTPSocket {
 private final class EventSocket {
     let fd: Int32
     private var buffer: [UInt8] = []
+    private var chunk = [UInt8](repeating: 0, count: 65_536)
     private var message: [UInt8] = []
     private var messageCompressed = false
     private var decompressor: ZlibDecompressor?
@@ -210,7 +212,7 @@ private final class EventSocket {
             guard nowNs() < deadline else { throw BenchError("no upgrade answer from B") }
             var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             _ = poll(&p, 1, 100)
-            _ = try readSome(fd, into: &buffer)
+            _ = try readSome(fd, into: &buffer, chunk: &chunk)
             headEnd = buffer.firstRange(of: [13, 10, 13, 10])
         }
         let head = String(decoding: buffer[..<headEnd!.lowerBound], as: UTF8.self)
@@ -235,7 +237,7 @@ private final class EventSocket {
     }
 
     func readAvailable() throws {
-        guard try readSome(fd, into: &buffer) else { return }
+        guard try readSome(fd, into: &buffer, chunk: &chunk) else { return }
         let readAt = nowNs()
         var offset = 0
         while buffer.count - offset >= 2 {

@@ -167,6 +167,34 @@ func e2eBoard(a: AgentProcess, b: AgentProcess) async throws -> (EntityID, [Enti
     return (board, columns)
 }
 
+/// CPU of the relay and both agents (from /proc) and of this process over one run of
+/// `runE2EProcessBench`, in % of one core.
+struct E2ECPU {
+    let pids: [Int32]
+    let start: [Double]
+    let window = CPUWindow(otherPIDs: [])
+
+    init(relay: Int32, a: AgentProcess, b: AgentProcess) {
+        pids = [relay, a.pid, b.pid]
+        start = pids.map { processCPUSeconds($0) ?? 0 }
+    }
+
+    /// "relay / A / B / bench".
+    func stop() -> String {
+        let bench = window.stop().bench
+        let seconds = Double(nowNs() - window.t0) / 1e9
+        let servers = zip(pids, start).map { pid, start in ((processCPUSeconds(pid) ?? start) - start) / seconds * 100 }
+        return (servers + [bench]).map { num($0) }.joined(separator: " / ")
+    }
+}
+
+/// A row of `runE2EProcessBench` (after the client column).
+func e2eRow(rate: Double, ok: Int, errors: Int, delivered: Int, e2e: [UInt64], http: [UInt64], sendLags: [UInt64], cpu: String) -> [String] {
+    let (s, h, lag) = (LatencySummary(e2e), LatencySummary(http), LatencySummary(sendLags))
+    return ["\(Int(rate))", "\(ok) / \(errors)", "\(delivered)", ms(s.p50), ms(s.p90), ms(s.p99), ms(s.max),
+            "\(ms(h.p50)) / \(ms(h.p99))", "\(ms(lag.p50)) / \(ms(lag.p99))", cpu]
+}
+
 /// One row of `runE2EProcessBench` with the NIO clients: B's event stream open, then creates on
 /// A at `rate` for `duration` s.
 func e2eProcesses(a: AgentProcess, b: AgentProcess, relayPID: Int32, rate: Double, duration: Double) async throws -> [String] {
@@ -175,41 +203,27 @@ func e2eProcesses(a: AgentProcess, b: AgentProcess, relayPID: Int32, rate: Doubl
     try await listeners.connect(count: 1, port: b.port, board: board, requireRemote: true)
     listeners.measureFrom.store(nowNs() + 1_000_000_000, ordering: .relaxed)
     note("e2e (processes) at \(rate) ops/s for \(duration)s")
-    let pids = [relayPID, a.pid, b.pid]
-    let cpu0 = pids.map { processCPUSeconds($0) ?? 0 }
-    let window = CPUWindow(otherPIDs: [])
+    let cpu = E2ECPU(relay: relayPID, a: a, b: b)
     let r = try await openLoopCreates(port: a.port, columns: columns, rate: rate, duration: duration, warmup: 1, connections: 16)
-    let c = window.stop()
-    let seconds = Double(nowNs() - window.t0) / 1e9
-    let cpus = zip(pids, cpu0).map { pid, start in ((processCPUSeconds(pid) ?? start) - start) / seconds * 100 }
+    let cpuUsed = cpu.stop()
     await listeners.flushWait(expected: r.ok, timeout: .seconds(30))
-    let s = LatencySummary(listeners.sink.all)
-    let h = LatencySummary(r.latencies)
-    let lag = LatencySummary(r.sendLags)
+    let row = e2eRow(rate: rate, ok: r.ok, errors: r.errors, delivered: listeners.received.load, e2e: listeners.sink.all,
+                     http: r.latencies, sendLags: r.sendLags, cpu: cpuUsed)
     listeners.close()
-    return ["\(Int(rate))", "\(r.ok) / \(r.errors)", "\(listeners.received.load)", ms(s.p50), ms(s.p90), ms(s.p99), ms(s.max),
-            "\(ms(h.p50)) / \(ms(h.p99))", "\(ms(lag.p50)) / \(ms(lag.p99))", (cpus + [c.bench]).map { num($0) }.joined(separator: " / ")]
+    return row
 }
 
 /// One row of `runE2EProcessBench` with `LeanE2E` as the load generator, on a thread of its own.
 func e2eProcessesLean(a: AgentProcess, b: AgentProcess, relayPID: Int32, rate: Double, duration: Double) async throws -> [String] {
     let (board, columns) = try await e2eBoard(a: a, b: b)
     note("e2e (processes, lean client) at \(rate) ops/s for \(duration)s")
-    let pids = [relayPID, a.pid, b.pid]
-    let cpu0 = pids.map { processCPUSeconds($0) ?? 0 }
-    let window = CPUWindow(otherPIDs: [])
+    let cpu = E2ECPU(relay: relayPID, a: a, b: b)
     let lean = LeanE2E(aPort: a.port, bPort: b.port, board: board, columns: columns)
     let r: LeanE2E.Result = try await withCheckedThrowingContinuation { continuation in
         Thread { continuation.resume(with: Result { try lean.run(rate: rate, duration: duration, warmup: 1, connections: 16) }) }.start()
     }
-    let c = window.stop()
-    let seconds = Double(nowNs() - window.t0) / 1e9
-    let cpus = zip(pids, cpu0).map { pid, start in ((processCPUSeconds(pid) ?? start) - start) / seconds * 100 }
-    let s = LatencySummary(r.e2e)
-    let h = LatencySummary(r.http)
-    let lag = LatencySummary(r.sendLags)
-    return ["\(Int(rate))", "\(r.ok) / \(r.errors)", "\(r.received)", ms(s.p50), ms(s.p90), ms(s.p99), ms(s.max),
-            "\(ms(h.p50)) / \(ms(h.p99))", "\(ms(lag.p50)) / \(ms(lag.p99))", (cpus + [c.bench]).map { num($0) }.joined(separator: " / ")]
+    return e2eRow(rate: rate, ok: r.ok, errors: r.errors, delivered: r.received, e2e: r.e2e, http: r.http,
+                  sendLags: r.sendLags, cpu: cpu.stop())
 }
 
 /// The string value of the first `"name":"..."` in a JSON text.
