@@ -194,6 +194,16 @@ def wait_until(page: Page, predicate_js: str, arg) -> float:
     return time.monotonic()
 
 
+def page_state_when(page: Page, expected: dict) -> dict:
+    """What `page` shows (PAGE_STATE_JS), once it equals `expected` or after WAIT_S."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        shown = page.evaluate(PAGE_STATE_JS)
+        if shown == expected or time.monotonic() >= deadline:
+            return shown
+        time.sleep(0.01)
+
+
 def launch(pw):
     return pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True, timeout=20000)
 
@@ -264,7 +274,9 @@ def two_pages_test(checks: Checks) -> None:
                     if not expect(doc):
                         problems.append(f"API document is not as expected: {json.dumps(expected)}")
                     for page_name, page in pages.items():
-                        shown = page.evaluate(PAGE_STATE_JS)
+                        # The page that acted gets the change from the same event stream as the
+                        # other one, a moment before or after it: give it the same WAIT_S.
+                        shown = page_state_when(page, expected)
                         if shown != expected:
                             problems.append(f"page {page_name} shows {json.dumps(shown)}, API says {json.dumps(expected)}")
                     checks.check(f"{name}: API state matches and both pages show it", not problems, "; ".join(problems))
