@@ -260,6 +260,8 @@ public enum SyncCloseCode {
     public static let normal: UInt16 = 1000
     public static let goingAway: UInt16 = 1001
     public static let protocolError: UInt16 = 1002
+    /// A text message that is not UTF-8, or a compressed one that does not inflate.
+    public static let invalidPayload: UInt16 = 1007
     public static let policyViolation: UInt16 = 1008
     public static let messageTooBig: UInt16 = 1009
     public static let internalError: UInt16 = 1011

@@ -46,6 +46,8 @@ public final class Relay: Sendable {
     public let configuration: RelayConfiguration
     /// Long-polling sessions of agents whose WebSocket upgrade is blocked.
     public let polls = PollSessions()
+    /// WebSocket connections not yet finished.
+    let sessions = OpenSessions()
 
     let logger: Logger
 
@@ -149,57 +151,18 @@ public func buildRelayApplication(
                  body: .init(byteBuffer: ByteBuffer(string: await relay.metricsText())))
     }
 
-    let wsRouter = Router(context: RelayWebSocketContext.self)
-    let session = RelaySession(hub: relay.hub, configuration: configuration, logger: logger, traffic: relay.traffic)
-    // permessage-deflate, window 2^12 both ways, done by the relay (RelayDeflate.swift): the hub
-    // compresses a broadcast once for all the subscribers that share a deflate stream.
-    let deflate = relay.hub.deflateSettings
-    wsRouter.ws("sync") { request, _ in
-        guard case .success = relay.tokens.verify(authorization: request.headers[.authorization]) else { return .dontUpgrade }
-        return .upgrade([:])
-    } onUpgrade: { inbound, outbound, context in
-        try await session.serve(headers: context.request.headers, channel: context.requestContext.channel,
-                                tokens: relay.tokens, deflate: deflate, inbound: inbound, outbound: outbound)
-    }
-
-    let wsResponder = wsRouter.buildResponder()
-    let channelConfiguration: HTTP1WebSocketUpgradeChannel.Configuration = .init(
-        http1: .init(idleTimeout: .seconds(60)),
-        ws: .init(
-            maxFrameSize: configuration.maxMessageBytes,
-            extensions: [deflate.factory],
-            // One `RelayHeartbeat` for all connections instead of a ping task in each.
-            autoPing: .disabled
-        )
-    )
     return Application(
         router: router,
-        server: HTTPServerBuilder { responder in
-            UpgradeAuthChannel(
-                inner: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: wsResponder, configuration: channelConfiguration),
-                tokens: relay.tokens)
-        },
+        // `/sync` upgrades are served by NIO handlers (RelayChildChannel), the rest by the router.
+        server: HTTPServerBuilder { responder in RelayChildChannel(responder: responder, relay: relay, logger: logger) },
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "kanban-relay"),
-        services: [PollSessionReaper(polling: polling),
+        services: [RelaySessionsShutdown(sessions: relay.sessions),
+                   PollSessionReaper(polling: polling),
                    RelayHeartbeat(hub: relay.hub, period: .seconds(configuration.heartbeatSeconds)),
                    RelayMemoryTrim(traffic: relay.traffic, logger: logger)] + (relay.storage.cluster.map { [RelayClusterService(relay: relay, cluster: $0)] } ?? []),
         onServerRunning: { channel in await onListening(channel.localAddress?.port ?? configuration.port) },
         logger: logger
     )
-}
-
-/// The WebSocket router's request context: the basic one plus the connection's channel, which
-/// the heartbeat watches.
-struct RelayWebSocketContext: RequestContext, WebSocketRequestContext {
-    var coreContext: CoreRequestContextStorage
-    let webSocket: WebSocketHandlerReference<Self>
-    let channel: any Channel
-
-    init(source: ApplicationRequestContextSource) {
-        coreContext = .init(source: source)
-        webSocket = .init()
-        channel = source.channel
-    }
 }
 
 func relayJSON(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {

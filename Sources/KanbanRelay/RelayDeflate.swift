@@ -38,8 +38,6 @@ struct RelayDeflate: Sendable {
     var maxWindow = 12
     var memoryLevel = 3
     var compressionLevel = -1
-    /// Largest decompressed frame accepted (larger: close 1009).
-    var maxDecompressedFrameSize: Int
     /// Messages shorter than this go out uncompressed.
     var minSizeToCompress = 64
 
@@ -82,83 +80,6 @@ struct RelayDeflate: Sendable {
         return (DeflateParameters(sendWindow: send, sendNoContextTakeover: sendNoContext,
                                   receiveWindow: receive, receiveNoContextTakeover: receiveNoContext), response)
     }
-
-    var factory: WebSocketExtensionFactory { .init { RelayDeflateBuilder(settings: self) } }
-}
-
-/// Negotiates permessage-deflate for the server side of a connection.
-struct RelayDeflateBuilder: WebSocketExtensionBuilder {
-    static let name = "permessage-deflate"
-    let settings: RelayDeflate
-
-    func clientRequestHeader() -> String { "permessage-deflate" }
-
-    func serverReponseHeader(to request: WebSocketExtensionHTTPParameters) -> String? {
-        settings.negotiate(request)?.response
-    }
-
-    func serverExtension(from request: WebSocketExtensionHTTPParameters) throws -> (any WebSocketExtension)? {
-        guard let (parameters, _) = settings.negotiate(request) else { return nil }
-        return RelayDeflateExtension(parameters: parameters, maxDecompressedFrameSize: settings.maxDecompressedFrameSize)
-    }
-
-    func clientExtension(from response: WebSocketExtensionHTTPParameters) throws -> (any WebSocketExtension)? { nil }
-}
-
-/// One connection's permessage-deflate in the WebSocket handler: inflates what the client sends
-/// (the inflater is made at the first compressed frame, and freed after each message when the
-/// client said it does not reuse its window); frames to send are already compressed (RSV1 set) or
-/// meant to go uncompressed, so they pass through.
-final class RelayDeflateExtension: WebSocketExtension {
-    let name = "permessage-deflate"
-    let parameters: DeflateParameters
-    let maxDecompressedFrameSize: Int
-
-    private struct Receive {
-        var inflater: Inflater?
-        /// Inside a message: whether it is compressed.
-        var compressedMessage: Bool?
-    }
-    private let receive = Mutex(Receive())
-
-    init(parameters: DeflateParameters, maxDecompressedFrameSize: Int) {
-        self.parameters = parameters
-        self.maxDecompressedFrameSize = maxDecompressedFrameSize
-    }
-
-    var reservedBits: WebSocketFrame.ReservedBits { .rsv1 }
-
-    func shutdown() async {
-        receive.withLock { $0.inflater = nil }
-    }
-
-    func processReceivedFrame(_ frame: WebSocketFrame, context: WebSocketExtensionContext) async throws -> WebSocketFrame {
-        try receive.withLock { state in
-            let compressed: Bool
-            if let current = state.compressedMessage {
-                // RSV1 is set on the first frame of a message only.
-                // (NIOWebSocketError.fragmentedControlFrame is what closes with 1002, protocol error.)
-                guard !frame.rsv1 else { throw NIOWebSocketError.fragmentedControlFrame }
-                compressed = current
-            } else {
-                compressed = frame.rsv1
-            }
-            state.compressedMessage = frame.fin ? nil : compressed
-            guard compressed else { return frame }
-            var data = frame.unmaskedData
-            if frame.fin { data.writeBytes([0, 0, 0xff, 0xff]) }
-            if state.inflater == nil { state.inflater = try Inflater(windowBits: parameters.receiveWindow) }
-            let (out, ended) = try state.inflater!.inflate(&data, limit: maxDecompressedFrameSize)
-            if ended || (frame.fin && parameters.receiveNoContextTakeover) { state.inflater = nil }
-            var inflated = frame
-            inflated.rsv1 = false
-            inflated.maskKey = nil
-            inflated.data = out
-            return inflated
-        }
-    }
-
-    func processFrameToSend(_ frame: WebSocketFrame, context: WebSocketExtensionContext) async throws -> WebSocketFrame { frame }
 }
 
 enum ZlibError: Error { case failed(Int32) }

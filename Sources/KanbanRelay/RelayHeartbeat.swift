@@ -5,8 +5,8 @@ import ServiceLifecycle
 import Synchronization
 
 /// Notes that a WebSocket peer sent something (any bytes: a message, a pong, a ping), for the
-/// relay's heartbeat. It sits first in the connection's pipeline, so it sees the pongs that the
-/// WebSocket library answers and swallows.
+/// relay's heartbeat. It sits first in the connection's pipeline, so it sees every byte, the
+/// pongs that `RelayFrameHandler` swallows included.
 ///
 /// One `RelayHeartbeat` service pings every connection each period instead of a ping task per
 /// connection: a task keeps the memory of its deepest call for as long as it lives, and a relay

@@ -82,7 +82,7 @@ public actor RelayHub {
         self.configuration = configuration
         self.logger = logger
         self.traffic = traffic
-        deflateSettings = RelayDeflate(maxDecompressedFrameSize: configuration.maxMessageBytes)
+        deflateSettings = RelayDeflate()
         compressor = RelayCompressor(settings: deflateSettings)
     }
 
@@ -368,7 +368,7 @@ public actor RelayHub {
     }
 
     /// Commits the pushes waiting for a board, a batch per transaction, until none is left.
-    /// (A connection may have several pushes waiting: its session bounds them, `RelaySession`.)
+    /// (A connection may have several pushes waiting: its session bounds them, `RelayConnection`.)
     private func commitPending(_ board: EntityID) async {
         while let queue = pending.removeValue(forKey: board), !queue.isEmpty {
             // One team per transaction (another team's push is refused per operation), and a

@@ -44,7 +44,7 @@ struct RelayDeflateTests {
     }
 
     @Test func aBroadcastIsCompressedOnceForSubscribersThatJoinedAtDifferentTimesAndDecodesForEach() throws {
-        let compressor = RelayCompressor(settings: RelayDeflate(maxDecompressedFrameSize: 1 << 20))
+        let compressor = RelayCompressor(settings: RelayDeflate())
         var waste = 0
         let early = try Client(), late = try Client(), writer = try Client(), strict = try Client(noContextTakeover: true)
         var expected: [ObjectIdentifier: [String]] = [:]
@@ -95,7 +95,7 @@ struct RelayDeflateTests {
     }
 
     @Test func aConnectionLeavingItsGroupGoesOnFromACopyAndTheOthersAreUndisturbed() throws {
-        let compressor = RelayCompressor(settings: RelayDeflate(maxDecompressedFrameSize: 1 << 20))
+        let compressor = RelayCompressor(settings: RelayDeflate())
         var waste = 0
         let a = try Client(), b = try Client(), c = try Client()
         for i in 0..<5 {
@@ -130,7 +130,7 @@ struct RelayDeflateTests {
     }
 
     @Test func negotiationFollowsRFC7692() {
-        let deflate = RelayDeflate(maxDecompressedFrameSize: 1 << 20)
+        let deflate = RelayDeflate()
         /// One header field per offer.
         func offer(_ values: String...) -> (DeflateParameters, response: String)? {
             var headers = HTTPFields()

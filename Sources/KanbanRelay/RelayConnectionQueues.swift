@@ -8,87 +8,6 @@ import NIOCore
 import NIOWebSocket
 import Synchronization
 
-/// One agent's WebSocket on the relay: reads its messages in order and hands them to the hub;
-/// what the hub sends goes through the connection's bounded `OutboundPump`.
-struct RelaySession {
-    let hub: RelayHub
-    let configuration: RelayConfiguration
-    let logger: Logger
-    let traffic: RelayTraffic
-
-    /// Serves an upgraded connection (the upgrade checked the token already; checked again here
-    /// because the handler gets only the request). Kept out of the route's closure so that the
-    /// closure's frame, which lives as long as the connection, stays small.
-    @inline(never)
-    func serve(headers: HTTPFields, channel: any Channel, tokens: TokenAuthority, deflate: RelayDeflate,
-               inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
-        guard case .success(let token) = tokens.verify(authorization: headers[.authorization]) else { return }
-        let activity = InboundActivity(channel: channel)
-        try await channel.pipeline.addHandler(activity, position: .first).get()
-        try await run(token: token, deflate: deflate.negotiate(headers)?.0, channel: channel, activity: activity,
-                      inbound: inbound, outbound: outbound)
-    }
-
-    /// `deflate`: what permessage-deflate negotiated (nil: none); the hub compresses what it
-    /// queues accordingly, and the writer sends the frames as they are.
-    func run(token: RelayToken, deflate: DeflateParameters?, channel: any Channel, activity: InboundActivity,
-             inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
-        guard traffic.connections.acquire(token, limit: configuration.maxConnectionsPerToken) else {
-            logger.notice("connection refused: too many for this token", metadata: ["team": "\(token.team)"])
-            let message = SyncMessage.error(.init(code: "too_many_connections",
-                message: "this token already has \(configuration.maxConnectionsPerToken) open connections", fatal: true))
-            try await outbound.write(.text(message.text))
-            try await outbound.close(WebSocketErrorCode(codeNumber: Int(SyncCloseCode.tooManyConnections)),
-                                     reason: "connection limit per token reached")
-            return
-        }
-        defer { traffic.connections.release(token) }
-        let closing = CloseRequest()
-        let traffic = traffic
-        let pump = OutboundPump(channel: channel, maxMessages: configuration.maxQueuedMessages, maxBytes: configuration.maxQueuedBytes,
-                                sent: { traffic.sent(bytes: $0) }) {
-            if let (code, reason) = closing.value.withLock({ $0 }) {
-                try? await outbound.close(WebSocketErrorCode(codeNumber: Int(code)), reason: reason)
-            }
-        }
-        let close = closing.closer(finishing: pump)
-        let id = await hub.register(token: token, deflate: deflate.map(ConnectionDeflate.init),
-                                    send: { item, live in pump.enqueue(item, boundedByBytes: live) }, close: close,
-                                    activity: activity)
-        defer { Task { [hub] in await hub.unregister(id) } }
-
-        // The reader runs in this task. Pushes are handed to the hub without waiting for their
-        // commit (so one group commit can hold several of a connection's pushes), at most
-        // `maxPipelinedPushes`.
-        let pushes = PushWindow(limit: Self.maxPipelinedPushes)
-        var failure: (any Error)?
-        do { try await read(id, inbound: inbound, close: close, pushes: pushes) } catch { failure = error }
-        // Acks of pushes still being committed go out before the connection ends.
-        await pushes.drain()
-        pump.finish()
-        await pump.ended()
-        if let failure { throw failure }
-    }
-
-    /// Reads the connection's messages in order and hands them to the hub.
-    private func read(_ id: Int, inbound: WebSocketInboundStream, close: @escaping @Sendable (UInt16, String) -> Void,
-                      pushes: PushWindow) async throws {
-        var reader = RelayInbound(id: id, hub: hub, configuration: configuration, logger: logger, traffic: traffic,
-                                  close: close, pushes: pushes)
-        for try await message in inbound.messages(maxSize: configuration.maxMessageBytes) {
-            guard case .text(let text) = message else {
-                if case .binary(let bytes) = message { traffic.received(bytes: bytes.readableBytes) }
-                await reader.rejectBinary()
-                return
-            }
-            guard try await reader.handle(text: text) else { return }
-        }
-    }
-
-    /// Pushes one connection may have handed to the hub and not yet seen committed.
-    static let maxPipelinedPushes = 32
-}
-
 /// The close a connection should end with, set by whoever decides to close it first.
 final class CloseRequest: Sendable {
     let value = Mutex<(UInt16, String)?>(nil)
@@ -177,10 +96,9 @@ extension OutboundQueue: FinishableQueue {}
 /// Nothing waits on an idle connection (thousands of them are the common case for a relay): a
 /// message that arrives at an empty queue schedules one drain on the channel's event loop, which
 /// writes every frame queued by then and flushes once, so a run of frames goes out in one
-/// `writev`. The frames go down the same pipeline as swift-websocket's writer (to its frame
-/// encoder) without its per-frame hops between tasks, which were most of a broadcast's cost; the
-/// relay's permessage-deflate extension passes outgoing frames through unchanged (the hub
-/// compressed them). A message counts against the bounds until NIO reports it written to the
+/// `writev`. The frames go straight to NIO's frame encoder, with no hop between tasks per
+/// frame (such hops were most of a broadcast's cost when the writer was swift-websocket's); the
+/// hub compressed them already. A message counts against the bounds until NIO reports it written to the
 /// socket, so a client that stops reading fills them and is dropped as too slow.
 final class OutboundPump: FinishableQueue {
     private struct State {

@@ -1,0 +1,156 @@
+import Foundation
+import HTTPTypes
+import KanbanAgent
+import KanbanModel
+import KanbanProtocol
+@testable import KanbanRelay
+import KanbanStore
+import NIOCore
+import NIOWebSocket
+import Synchronization
+import Testing
+import WSClient
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The relay's own WebSocket layer (`RelayChildChannel`, `RelayFrameHandler`): RFC 6455 rules
+/// for frames, the close handshake both ways, pings, refused upgrades, and a shutdown that
+/// closes every connection with 1001.
+@Suite(.serialized, .timeLimit(.minutes(2)))
+struct RelayWebSocketTests {
+    /// Says hello, sends `frames` as they are, reads until the relay closes; the close code.
+    func closeCode(_ cluster: SyncCluster, sending frames: [WebSocketFrame]) async throws -> UInt16? {
+        var headers = HTTPFields()
+        headers[.authorization] = "Bearer \(cluster.token)"
+        let close = try await WebSocketClient.connect(
+            url: cluster.relayURL, configuration: .init(maxFrameSize: 1 << 22, additionalHeaders: headers), logger: quietLogger("frames")
+        ) { inbound, outbound, _ in
+            try await outbound.write(.text(SyncMessage.hello(.init(replica: ReplicaID("framer")!, cursors: [:])).text))
+            for frame in frames { try await outbound.write(.custom(frame)) }
+            for try await _ in inbound.messages(maxSize: 1 << 22) {}
+        }
+        return close.map { UInt16(webSocketErrorCode: $0.closeCode) }
+    }
+
+    @Test func framesThatBreakRFC6455GetTheirCloseCodes() async throws {
+        let cluster = try await SyncCluster(agents: 1)
+        defer { Task { await cluster.shutdown() } }
+        let ping = #"{"type":"ping","t":1}"#
+        let cases: [(String, [WebSocketFrame], UInt16)] = [
+            ("a text message that is not UTF-8",
+             [WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(bytes: [0x7B, 0xFF, 0xFE, 0x7D]))], SyncCloseCode.invalidPayload),
+            ("a continuation frame with nothing to continue",
+             [WebSocketFrame(fin: true, opcode: .continuation, data: ByteBuffer(string: ping))], SyncCloseCode.protocolError),
+            ("a new message inside a fragmented one",
+             [WebSocketFrame(fin: false, opcode: .text, data: ByteBuffer(string: "{")),
+              WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: ping))], SyncCloseCode.protocolError),
+            ("reserved bit 2", [WebSocketFrame(fin: true, rsv2: true, opcode: .text, data: ByteBuffer(string: ping))],
+             SyncCloseCode.protocolError),
+            ("RSV1 without permessage-deflate negotiated",
+             [WebSocketFrame(fin: true, rsv1: true, opcode: .text, data: ByteBuffer(string: ping))], SyncCloseCode.protocolError),
+            ("reserved opcode 3", [WebSocketFrame(fin: true, opcode: WebSocketOpcode(encodedWebSocketOpcode: 3)!, data: ByteBuffer())],
+             SyncCloseCode.protocolError),
+            ("fragments joined past 1 MiB",
+             (0..<5).map { i in WebSocketFrame(fin: i == 4, opcode: i == 0 ? .text : .continuation,
+                                               data: ByteBuffer(repeating: UInt8(ascii: "x"), count: 300_000)) },
+             SyncCloseCode.messageTooBig),
+        ]
+        for (name, frames, expected) in cases {
+            let code = try await closeCode(cluster, sending: frames)
+            #expect(code == expected, "\(name): closed with \(String(describing: code))")
+        }
+        // The relay still serves an agent, and every connection above has left the hub.
+        try await cluster.connect(0)
+        let a = cluster.agents[0]
+        _ = try await a.createBoard(title: "Still served")
+        try await eventually("the agent syncs") { try a.store.outboxCount() == 0 }
+        let relay = try #require(cluster.relayRef.withLock { $0 })
+        try await eventually("only the agent's connection is left") { await relay.hub.stats.connections == 1 && relay.sessions.count == 1 }
+    }
+
+    @Test func aPingIsAnsweredWithItsPayloadAndAPeersCloseWithItsCode() async throws {
+        let cluster = try await SyncCluster(agents: 0)
+        defer { Task { await cluster.shutdown() } }
+        let client = try SlowSubscriberTests.StalledClient(port: cluster.relayPort.withLock { $0 }, token: cluster.token,
+                                                           replica: "pinger", receiveBuffer: nil)
+        // Masked (zero key) ping with "abc", then a close with 4321 (0x10E1) and reason "bye".
+        try client.write([0x89, 0x83, 0, 0, 0, 0] + Array("abc".utf8))
+        try client.write([0x88, 0x85, 0, 0, 0, 0, 0x10, 0xE1] + Array("bye".utf8))
+        let received = await Self.readUntilClosed(client.fd, timeout: .seconds(10))
+        #expect(received.closed, "the relay did not close the TCP connection after the close handshake")
+        let bytes = received.bytes
+        let pong: [UInt8] = [0x8A, 0x03] + Array("abc".utf8)
+        #expect(bytes.indices.contains { bytes[$0...].starts(with: pong) }, "no pong with the ping's payload in \(bytes.count) bytes")
+        // The answer carries the peer's code (and nothing after it: it is the last frame).
+        #expect(bytes.suffix(4).elementsEqual([0x88, 0x02, 0x10, 0xE1]), "last bytes \(Array(bytes.suffix(8)))")
+        let relay = try #require(cluster.relayRef.withLock { $0 })
+        try await eventually("the connection left the hub") { await relay.hub.stats.connections == 0 && relay.sessions.count == 0 }
+    }
+
+    @Test func anUpgradeAnywhereButSyncIsRefusedWithAReason() async throws {
+        let cluster = try await SyncCluster(agents: 0)
+        defer { Task { await cluster.shutdown() } }
+        let fd = try connectLoopback(port: cluster.relayPort.withLock { $0 })
+        defer { close(fd) }
+        let request = "GET /elsewhere HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer \(cluster.token)\r\n\r\n"
+        _ = Array(request.utf8).withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        let received = await Self.readUntilClosed(fd, timeout: .seconds(10))
+        let text = String(decoding: received.bytes, as: UTF8.self)
+        #expect(text.hasPrefix("HTTP/1.1 400"), "\(text.prefix(200))")
+        #expect(text.contains(#""code":"upgrade_refused""#) && text.contains("/elsewhere is not a WebSocket endpoint"), "\(text)")
+        #expect(received.closed)
+    }
+
+    @Test func aShutdownClosesEveryWebSocketWith1001AndWaitsForThem() async throws {
+        let cluster = try await SyncCluster(agents: 0)
+        defer { Task { await cluster.shutdown() } }
+        let headers: HTTPFields = [.authorization: "Bearer \(cluster.token)"]
+        final class Welcomed: Sendable { let count = Mutex(0) }
+        let welcomed = Welcomed()
+        let sessions = (0..<3).map { i in
+            Task {
+                try await WebSocketClient.connect(url: cluster.relayURL, configuration: .init(additionalHeaders: headers),
+                                                  logger: quietLogger("closing")) { inbound, outbound, _ in
+                    try await outbound.write(.text(SyncMessage.hello(.init(replica: ReplicaID("closing\(i)")!, cursors: [:])).text))
+                    for try await message in inbound.messages(maxSize: 1 << 20) {
+                        if case .text(let text) = message, text.contains(#""type":"welcome""#) { welcomed.count.withLock { $0 += 1 } }
+                    }
+                }
+            }
+        }
+        try await eventually("all three are welcomed") { welcomed.count.withLock { $0 } == 3 }
+        let relay = try #require(cluster.relayRef.withLock { $0 })
+        #expect(relay.sessions.count == 3)
+        let start = ContinuousClock.now
+        await cluster.stopRelay()
+        let took = ContinuousClock.now - start
+        // Stopped after the close handshakes, not after the 5 s limit for peers that never answer.
+        #expect(relay.sessions.count == 0, "the server stopped with \(relay.sessions.count) WebSockets still open")
+        #expect(took < .seconds(4), "the shutdown took \(took)")
+        for session in sessions {
+            let close = try await session.value
+            #expect(close.map { UInt16(webSocketErrorCode: $0.closeCode) } == SyncCloseCode.goingAway, "\(String(describing: close))")
+        }
+    }
+
+    /// Reads until the peer closes the connection or `timeout`, on a thread of its own (not the
+    /// pool the relay under test runs on).
+    static func readUntilClosed(_ fd: Int32, timeout: Duration) async -> (bytes: [UInt8], closed: Bool) {
+        await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                var timeoutValue = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: 0)
+                setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeoutValue, socklen_t(MemoryLayout<timeval>.size))
+                var bytes: [UInt8] = []
+                var buffer = [UInt8](repeating: 0, count: 65536)
+                while true {
+                    let n = read(fd, &buffer, buffer.count)
+                    if n <= 0 { return continuation.resume(returning: (bytes, n == 0)) }
+                    bytes += buffer[0..<n]
+                }
+            }
+        }
+    }
+}
