@@ -132,15 +132,19 @@ final class RelayConnection: Sendable {
     /// Queues a message read from the connection (on its event loop); true when reading should
     /// pause until the queue shrinks.
     func deliver(_ item: Inbound) -> Bool {
-        let (start, pause) = state.withLock { state -> (Bool, Bool) in
-            guard !state.done, !state.ended else { return (false, false) }
+        let (start, pause, newlyPaused) = state.withLock { state -> (Bool, Bool, Bool) in
+            guard !state.done, !state.ended else { return (false, false, false) }
             if case .end = item { state.ended = true }
             state.queue.append(item)
-            if state.queue.count >= Self.pauseReadingAt { state.paused = true }
             defer { state.running = true }
-            return (!state.running, state.paused)
+            guard state.queue.count >= Self.pauseReadingAt else { return (!state.running, false, false) }
+            defer { state.paused = true }
+            // Paused again even when already paused: a resume the drain sent just before may
+            // still be on its way to the event loop.
+            return (!state.running, true, !state.paused)
         }
         if start { Task { await self.drain() } }
+        if newlyPaused { relay.traffic.readPaused() }
         return pause
     }
 

@@ -11,6 +11,8 @@ public final class RelayTraffic: Sendable {
     let messagesReceived: Prometheus.Counter
     /// Connections closed because their outbound queue was full (close code 4008).
     let slowCloses: Prometheus.Counter
+    /// Times a connection's reading paused because enough of its messages waited to be handled.
+    let readPauses: Prometheus.Counter
     /// Open connections per token (for the per-token limit).
     let connections = ConnectionCounter()
 
@@ -23,12 +25,16 @@ public final class RelayTraffic: Sendable {
         messagesSent = registry.makeCounter(descriptor: .kanban("kanban_relay_messages_sent_total", "WebSocket messages sent to agents."))
         messagesReceived = registry.makeCounter(descriptor: .kanban("kanban_relay_messages_received_total", "WebSocket messages received from agents."))
         slowCloses = registry.makeCounter(descriptor: .kanban("kanban_relay_slow_closes_total", "Connections closed for falling too far behind (their outbound queue was full)."))
+        readPauses = registry.makeCounter(descriptor: .kanban("kanban_relay_read_pauses_total",
+            "Times the relay stopped reading a connection because \(RelayConnection.pauseReadingAt) of its messages waited to be handled (a sender over its rate, or a slow store); TCP then slows the sender."))
     }
 
     func sent(bytes: Int) {
         messagesSent.increment()
         bytesSent.increment(by: Int64(bytes))
     }
+
+    func readPaused() { readPauses.increment() }
 
     func received(bytes: Int) {
         messagesReceived.increment()

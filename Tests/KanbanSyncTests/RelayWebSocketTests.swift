@@ -136,6 +136,55 @@ struct RelayWebSocketTests {
         }
     }
 
+    /// A sender over its push rate fills its connection's queue: the relay stops reading it
+    /// (counted), reads on as the queue drains, and acknowledges every push, in order.
+    @Test func readingPausesWhileMessagesWaitAndResumes() async throws {
+        var configuration = RelayConfiguration()
+        configuration.maxOperationsPerSecond = 40
+        let cluster = try await SyncCluster(agents: 1, relayConfiguration: configuration)
+        defer { Task { await cluster.shutdown() } }
+        // Agent A stays offline: its outbox supplies valid operations to push by hand.
+        let a = cluster.agents[0]
+        let board = try await a.createBoard(title: "Paced").id
+        guard case .column(let column) = try await a.createColumn(board: board, title: "C", after: nil) else {
+            throw TestError("no column")
+        }
+        for i in 0..<118 { _ = try await a.createTask(column: column.id, title: "T\(i)", description: nil, after: nil) }
+        let ops = try a.store.outbox(limit: 1_000)
+        #expect(ops.count == 120)
+
+        final class Acked: Sendable { let ids = Mutex<[String]>([]) }
+        let acked = Acked()
+        let headers: HTTPFields = [.authorization: "Bearer \(cluster.token)"]
+        let replica = a.store.replicaID
+        let start = ContinuousClock.now
+        _ = try await WebSocketClient.connect(url: cluster.relayURL, configuration: .init(additionalHeaders: headers),
+                                              logger: quietLogger("pusher")) { inbound, outbound, _ in
+            try await outbound.write(.text(SyncMessage.hello(.init(replica: replica, cursors: [:])).text))
+            // All at once, one operation per push: far more than the relay handles at 40/s.
+            for op in ops { try await outbound.write(.text(SyncMessage.push(.init(ops: [op])).text)) }
+            for try await message in inbound.messages(maxSize: 1 << 20) {
+                guard case .text(let text) = message, case .ack(let ack) = try SyncMessage.decode(Data(text.utf8)) else { continue }
+                let count = acked.ids.withLock { ids in
+                    ids += ack.acks.map { $0.op.description }
+                    return ids.count
+                }
+                if count >= ops.count { break }
+            }
+            try await outbound.close(.normalClosure, reason: nil)
+        }
+        let elapsed = ContinuousClock.now - start
+        #expect(acked.ids.withLock { $0 } == ops.map { $0.id.description }, "every push acknowledged once, in order")
+        // 40 at once (one second of burst), the other 80 at 40/s.
+        #expect(elapsed >= .milliseconds(1_500), "120 pushes at 40/s took only \(elapsed)")
+        let relay = try #require(cluster.relayRef.withLock { $0 })
+        let metrics = await relay.metricsText()
+        let pauses = metrics.split(separator: "\n").first { $0.hasPrefix("kanban_relay_read_pauses_total ") }
+            .flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
+        #expect(pauses >= 1, "reading never paused: \(metrics.split(separator: "\n").filter { $0.contains("read_pauses") })")
+        #expect(try await relay.storage.operationCount() == 120)
+    }
+
     /// Reads until the peer closes the connection or `timeout`, on a thread of its own (not the
     /// pool the relay under test runs on).
     static func readUntilClosed(_ fd: Int32, timeout: Duration) async -> (bytes: [UInt8], closed: Bool) {
