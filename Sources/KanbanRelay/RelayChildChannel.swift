@@ -37,8 +37,6 @@ struct RelayChildChannel: ServerChildChannel, HTTPChannelHandler {
     let responder: HTTPChannelHandler.Responder
     let relay: Relay
     let logger: Logger
-    /// Closes HTTP connections that stay idle this long (not WebSockets: the heartbeat watches those).
-    var idleTimeout: Duration = .seconds(60)
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
@@ -63,7 +61,7 @@ struct RelayChildChannel: ServerChildChannel, HTTPChannelHandler {
                     }
                 }
             )
-            let idleTimeout = self.idleTimeout
+            let idleTimeout = Duration.seconds(relay.configuration.httpIdleSeconds)
             let upgrades = NIOTypedHTTPServerUpgradeConfiguration<Upgrade>(upgraders: [upgrader]) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
@@ -85,6 +83,14 @@ struct RelayChildChannel: ServerChildChannel, HTTPChannelHandler {
             let upgrade = try pipeline.configureUpgradableHTTPServerPipeline(configuration: configuration)
             let decoder = try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
             try pipeline.addHandler(TokenGate(tokens: relay.tokens), position: .after(decoder))
+            // Until its first request head has arrived a connection has no idle timer of its own
+            // (HTTPConnectionStateHandler comes with the first request): one that never finishes
+            // it is closed after the same idle time.
+            let channel = channel
+            let unfinished = channel.eventLoop.scheduleTask(in: .seconds(Int64(relay.configuration.httpIdleSeconds))) {
+                channel.close(promise: nil)
+            }
+            upgrade.whenComplete { _ in unfinished.cancel() }
             return Value(upgrade: upgrade, channel: channel)
         }
     }

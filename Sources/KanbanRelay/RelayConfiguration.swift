@@ -29,6 +29,9 @@ public struct RelayConfiguration: Sendable {
     public var pollWaitSeconds: Int = 25
     /// A long-polling session with no request for this long is ended (its agent is gone).
     public var pollSessionTimeoutSeconds: Int = 60
+    /// An HTTP connection idle this long is closed, one that has not finished its first request
+    /// included (WebSockets are watched by the heartbeat instead).
+    public var httpIdleSeconds: Int = 60
 
     public init(host: String = "127.0.0.1", port: Int = RelayConfiguration.defaultPort, relayName: String = "relay",
                 heartbeatSeconds: Int = 15, maxMessageBytes: Int = 1 << 20, maxQueuedMessages: Int = 2_048) {

@@ -104,6 +104,24 @@ struct RelayWebSocketTests {
         #expect(received.closed)
     }
 
+    /// A connection that sends half a request line and stops is closed after the HTTP idle time
+    /// (before its first request head there is no per-request timer to do it).
+    @Test func aRequestThatNeverFinishesIsClosedAfterTheIdleTime() async throws {
+        var configuration = RelayConfiguration()
+        configuration.httpIdleSeconds = 1
+        let cluster = try await SyncCluster(agents: 0, relayConfiguration: configuration)
+        defer { Task { await cluster.shutdown() } }
+        let fd = try connectLoopback(port: cluster.relayPort.withLock { $0 })
+        defer { close(fd) }
+        let partial = Array("GET /sync HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgr".utf8)
+        _ = partial.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        let start = ContinuousClock.now
+        let received = await Self.readUntilClosed(fd, timeout: .seconds(10))
+        let waited = ContinuousClock.now - start
+        #expect(received.closed, "still open after \(waited)")
+        #expect(waited >= .milliseconds(900) && waited < .seconds(5), "closed after \(waited); the idle time is 1 s")
+    }
+
     @Test func aShutdownClosesEveryWebSocketWith1001AndWaitsForThem() async throws {
         let cluster = try await SyncCluster(agents: 0)
         defer { Task { await cluster.shutdown() } }
