@@ -42,11 +42,7 @@ struct RelayLimitsTests {
         let cluster = try await SyncCluster(agents: 1, relayConfiguration: configuration)
         defer { Task { await cluster.shutdown() } }
         let a = cluster.agents[0]
-        let board = try await a.createBoard(title: "Rate").id
-        guard case .column(let column) = try await a.createColumn(board: board, title: "C", after: nil) else {
-            throw TestError("no column")
-        }
-        for i in 0..<598 { _ = try await a.createTask(column: column.id, title: "T\(i)", description: nil, after: nil) }
+        _ = try await a.boardWithTasks(598, title: "Rate")
         #expect(try a.store.outboxCount() == 600)
 
         let start = ContinuousClock.now

@@ -163,11 +163,7 @@ struct RelayWebSocketTests {
         defer { Task { await cluster.shutdown() } }
         // Agent A stays offline: its outbox supplies valid operations to push by hand.
         let a = cluster.agents[0]
-        let board = try await a.createBoard(title: "Paced").id
-        guard case .column(let column) = try await a.createColumn(board: board, title: "C", after: nil) else {
-            throw TestError("no column")
-        }
-        for i in 0..<118 { _ = try await a.createTask(column: column.id, title: "T\(i)", description: nil, after: nil) }
+        _ = try await a.boardWithTasks(118, title: "Paced")
         let ops = try a.store.outbox(limit: 1_000)
         #expect(ops.count == 120)
 

@@ -161,3 +161,16 @@ final class SyncCluster: Sendable {
         }
     }
 }
+
+extension Agent {
+    /// Creates a board with one column holding `tasks` tasks: `tasks + 2` operations in the outbox
+    /// (all of them, while the agent is not connected).
+    func boardWithTasks(_ tasks: Int, title: String) async throws -> EntityID {
+        let board = try await createBoard(title: title).id
+        guard case .column(let column) = try await createColumn(board: board, title: "C", after: nil) else {
+            throw TestError("no column")
+        }
+        for i in 0..<tasks { _ = try await createTask(column: column.id, title: "T\(i)", description: nil, after: nil) }
+        return board
+    }
+}
