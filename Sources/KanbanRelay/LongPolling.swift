@@ -143,7 +143,7 @@ struct LongPolling {
         let close = closing.closer(finishing: queue)
         // No permessage-deflate here: the hub queues each message as plain JSON text.
         let connection = await relay.hub.register(token: token, deflate: nil,
-                                                  send: { item, live in queue.enqueue(item, boundedByBytes: live) }, close: close)
+                                                  send: closing.sender { item, live in queue.enqueue(item, boundedByBytes: live) }, close: close)
         var bytes = [UInt8](repeating: 0, count: 16)
         for index in bytes.indices { bytes[index] = UInt8.random(in: 0...255) }
         let id = bytes.map { String(format: "%02x", $0) }.joined()

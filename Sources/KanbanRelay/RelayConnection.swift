@@ -54,6 +54,7 @@ final class RelayConnection: Sendable {
     private let channel: any Channel
     private let pump: OutboundPump
     private let pushes: PushWindow
+    private let closing: CloseRequest
     private let state = Mutex(State())
 
     /// Pushes one connection may have handed to the hub and not yet seen committed.
@@ -80,6 +81,7 @@ final class RelayConnection: Sendable {
             handshake.send(code, reason)
         }
         self.handshake = handshake
+        self.closing = closing
         close = closing.closer(finishing: pump)
         activity = InboundActivity(channel: channel)
         pushes = PushWindow(limit: Self.maxPipelinedPushes)
@@ -118,7 +120,7 @@ final class RelayConnection: Sendable {
         }
         let pump = self.pump
         let id = await relay.hub.register(token: token, deflate: deflate.map(ConnectionDeflate.init),
-                                          send: { item, live in pump.enqueue(item, boundedByBytes: live) }, close: close,
+                                          send: closing.sender { item, live in pump.enqueue(item, boundedByBytes: live) }, close: close,
                                           activity: activity)
         let reader = RelayInbound(id: id, hub: relay.hub, configuration: relay.configuration, logger: logger, traffic: traffic,
                                   close: close, pushes: pushes)

@@ -21,6 +21,17 @@ final class CloseRequest: Sendable {
             queue.finish(discardingQueued: code == SyncCloseCode.tooSlow)
         }
     }
+
+    /// The connection's send callback for the hub: `enqueue`, except that once a close was
+    /// asked for, a message the queue no longer takes is dropped quietly. The hub takes a
+    /// refused message for a subscriber too slow to keep up (closed with 4008 and counted, and
+    /// an alert watches that count); a connection that is closing anyway (a shutdown, a broken
+    /// protocol) is not slow.
+    func sender(_ enqueue: @escaping @Sendable (OutboundItem, Bool) -> Bool) -> @Sendable (OutboundItem, Bool) -> Bool {
+        { [self] item, live in
+            enqueue(item, live) || value.withLock { $0 != nil }
+        }
+    }
 }
 
 /// Bounds a connection's pushes in flight (submitted to the hub, not yet committed).

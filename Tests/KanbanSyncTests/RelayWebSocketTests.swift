@@ -199,6 +199,34 @@ struct RelayWebSocketTests {
         #expect(try await relay.storage.operationCount() == 120)
     }
 
+    /// Broadcasts that reach connections already closing (here: a shutdown while one agent
+    /// writes and two listen) are dropped quietly, not counted as slow subscribers (which an
+    /// alert watches).
+    @Test func aShutdownUnderLoadCountsNoSlowConnection() async throws {
+        let cluster = try await SyncCluster(agents: 3)
+        defer { Task { await cluster.shutdown() } }
+        for i in 0..<3 { try await cluster.connect(i) }
+        let a = cluster.agents[0]
+        let board = try await a.boardWithTasks(0, title: "Busy")
+        try await cluster.waitForConvergence(board: board)
+        let column = try #require(try a.store.document(board)?.columns.first?.id)
+        let writer = Task {
+            var i = 0
+            while !Task.isCancelled {
+                _ = try? await a.createTask(column: column, title: "W\(i)", description: nil, after: nil)
+                i += 1
+            }
+        }
+        try await eventually("the others see the writes") { try cluster.agents[1].store.document(board)?.columns.first?.tasks.count ?? 0 >= 20 }
+        let relay = try #require(cluster.relayRef.withLock { $0 })
+        await cluster.stopRelay()
+        writer.cancel()
+        let metrics = await relay.metricsText()
+        let slow = metrics.split(separator: "\n").first { $0.hasPrefix("kanban_relay_slow_closes_total ") }
+        #expect(slow == "kanban_relay_slow_closes_total 0", "\(String(describing: slow))")
+        #expect(relay.sessions.count == 0)
+    }
+
     /// Reads until the peer closes the connection or `timeout`, on a thread of its own (not the
     /// pool the relay under test runs on).
     static func readUntilClosed(_ fd: Int32, timeout: Duration) async -> (bytes: [UInt8], closed: Bool) {
