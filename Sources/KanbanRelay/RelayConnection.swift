@@ -115,7 +115,7 @@ final class RelayConnection: Sendable {
             _ = pump.enqueue(OutboundItem(payload: ByteBuffer(string: message), compressed: false, size: message.utf8.count),
                              boundedByBytes: false)
             close(SyncCloseCode.tooManyConnections, "connection limit per token reached")
-            await stop(registered: false)
+            await stop()
             return
         }
         let pump = self.pump
@@ -181,14 +181,14 @@ final class RelayConnection: Sendable {
             case .end:
                 break
             }
-            await stop(registered: true)
+            await stop()
             return
         }
     }
 
     /// The connection handles nothing more: acks of pushes still being committed and anything
     /// queued go out, then the close; then it leaves the hub.
-    private func stop(registered: Bool) async {
+    private func stop() async {
         let id = state.withLock { state in
             state.done = true
             state.queue = []
@@ -197,7 +197,7 @@ final class RelayConnection: Sendable {
         await pushes.drain()
         pump.finish()
         await pump.ended()
-        if registered, let id {
+        if let id {
             await relay.hub.unregister(id)
             relay.traffic.connections.release(token)
         }
@@ -278,13 +278,15 @@ final class RelayFrameHandler: ChannelInboundHandler {
         let frame = unwrapInboundIn(data)
         // After a failure only the peer's answer to the close frame counts.
         guard !failed || frame.opcode == .connectionClose else { return }
-        guard !frame.rsv2, !frame.rsv3 else {
+        // RSV1 is permessage-deflate's, on the first frame of a data message only (checked there).
+        let control = frame.opcode == .ping || frame.opcode == .pong || frame.opcode == .connectionClose
+        guard !frame.rsv2, !frame.rsv3, !(control && frame.rsv1) else {
             return fail(context, SyncCloseCode.protocolError, "reserved bits set (no extension negotiated uses them)")
         }
         switch frame.opcode {
         case .ping:
             // Nothing may follow a close frame, a pong neither.
-            guard !frame.rsv1, !connection.handshake.isSent else { return }
+            guard !connection.handshake.isSent else { return }
             context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
         case .pong:
             break

@@ -50,6 +50,8 @@ struct RelayWebSocketTests {
              SyncCloseCode.protocolError),
             ("RSV1 without permessage-deflate negotiated",
              [WebSocketFrame(fin: true, rsv1: true, opcode: .text, data: ByteBuffer(string: ping))], SyncCloseCode.protocolError),
+            ("RSV1 on a ping", [WebSocketFrame(fin: true, rsv1: true, opcode: .ping, data: ByteBuffer(string: "x"))],
+             SyncCloseCode.protocolError),
             ("reserved opcode 3", [WebSocketFrame(fin: true, opcode: WebSocketOpcode(encodedWebSocketOpcode: 3)!, data: ByteBuffer())],
              SyncCloseCode.protocolError),
             ("fragments joined past 1 MiB",
