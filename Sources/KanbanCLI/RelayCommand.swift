@@ -41,6 +41,8 @@ struct RelayCommand: AsyncParsableCommand {
         @Option(name: .customLong("max-ops-per-second"),
                 help: "Operations one connection may push per second; faster pushers are read more slowly, nothing is dropped.")
         var maxOperationsPerSecond: Int = RelayConfiguration().maxOperationsPerSecond
+        @Option(help: "Seconds an HTTP connection may stay idle, one that never finishes its first request included, before the relay closes it (WebSockets are watched by --heartbeat instead).")
+        var httpIdleSeconds: Int = RelayConfiguration().httpIdleSeconds
 
         func validate() throws {
             guard (0...65535).contains(port) else { throw ValidationError("--port must be 0-65535 (got \(port))") }
@@ -55,6 +57,9 @@ struct RelayCommand: AsyncParsableCommand {
             }
             guard maxConnectionsPerToken >= 1 else { throw ValidationError("--max-connections-per-token must be at least 1") }
             guard maxOperationsPerSecond >= 1 else { throw ValidationError("--max-ops-per-second must be at least 1") }
+            guard (1...3600).contains(httpIdleSeconds) else {
+                throw ValidationError("--http-idle-seconds must be 1-3600 seconds (got \(httpIdleSeconds))")
+            }
             guard Logger.Level(rawValue: logLevel) != nil else {
                 throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error")
             }
@@ -71,6 +76,7 @@ struct RelayCommand: AsyncParsableCommand {
             configuration.maxQueuedBytes = maxQueuedBytes
             configuration.maxConnectionsPerToken = maxConnectionsPerToken
             configuration.maxOperationsPerSecond = maxOperationsPerSecond
+            configuration.httpIdleSeconds = httpIdleSeconds
             let relay = try await Relay(storage: storage, configuration: configuration, logger: logger)
             let host = self.host
             let location = data.description

@@ -86,7 +86,8 @@ struct CLITests {
     }
 
     @Test(arguments: [["agent", "--port", "70000"], ["agent", "--allow-origin", "localhost:5173"],
-                      ["agent", "--relay", "http://x"], ["edit", "T"], ["relay", "token", "create", "--board", "nope", "--team", "t"]])
+                      ["agent", "--relay", "http://x"], ["edit", "T"], ["relay", "token", "create", "--board", "nope", "--team", "t"],
+                      ["relay", "--http-idle-seconds", "0"]])
     func badArgumentsGetAClearMessage(args: [String]) async throws {
         let (status, out) = try await run(args)
         #expect(status != 0)
