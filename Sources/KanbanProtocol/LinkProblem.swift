@@ -76,8 +76,12 @@ public struct LinkProblem: Error, Sendable, Hashable, Codable {
         switch code {
         case 1000: return LinkProblem(code: "close_1000", message: "The relay closed the link normally.", fix: "Nothing to do; the agent reconnects.")
         case 1001: return LinkProblem(code: "close_1001", message: "The relay is going away (restart or shutdown).", fix: "Nothing to do; the agent reconnects when it is back.")
+        case 1002: return LinkProblem(code: "close_1002", message: "The relay saw a WebSocket protocol error in what the agent sent (a malformed frame).",
+                                      fix: "The agent reconnects; if it repeats, a proxy in between may be rewriting WebSocket frames: report it with the agent's log.")
         case 1006: return LinkProblem(code: "close_1006", message: "The connection dropped without a close frame.",
                                       fix: "Network trouble or a proxy cut the link; check proxy idle timeouts (must exceed the 15 s heartbeat).")
+        case 1007: return LinkProblem(code: "close_1007", message: "The relay could not read a message: text that is not UTF-8, or compressed data that does not inflate.",
+                                      fix: "The agent reconnects; if it repeats, a proxy in between may be altering WebSocket frames: report it with the agent's log.")
         case 1008: return LinkProblem(code: "close_1008", message: "The relay closed the link for a policy violation.", fix: "Check the token and its board scope.")
         case 1009: return LinkProblem(code: "close_1009", message: "A message was too large (over 1 MiB after decompression).", fix: "Report it; a single operation is at most 64 KiB.")
         case 1011: return LinkProblem(code: "close_1011", message: "The relay hit an internal error.", fix: "Check the relay's log; the agent retries.")

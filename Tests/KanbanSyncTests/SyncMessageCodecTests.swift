@@ -15,6 +15,22 @@ struct SyncMessageCodecTests {
             .filter { $0.hasSuffix(".json") }.sorted().map { dir.appendingPathComponent($0).path }
     }
 
+    /// Every close code the protocol lists gets its own diagnosis on the agent (what the link
+    /// status and `kanban doctor` show), not the catch-all.
+    @Test func everyDocumentedCloseCodeHasItsOwnDiagnosis() throws {
+        let spec = try String(contentsOf: Self.framesDirectory.deletingLastPathComponent().appendingPathComponent("sync-protocol.md"), encoding: .utf8)
+        let section = try #require(spec.components(separatedBy: "## Close codes").dropFirst().first?.components(separatedBy: "\n## ").first)
+        let codes = section.split(separator: "\n").compactMap { line -> UInt16? in
+            guard line.hasPrefix("| ") else { return nil }
+            return UInt16(line.dropFirst(2).prefix { $0.isNumber })
+        }
+        #expect(codes.count >= 14, "\(codes)")
+        for code in codes {
+            let problem = LinkProblem.closeCode(code)
+            #expect(problem.message != "The link was closed with code \(code).", "close code \(code) has no diagnosis of its own")
+        }
+    }
+
     @Test func everyMessageTypeHasAGoldenFrame() {
         let names = Set(Self.files().map { URL(fileURLWithPath: $0).deletingPathExtension().lastPathComponent })
         #expect(names == ["hello", "welcome", "push", "ack", "ops", "snapshot", "presence", "digest", "digest_result", "ping", "pong", "error"])
