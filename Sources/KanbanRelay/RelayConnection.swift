@@ -228,12 +228,13 @@ final class CloseHandshake: Sendable {
     /// Sends a close frame unless one went out.
     func send(_ code: UInt16, _ reason: String) {
         guard claim() else { return }
-        var data = ByteBuffer()
-        data.writeInteger(code)
-        data.writeString(Self.fitting(reason))
+        var payload = ByteBuffer()
+        payload.writeInteger(code)
+        payload.writeString(Self.fitting(reason))
+        let frame = WebSocketFrame(fin: true, opcode: .connectionClose, data: payload)
         let channel = channel
         channel.eventLoop.execute {
-            channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data), promise: nil)
+            channel.writeAndFlush(frame, promise: nil)
             let timer = channel.eventLoop.scheduleTask(in: Self.timeout) { channel.close(promise: nil) }
             channel.closeFuture.whenComplete { _ in timer.cancel() }
         }
