@@ -11,6 +11,11 @@ struct OutboundItem: Sendable {
     var isPing = false
 
     static let ping = OutboundItem(payload: ByteBuffer(), compressed: false, size: 0, isPing: true)
+
+    /// A text message sent uncompressed.
+    static func plain(_ text: String) -> OutboundItem {
+        OutboundItem(payload: ByteBuffer(string: text), compressed: false, size: text.utf8.count)
+    }
 }
 
 /// A raw deflate stream for relay → client messages (RFC 7692: each message deflated with a sync
@@ -123,19 +128,15 @@ final class RelayCompressor {
 
     init(settings: RelayDeflate) { self.settings = settings }
 
-    func plain(_ text: String) -> OutboundItem {
-        OutboundItem(payload: ByteBuffer(string: text), compressed: false, size: text.utf8.count)
-    }
-
     /// A message for one connection. `keepContext`: compress it on the connection's own stream
     /// (acks, replies: small, and they compress best against what came before); otherwise (a
     /// welcome, a catch-up: large and once) on a fresh one, which leaves the connection without
     /// a stream, so an idle connection holds no deflate state.
     func message(_ text: String, for deflate: ConnectionDeflate?, keepContext: Bool) -> OutboundItem {
-        guard let deflate, text.utf8.count >= settings.minSizeToCompress else { return plain(text) }
+        guard let deflate, text.utf8.count >= settings.minSizeToCompress else { return .plain(text) }
         if deflate.noContextTakeover || !keepContext {
             deflate.leave()
-            return fresh(text, windowBits: deflate.windowBits) ?? plain(text)
+            return fresh(text, windowBits: deflate.windowBits) ?? .plain(text)
         }
         deflate.chatty = true
         if let stream = deflate.stream, stream.holders > 1 {
@@ -150,11 +151,11 @@ final class RelayCompressor {
             stream.holders = 1
             deflate.stream = stream
         }
-        guard let stream = deflate.stream else { return fresh(text, windowBits: deflate.windowBits) ?? plain(text) }
+        guard let stream = deflate.stream else { return fresh(text, windowBits: deflate.windowBits) ?? .plain(text) }
         compressions += 1
         guard let payload = stream.compress(text) else {
             deflate.leave()
-            return plain(text)
+            return .plain(text)
         }
         return OutboundItem(payload: payload, compressed: true, size: text.utf8.count)
     }
@@ -162,7 +163,7 @@ final class RelayCompressor {
     /// One message for many connections (nil: no compression negotiated), in their order.
     /// `waste` is the room's count toward regrouping.
     func broadcast(_ text: String, to recipients: [ConnectionDeflate?], waste: inout Int) -> [OutboundItem] {
-        let plainItem = plain(text)
+        let plainItem = OutboundItem.plain(text)
         var items = Array(repeating: plainItem, count: recipients.count)
         guard text.utf8.count >= settings.minSizeToCompress else { return items }
         var groups: [ObjectIdentifier: [Int]] = [:]

@@ -111,8 +111,7 @@ final class RelayConnection: Sendable {
             logger.notice("connection refused: too many for this token", metadata: ["team": "\(token.team)"])
             let message = SyncMessage.error(.init(code: "too_many_connections",
                 message: "this token already has \(limit) open connections", fatal: true)).text
-            _ = pump.enqueue(OutboundItem(payload: ByteBuffer(string: message), compressed: false, size: message.utf8.count),
-                             boundedByBytes: false)
+            _ = pump.enqueue(.plain(message), boundedByBytes: false)
             close(SyncCloseCode.tooManyConnections, "connection limit per token reached")
             await stop()
             return
