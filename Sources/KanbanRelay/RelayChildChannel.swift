@@ -1,6 +1,5 @@
 import Foundation
 import HTTPTypes
-import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
@@ -8,7 +7,6 @@ import NIOHTTP1
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
 import NIOWebSocket
-import Synchronization
 
 /// The relay's connections: plain HTTP/1.1 goes to Hummingbird's router; an upgrade to `/sync`
 /// with a valid bearer token becomes a WebSocket served by NIO handlers (`RelayFrameHandler`,
@@ -45,18 +43,19 @@ struct RelayChildChannel: ServerChildChannel, HTTPChannelHandler {
             // between bursts; the buffer grows while reads fill it.
             try channel.syncOptions?.setOption(ChannelOptions.recvAllocator,
                                                value: AdaptiveRecvByteBufferAllocator(minimum: 256, initial: 512, maximum: 65_536))
-            let asked = NIOLoopBoundBox<String?>(nil, eventLoop: channel.eventLoop)
+            let request = NIOLoopBoundBox(UpgradeRequest(), eventLoop: channel.eventLoop)
             let relay = self.relay
             let logger = self.logger
             let upgrader = NIOTypedWebSocketServerUpgrader<Upgrade>(
                 maxFrameSize: relay.configuration.maxMessageBytes,
                 shouldUpgrade: { channel, head in
-                    asked.value = head.uri
-                    return channel.eventLoop.makeCompletedFuture { Self.upgradeHeaders(for: head, relay: relay) }
+                    request.value.uri = head.uri
+                    return channel.eventLoop.makeCompletedFuture { Self.accept(head, request: request, relay: relay) }
                 },
-                upgradePipelineHandler: { channel, head in
+                upgradePipelineHandler: { channel, _ in
                     channel.eventLoop.makeCompletedFuture {
-                        try RelayConnection.start(on: channel, head: head, relay: relay, logger: logger)
+                        guard let token = request.value.token else { throw ChannelError.inappropriateOperationForState }
+                        try RelayConnection.start(on: channel, token: token, deflate: request.value.deflate, relay: relay, logger: logger)
                         return .webSocket
                     }
                 }
@@ -69,7 +68,7 @@ struct RelayChildChannel: ServerChildChannel, HTTPChannelHandler {
                     try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: idleTimeout, logger: logger))
                     let http = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
                         wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
-                    if let path = asked.value { return .refused(http, path: path) }
+                    if let path = request.value.uri { return .refused(http, path: path) }
                     return .notUpgraded(http)
                 }
             }
@@ -82,7 +81,7 @@ struct RelayChildChannel: ServerChildChannel, HTTPChannelHandler {
             let pipeline = channel.pipeline.syncOperations
             let upgrade = try pipeline.configureUpgradableHTTPServerPipeline(configuration: configuration)
             let decoder = try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
-            try pipeline.addHandler(TokenGate(tokens: relay.tokens), position: .after(decoder))
+            try pipeline.addHandler(TokenGate(tokens: relay.tokens, request: request), position: .after(decoder))
             // Until its first request head has arrived a connection has no idle timer of its own
             // (HTTPConnectionStateHandler comes with the first request): one that never finishes
             // it is closed after the same idle time.
@@ -113,22 +112,25 @@ struct RelayChildChannel: ServerChildChannel, HTTPChannelHandler {
         }
     }
 
-    /// The upgrade response's extra headers, or nil to refuse: only `/sync`, only with a valid
-    /// token (`TokenGate` already turned a tokenless upgrade into a plain request for the router's
-    /// 401), with permessage-deflate when the client offered an acceptable one.
-    static func upgradeHeaders(for head: HTTPRequestHead, relay: Relay) -> HTTPHeaders? {
-        guard head.uri.split(separator: "?", maxSplits: 1).first == "/sync",
-              case .success = relay.tokens.verify(authorization: head.headers.first(name: "authorization")) else { return nil }
+    /// The upgrade response's extra headers, or nil to refuse: only `/sync`, only with the token
+    /// `TokenGate` verified (it turned a tokenless upgrade into a plain request for the router's
+    /// 401), with permessage-deflate when the client offered an acceptable one (kept in `request`
+    /// for the connection).
+    static func accept(_ head: HTTPRequestHead, request: NIOLoopBoundBox<UpgradeRequest>, relay: Relay) -> HTTPHeaders? {
+        guard isSync(head.uri), request.value.token != nil else { return nil }
         var headers = HTTPHeaders()
-        if let (_, response) = relay.hub.deflateSettings.negotiate(head.headers.extensionFields) {
+        if let (parameters, response) = relay.hub.deflateSettings.negotiate(head.headers.extensionFields) {
+            request.value.deflate = parameters
             headers.add(name: "Sec-WebSocket-Extensions", value: response)
         }
         return headers
     }
 
+    static func isSync(_ uri: String) -> Bool { uri.split(separator: "?", maxSplits: 1).first == "/sync" }
+
     /// A refused upgrade: 400 with a JSON body saying why, and the connection closed.
     private func refuse(_ http: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, path: String) async {
-        let message = path.split(separator: "?", maxSplits: 1).first == "/sync"
+        let message = Self.isSync(path)
             ? "the WebSocket upgrade request is not valid"
             : "\(path.prefix(200)) is not a WebSocket endpoint"
         let body = ["error": ["code": "upgrade_refused", "message": message,
@@ -147,6 +149,14 @@ struct RelayChildChannel: ServerChildChannel, HTTPChannelHandler {
             logger.trace("could not answer a refused upgrade", metadata: ["error": "\(error)"])
         }
     }
+}
+
+/// What one connection's upgrade learned, on its event loop: the target it asked for, the token
+/// `TokenGate` verified, and the permessage-deflate parameters `accept` negotiated.
+struct UpgradeRequest {
+    var uri: String?
+    var token: RelayToken?
+    var deflate: DeflateParameters?
 }
 
 extension HTTPHeaders {
@@ -169,18 +179,28 @@ final class TokenGate: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundOut = HTTPServerRequestPart
 
     let tokens: TokenAuthority
+    /// Where the verified token goes, for the upgrade.
+    let request: NIOLoopBoundBox<UpgradeRequest>
 
-    init(tokens: TokenAuthority) { self.tokens = tokens }
+    init(tokens: TokenAuthority, request: NIOLoopBoundBox<UpgradeRequest>) {
+        self.tokens = tokens
+        self.request = request
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .head(var head) = unwrapInboundIn(data) else {
             context.fireChannelRead(data)
             return
         }
-        if head.headers.contains(name: "upgrade"),
-           case .failure = tokens.verify(authorization: head.headers.first(name: "authorization")) {
-            head.headers.remove(name: "upgrade")
-            context.fireChannelRead(wrapInboundOut(.head(head)))
+        if head.headers.contains(name: "upgrade") {
+            switch tokens.verify(authorization: head.headers.first(name: "authorization")) {
+            case .success(let token):
+                request.value.token = token
+                context.fireChannelRead(data)
+            case .failure:
+                head.headers.remove(name: "upgrade")
+                context.fireChannelRead(wrapInboundOut(.head(head)))
+            }
         } else {
             context.fireChannelRead(data)
         }

@@ -1,10 +1,6 @@
-import Foundation
-import KanbanModel
 import KanbanProtocol
 import Logging
 import NIOCore
-import NIOHTTP1
-import NIOWebSocket
 import Synchronization
 
 /// One agent's WebSocket on the relay, after the upgrade: the messages `RelayFrameHandler`
@@ -87,12 +83,9 @@ final class RelayConnection: Sendable {
     }
 
     /// Takes over an upgraded `/sync` connection: adds the handlers and starts registering it.
-    /// On the channel's event loop, from the upgrade (which checked the token).
-    static func start(on channel: any Channel, head: HTTPRequestHead, relay: Relay, logger: Logger) throws {
-        guard case .success(let token) = relay.tokens.verify(authorization: head.headers.first(name: "authorization")) else {
-            throw ChannelError.inappropriateOperationForState
-        }
-        let deflate = relay.hub.deflateSettings.negotiate(head.headers.extensionFields)?.0
+    /// On the channel's event loop, from the upgrade, with the token it verified and the
+    /// permessage-deflate parameters it negotiated (nil: none).
+    static func start(on channel: any Channel, token: RelayToken, deflate: DeflateParameters?, relay: Relay, logger: Logger) throws {
         let connection = RelayConnection(relay: relay, token: token, deflate: deflate, channel: channel, logger: logger)
         let pipeline = channel.pipeline.syncOperations
         // First in the pipeline: it sees every byte, pongs included (`RelayHeartbeat`).

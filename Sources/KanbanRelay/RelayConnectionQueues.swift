@@ -1,9 +1,4 @@
-import Foundation
-import HTTPTypes
-import HummingbirdWebSocket
-import KanbanModel
 import KanbanProtocol
-import Logging
 import NIOCore
 import NIOWebSocket
 import Synchronization
