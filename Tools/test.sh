@@ -18,12 +18,15 @@ trap 'Tools/postgres/stop.sh "$KANBAN_POSTGRES_DIR"' EXIT
 # nginx is started by the tests themselves (foreground, own prefix, loopback port); require it,
 # and the PostgreSQL above.
 KANBAN_REQUIRE_NGINX=1 KANBAN_REQUIRE_POSTGRES=1 swift test --skip-build "$@"
-Tools/postgres/stop.sh "$KANBAN_POSTGRES_DIR"
-trap - EXIT
 
 # Fault-injection soak, short run (about 70 s): 1 relay + 4 agents behind fault proxies, random
 # operations while links are cut/delayed/paused and processes are killed; nothing lost, all converge.
 Tools/soak/run.sh --binary .build/debug/kanban --duration 60 --converge-timeout 60
+# The same with two relays sharing the PostgreSQL log above, each new agent connection going to
+# the next relay: catch-up across instances, a relay killed under its agents (about 70 s).
+Tools/soak/run.sh --binary .build/debug/kanban --duration 60 --converge-timeout 60 --relays 2 --store "$KANBAN_POSTGRES_URL"
+Tools/postgres/stop.sh "$KANBAN_POSTGRES_DIR"
+trap - EXIT
 
 # The HTTP API fuzzed against Protocol/agent-api.openapi.json by schemathesis (installs it if missing).
 Tools/fuzz/run.sh

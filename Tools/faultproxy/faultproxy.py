@@ -2,7 +2,9 @@
 """faultproxy: a fault-injecting TCP proxy for loopback tests (Python 3 standard library only).
 
 It listens on 127.0.0.1:PORT, forwards every connection to TARGET_HOST:TARGET_PORT, and takes
-commands at run time on a small HTTP control port (also 127.0.0.1):
+commands at run time on a small HTTP control port (also 127.0.0.1). With several targets
+(`--target` repeated), each new connection goes to the next one in turn, and to the ones after
+it when that one refuses, the way a load balancer spreads reconnects over server instances:
 
     faultproxy.py --listen 9000 --target 127.0.0.1:7421 --control 9001
     curl -X POST '127.0.0.1:9001/delay?ms=200&jitter=100'  # each chunk waits 200 ± 100 ms (order kept)
@@ -20,7 +22,7 @@ commands at run time on a small HTTP control port (also 127.0.0.1):
 Every command answers `200` with the stats JSON. Stats: `connections` (accepted in total),
 `open` (now), `faults` (how many of each kind were injected: delay, pause, cut, reset, refuse,
 refused (connections turned away with mode=rst)), `bytes` (`up` = client to target, `down` =
-target to client), and the current `state`.
+target to client), `byTarget` (connections forwarded to each target), and the current `state`.
 
 Bounded: each direction holds at most QUEUE_CHUNKS chunks of CHUNK bytes in flight (delay
 queue); when that is full, or while paused, the proxy stops reading from the socket, so the
@@ -150,9 +152,14 @@ class _Conn:
 class Proxy:
     """A fault-injecting TCP proxy on the running asyncio loop."""
 
-    def __init__(self, target: tuple[str, int], listen: tuple[str, int] = ("127.0.0.1", 0),
+    def __init__(self, target: tuple[str, int] | list[tuple[str, int]], listen: tuple[str, int] = ("127.0.0.1", 0),
                  seed: int | None = None, name: str = "proxy"):
-        self.target = target
+        # One target, or several taken in turn per connection (see the module's description).
+        self.targets = [target] if isinstance(target, tuple) else list(target)
+        if not self.targets:
+            raise ValueError("a proxy needs at least one target")
+        self.next_target = 0
+        self.by_target = {f"{h}:{p}": 0 for h, p in self.targets}
         self.host, self.port = listen
         self.name = name
         self.rng = random.Random(seed)
@@ -200,10 +207,18 @@ class Proxy:
             _rst(cw)
             return
         self.connections += 1
-        try:
-            tr, tw = await asyncio.wait_for(asyncio.open_connection(*self.target), timeout=5)
-        except (OSError, asyncio.TimeoutError):
-            _rst(cw)                          # target down: the client sees a reset
+        first = self.next_target
+        self.next_target = (first + 1) % len(self.targets)
+        for k in range(len(self.targets)):
+            host, port = self.targets[(first + k) % len(self.targets)]
+            try:
+                tr, tw = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=5)
+            except (OSError, asyncio.TimeoutError):
+                continue                      # this one is down: the next
+            self.by_target[f"{host}:{port}"] += 1
+            break
+        else:
+            _rst(cw)                          # every target down: the client sees a reset
             return
         conn = _Conn(self, cr, cw, tr, tw)
         self.conns.add(conn)
@@ -268,7 +283,8 @@ class Proxy:
         return {
             "name": self.name,
             "listen": f"{self.host}:{self.port}",
-            "target": f"{self.target[0]}:{self.target[1]}",
+            "target": ", ".join(f"{h}:{p}" for h, p in self.targets),
+            "byTarget": dict(self.by_target),
             "connections": self.connections,
             "open": len(self.conns),
             "faults": dict(self.faults),
@@ -382,7 +398,7 @@ class ProxyThread:
             return r
         return self.run(go(), timeout)
 
-    def start_proxy(self, target: tuple[str, int], listen_port: int = 0, seed: int | None = None,
+    def start_proxy(self, target: tuple[str, int] | list[tuple[str, int]], listen_port: int = 0, seed: int | None = None,
                     name: str = "proxy") -> Proxy:
         p = Proxy(target, ("127.0.0.1", listen_port), seed=seed, name=name)
         self.run(p.start())
@@ -416,9 +432,9 @@ def _hostport(s: str) -> tuple[str, int]:
 
 
 async def _main(args) -> None:
-    proxy = await Proxy(_hostport(args.target), ("127.0.0.1", args.listen), seed=args.seed).start()
+    proxy = await Proxy([_hostport(t) for t in args.target], ("127.0.0.1", args.listen), seed=args.seed).start()
     control = await Control(proxy, args.control).start()
-    print(f"faultproxy listening on 127.0.0.1:{proxy.port} -> {args.target}; "
+    print(f"faultproxy listening on 127.0.0.1:{proxy.port} -> {', '.join(args.target)}; "
           f"control http://127.0.0.1:{control.port}/", flush=True)
     await asyncio.Event().wait()
 
@@ -428,7 +444,8 @@ def main() -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__.split("As a module")[0].rstrip())
     ap.add_argument("--listen", type=int, default=0, help="proxy port on 127.0.0.1 (0: pick one and print it)")
-    ap.add_argument("--target", required=True, help="HOST:PORT to forward to")
+    ap.add_argument("--target", required=True, action="append",
+                    help="HOST:PORT to forward to; repeat it to spread connections over several in turn")
     ap.add_argument("--control", type=int, default=0, help="control HTTP port on 127.0.0.1 (0: pick one)")
     ap.add_argument("--seed", type=int, default=None, help="seed for the delay jitter")
     args = ap.parse_args()

@@ -202,6 +202,24 @@ class ProxyTests(unittest.TestCase):
             pass
         self.assertEqual(self.t.call(p.stats)["open"], 0)
 
+    def test_several_targets_in_turn_then_the_live_ones(self):
+        other = Echo()
+        free = socket.socket(); free.bind(("127.0.0.1", 0)); dead = free.getsockname()[1]; free.close()
+        p = self.t.start_proxy([("127.0.0.1", self.echo.port), ("127.0.0.1", other.port), ("127.0.0.1", dead)])
+        try:
+            # Each new connection starts at the next target; the dead one passes its turn on.
+            for i in range(6):
+                s = connect(p.port)
+                s.sendall(b"%d" % i); self.assertEqual(recv_exact(s, 1), b"%d" % i)
+                s.close()
+            self.assertEqual((self.echo.received, other.received), (4, 2))
+            st = self.t.call(p.stats)
+            self.assertEqual(st["byTarget"], {f"127.0.0.1:{self.echo.port}": 4, f"127.0.0.1:{other.port}": 2,
+                                              f"127.0.0.1:{dead}": 0})
+            self.assertEqual(st["connections"], 6)
+        finally:
+            other.close()
+
 
 class ControlPortTest(unittest.TestCase):
     def test_cli_and_control(self):

@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Fault-injection soak test of kanban sync (Python 3 standard library only).
 
-Starts one relay and N agents (each agent's relay link through its own fault proxy from
-Tools/faultproxy), drives random operations through every agent's HTTP API while it injects
-faults (proxy delay with jitter, pause, cut after N bytes, reset, refuse; agents SIGKILLed and
-restarted; the relay SIGKILLed or SIGTERMed and restarted), then heals everything and checks:
+Starts one relay (or --relays N instances sharing one PostgreSQL log, --store) and N agents
+(each agent's relay link through its own fault proxy from Tools/faultproxy; with several relays
+each new connection goes to the next instance, as behind a load balancer, or with --pinned
+always to relay i mod N),
+drives random operations through every agent's HTTP API while it injects faults (proxy delay
+with jitter, pause, cut after N bytes, reset, refuse; agents SIGKILLed and restarted; a relay
+SIGKILLed or SIGTERMed and restarted), then heals everything and checks:
 
   * every replica converges (bounded wait): same boards, identical board documents (minus the
     per-agent `version` counter), identical digests;
@@ -15,6 +18,8 @@ restarted; the relay SIGKILLed or SIGTERMed and restarted), then heals everythin
 
 Usage:  Tools/soak/run.sh --duration 60            (builds or finds the binary)
         python3 Tools/soak/soak.py --binary .build/debug/kanban --duration 1800 --seed 7
+        eval "$(Tools/postgres/start.sh)"
+        python3 Tools/soak/soak.py --relays 2 --store "$KANBAN_POSTGRES_URL" --duration 600
 
 Choices (operation kinds, targets by index, fault kinds and timings, titles) come from RNGs
 seeded by --seed, so a run can be repeated; real process timing still differs run to run.
@@ -207,13 +212,17 @@ class Child:
 
 
 class RelayProc(Child):
-    def __init__(self, binary: str, data: str, log_path: str, heartbeat: int | None):
-        super().__init__("relay", log_path)
-        self.binary, self.data, self.heartbeat = binary, data, heartbeat
+    def __init__(self, name: str, binary: str, data: str, log_path: str, heartbeat: int | None, store: str | None):
+        super().__init__(name, log_path)
+        self.binary, self.data, self.heartbeat, self.store = binary, data, heartbeat, store
         self.port = 0
 
+    def location(self) -> list[str]:
+        """Where the log is: the shared PostgreSQL store, else this relay's own SQLite directory."""
+        return ["--store", self.store] if self.store else ["--data", self.data]
+
     def argv(self):
-        a = [self.binary, "relay", "--port", str(self.port), "--data", self.data]
+        a = [self.binary, "relay", "--port", str(self.port), "--name", self.name] + self.location()
         if self.heartbeat:
             a += ["--heartbeat", str(self.heartbeat)]
         return a
@@ -554,7 +563,10 @@ class Soak:
         self.fault_rng = random.Random(self.rng.getrandbits(64))
         self.ledger = Ledger()
         self.stop_workers = threading.Event()
-        self.relay: RelayProc | None = None
+        self.relays: list[RelayProc] = []
+        # On a shared PostgreSQL store the log outlives the run: a team of its own keeps earlier
+        # runs' boards out of this one.
+        self.team = f"{TEAM}-{args.seed}-{int(time.time())}" if args.store else TEAM
         self.agents: list[AgentProc] = []
         self.proxies: list[faultproxy.Proxy] = []
         self.pt: faultproxy.ProxyThread | None = None
@@ -574,18 +586,25 @@ class Soak:
     def setup(self) -> None:
         a = self.args
         log(f"seed {a.seed}; run directory {self.dir}; binary {a.binary}")
-        self.relay = RelayProc(a.binary, os.path.join(self.dir, "relay"), os.path.join(self.dir, "relay.log"),
-                               a.relay_heartbeat)
-        self.relay.start()
-        log(f"relay on port {self.relay.port}")
-        tok = subprocess.run([a.binary, "relay", "token", "create", "--data", self.relay.data, "--team", TEAM],
+        for k in range(a.relays):
+            name = "relay" if a.relays == 1 else f"relay{k}"
+            relay = RelayProc(name, a.binary, os.path.join(self.dir, name), os.path.join(self.dir, f"{name}.log"),
+                              a.relay_heartbeat, a.store)
+            self.relays.append(relay)
+            relay.start()
+            log(f"{name} on port {relay.port} ({'PostgreSQL ' + a.store if a.store else 'SQLite'})")
+        tok = subprocess.run([a.binary, "relay", "token", "create"] + self.relays[0].location() + ["--team", self.team],
                              capture_output=True, text=True, timeout=30)
         if tok.returncode != 0 or not tok.stdout.strip():
             raise RuntimeError(f"token create failed ({tok.returncode}): {tok.stderr}")
         token = tok.stdout.strip()
         self.pt = faultproxy.ProxyThread().start()
         for i in range(a.agents):
-            p = self.pt.start_proxy((HOST, self.relay.port), seed=self.rng.getrandbits(32), name=f"proxy{i}")
+            relay = self.relays[i % len(self.relays)]
+            # Rotating: every reconnect of this agent may land on another instance, which must
+            # catch it up from the shared log with the cursors another instance gave it.
+            order = [self.relays[(i + k) % len(self.relays)] for k in range(1 if a.pinned else len(self.relays))]
+            p = self.pt.start_proxy([(HOST, r.port) for r in order], seed=self.rng.getrandbits(32), name=f"proxy{i}")
             self.proxies.append(p)
             # The last `--long-polling` agents sync over HTTP long-polling instead of the WebSocket.
             transport = "long-polling" if i >= a.agents - a.long_polling else "auto"
@@ -593,7 +612,8 @@ class Soak:
                            free_port(), p.port, token, transport)
             self.agents.append(ag)
             ag.start()
-            log(f"{ag.name} (replica {ag.replica}) on port {ag.port}, relay link ({transport}) through proxy port {p.port}")
+            log(f"{ag.name} (replica {ag.replica}) on port {ag.port}, relay link ({transport}) through proxy port {p.port} "
+                f"to {'/'.join(r.name for r in order)}")
         self.seed_boards()
 
     def seed_boards(self) -> None:
@@ -653,8 +673,8 @@ class Soak:
         return False
 
     def watch_children(self) -> None:
-        for ch in [self.relay] + self.agents:
-            if ch is not None and ch.check_crash():
+        for ch in self.relays + self.agents:
+            if ch.check_crash():
                 log(f"CRASH: {ch.crashes[-1]}; log {ch.log_path}")
                 self.note(f"CRASH: {ch.crashes[-1]}")
                 self.schedule(0.5, "restart", (ch,))
@@ -670,8 +690,8 @@ class Soak:
         if h.status == 200:
             self.lifetime_metrics["repairs"] += (h.json() or {}).get("repairs", 0)
 
-    def harvest_relay(self) -> None:
-        r = request(self.relay.port, "GET", "/metrics", timeout=5)
+    def harvest_relay(self, relay: RelayProc) -> None:
+        r = request(relay.port, "GET", "/metrics", timeout=5)
         if r.status == 200:
             for k, v in prometheus(r.body.decode()).items():
                 if k in ("kanban_relay_digest_mismatches", "kanban_relay_compactions", "kanban_relay_operations_accepted"):
@@ -726,7 +746,7 @@ class Soak:
         rc = ch.kill(sig)
         took = time.monotonic() - start
         name = signal.Signals(sig).name
-        self.events[f"{'relay' if ch is self.relay else 'agent'} {name}"] += 1
+        self.events[f"{'relay' if ch in self.relays else 'agent'} {name}"] += 1
         self.note(f"{ch.name} (pid {pid}) {name}: exit {rc} after {took:.2f} s ({around})")
         if rc is None:
             msg = f"{time.strftime('%H:%M:%S')} {ch.name} did not exit within 15 s of {name} ({around})"
@@ -769,11 +789,12 @@ class Soak:
             self.kill(ag, signal.SIGKILL if rng.random() < 0.85 else signal.SIGTERM)
             self.schedule(rng.uniform(0.1, 3), "restart", (ag,))
         elif kind == "relay_restart":
-            if not self.relay.alive():
+            relay = self.relays[rng.randrange(len(self.relays))] if len(self.relays) > 1 else self.relays[0]
+            if not relay.alive():
                 return
-            self.harvest_relay()
-            self.kill(self.relay, signal.SIGKILL if rng.random() < 0.6 else signal.SIGTERM)
-            self.schedule(rng.uniform(0.1, 3), "restart", (self.relay,))
+            self.harvest_relay(relay)
+            self.kill(relay, signal.SIGKILL if rng.random() < 0.6 else signal.SIGTERM)
+            self.schedule(rng.uniform(0.1, 3), "restart", (relay,))
 
     # -- main phases --------------------------------------------------------------------------------
     def load(self) -> None:
@@ -814,7 +835,7 @@ class Soak:
         self.watch_children()
         self.run_due()
         self.timeline.clear()
-        for ch in [self.relay] + self.agents:
+        for ch in self.relays + self.agents:
             if not ch.alive():
                 ch.start()
         for ag in self.agents:
@@ -933,7 +954,7 @@ class Soak:
 
     @property
     def crashes(self) -> list[str]:
-        kids = [self.relay] + self.agents if self.relay else self.agents
+        kids = self.relays + self.agents
         return [c for ch in kids for c in ch.crashes] + self.start_failures
 
     def fault_counts(self) -> Counter:
@@ -943,6 +964,15 @@ class Soak:
                 c[k] += v
         c.update(self.events)
         return c
+
+    def relay_connections(self) -> dict[str, int]:
+        """Connections the proxies forwarded to each relay, over the whole run."""
+        out = {r.name: 0 for r in self.relays}
+        for p in self.proxies:
+            by_target = self.pt.call(p.stats)["byTarget"]
+            for r in self.relays:
+                out[r.name] += by_target.get(f"{HOST}:{r.port}", 0)
+        return out
 
     def final_metrics(self) -> dict:
         m = defaultdict(float, self.lifetime_metrics)
@@ -955,13 +985,14 @@ class Soak:
             h = request(ag.port, "GET", "/health/websocket", timeout=10)
             if h.status == 200:
                 m["repairs"] += (h.json() or {}).get("repairs", 0)
-        self.harvest_relay()
+        for relay in self.relays:
+            self.harvest_relay(relay)
         m.update({f"relay:{k}": v for k, v in self.relay_metrics.items()})
         return m
 
     def shutdown(self) -> None:
         self.stop_workers.set()
-        for ch in self.agents + ([self.relay] if self.relay else []):
+        for ch in self.agents + self.relays:
             if ch.alive():
                 rc = ch.kill(signal.SIGTERM, wait=10)
                 if rc not in (0, None) and rc != -signal.SIGTERM:
@@ -993,6 +1024,14 @@ def main() -> int:
     ap.add_argument("--refresh-every", type=int, default=8, help="operations between re-reading a board (default 8)")
     ap.add_argument("--relay-heartbeat", type=int, default=5,
                     help="relay ping interval in seconds, so long pauses hit heartbeat timeouts (default 5; 0: relay default)")
+    ap.add_argument("--relays", type=int, default=1,
+                    help="relay instances (default 1); more than one needs --store, the log they share")
+    ap.add_argument("--pinned", action="store_true",
+                    help="with --relays N: agent i always connects to relay i mod N (default: each new connection "
+                         "to the next relay, as behind a load balancer)")
+    ap.add_argument("--store", default=None,
+                    help="postgres://USER@HOST:PORT/DATABASE: the relays keep their log in this PostgreSQL "
+                         "(Tools/postgres/start.sh starts a throwaway one) instead of SQLite in the run directory")
     ap.add_argument("--faults", default=",".join(FAULT_KINDS),
                     help="fault kinds to inject, comma-separated (default: all: %(default)s)")
     args = ap.parse_args()
@@ -1006,6 +1045,12 @@ def main() -> int:
         ap.error("--agents must be at least 2")
     if not 0 <= args.long_polling <= args.agents:
         ap.error(f"--long-polling must be 0-{args.agents} (the number of agents)")
+    if args.relays < 1:
+        ap.error("--relays must be at least 1")
+    if args.relays > 1 and not args.store:
+        ap.error("--relays above 1 needs --store postgres://...: instances on SQLite do not share a log")
+    if args.store and not args.store.startswith(("postgres://", "postgresql://")):
+        ap.error(f"--store must be a postgres:// URL, got {args.store!r}")
     if not os.access(args.binary, os.X_OK):
         ap.error(f"no executable at {args.binary} (build with `swift build --product kanban` or pass --binary)")
 
@@ -1044,7 +1089,8 @@ def main() -> int:
             "faults": dict(faults),
             "agent_kills": sum(v for k, v in faults.items() if k.startswith("agent ")),
             "relay_restarts": sum(v for k, v in faults.items() if k.startswith("relay ")),
-            "agent_starts": sum(ag.starts for ag in soak.agents), "relay_starts": soak.relay.starts,
+            "agent_starts": sum(ag.starts for ag in soak.agents), "relay_starts": sum(r.starts for r in soak.relays), "relays": args.relays,
+            "connections_by_relay": soak.relay_connections(),
             "link_attempts": int(metrics.get("kanban_link_attempts_total", 0)),
             "reconnects": max(0, int(metrics.get("kanban_link_connects_total", 0)) - sum(ag.starts for ag in soak.agents)),
             "link_failures": int(metrics.get("kanban_link_failures_total", 0)),
@@ -1097,7 +1143,7 @@ def main() -> int:
         s = summary
         print()
         print("==== kanban soak summary ====")
-        print(f"seed {s['seed']}, {s['agents']} agents, load {s['load_s']:.0f} s, total {s['duration_s']} s")
+        print(f"seed {s['seed']}, {s['relays']} relay(s), {s['agents']} agents, load {s['load_s']:.0f} s, total {s['duration_s']} s")
         print(f"operations: {s['operations_ok']} ok ({s['operation_ids_acked']} operation IDs), "
               f"{s['operations_4xx']} 4xx, {s['operations_5xx']} 5xx, "
               f"{s['expected_connection_errors']} connection errors while an agent was down, "
@@ -1111,6 +1157,9 @@ def main() -> int:
         print(f"agent kills {s['agent_kills']}, relay restarts {s['relay_restarts']}, "
               f"link attempts {s['link_attempts']}, reconnects {s['reconnects']}, link failures {s['link_failures']}, "
               f"repairs {s['repairs']}, relay digest mismatches {s['relay_digest_mismatches']}")
+        if s["relays"] > 1:
+            print(f"agent connections by relay: {s['connections_by_relay']}"
+                  f"{' (pinned)' if args.pinned else ' (each new connection to the next relay)'}")
         print(f"checked by {s['checked_by']}: lost = {s['lost']} {s['missing_by_agent']}, "
               f"divergent = {s['divergent']}, converged = {'yes' if s['converged'] else 'no'} "
               f"({s['converge_s']} s after healing), crashes = {len(s['crashes'])}")
