@@ -173,7 +173,10 @@ struct LongPolling {
         }
         guard let id = context.parameters.get("session"), let session = sessions.get(id), session.token == token else {
             return relayError(.notFound, code: "poll_session_unknown", "no long-polling session with that ID (it ended or expired)",
-                              hint: "Open a new one with POST /sync/poll and send hello again.")
+                              hint: "Open a new one with POST /sync/poll and send hello again (the agent does by itself). "
+                                  + "If it keeps happening with several relay instances behind a load balancer: a session lives in "
+                                  + "the instance that opened it, so the balancer must send all of a client's /sync/poll requests "
+                                  + "to one instance (hash on the client address, as Tools/nginx/kanban-relays.conf does).")
         }
         session.begin()
         defer { session.finish() }

@@ -339,6 +339,66 @@ struct PostgresRelayTests {
         #expect(await relays[1].hub.gapFills >= 40)
     }
 
+    /// A long-polling session is one instance's: its requests run over several HTTP connections at
+    /// once (a poll waiting while a push is posted), which a balancer spreading connections sends
+    /// to different instances, and every request then found no session (`poll_session_unknown`,
+    /// found by the soak with two relays). `kanban-relays.conf` keeps `/sync/poll` on one instance
+    /// per client address, so a long-polling agent syncs with a WebSocket agent on the other one.
+    @Test func aLongPollingAgentBehindNginxKeepsItsSessionOnOneInstance() async throws {
+        let url = try await PostgresFixture.freshDatabase()
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-pg-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let (status, tokenOut) = try await CLITests().run(["relay", "token", "create", "--store", url, "--team", "t"])
+        #expect(status == 0, "\(tokenOut)")
+        let token = tokenOut.trimmingCharacters(in: .whitespacesAndNewlines)
+        let relays = try ["r1", "r2"].map { try ProcessSyncTests.Child(["relay", "--port", "0", "--store", url, "--name", $0]) }
+        defer { for relay in relays { relay.kill() } }
+        let relayPorts = [try await relays[0].port(after: "listening on ws://"), try await relays[1].port(after: "listening on ws://")]
+        let (nginx, proxyPort) = try await NginxTests().startNginx("kanban-relays.conf", relayPort: relayPorts[0], root: root,
+                                                                 extra: ["@RELAY_PORT_2@": String(relayPorts[1])])
+        defer { nginx.terminate(); nginx.waitUntilExit() }
+        let sync = ProcessSyncTests()
+        let proxy = "ws://127.0.0.1:\(proxyPort)/sync"
+        let polling = try ProcessSyncTests.Child(["agent", "--port", "0", "--data", root + "/polling", "--relay", proxy, "--token", token,
+                                                  "--relay-transport", "long-polling"])
+        defer { polling.kill() }
+        let pollingPort = try await polling.port(after: "Board:")
+        let socket = try ProcessSyncTests.Child(["agent", "--port", "0", "--data", root + "/socket", "--relay", proxy, "--token", token])
+        defer { socket.kill() }
+        let socketPort = try await socket.port(after: "Board:")
+        try await eventually("both agents are linked", timeout: .seconds(20)) {
+            for port in [pollingPort, socketPort] {
+                let health = try await sync.request("GET", "http://127.0.0.1:\(port)/health/websocket")
+                guard health["state"] as? String == "connected" else { return false }
+            }
+            return true
+        }
+        let board = try await sync.request("POST", "http://127.0.0.1:\(socketPort)/api/boards", ["title": "Polling"])["id"] as! String
+        let column = try await sync.request("POST", "http://127.0.0.1:\(socketPort)/api/boards/\(board)/columns", ["title": "Todo"])["id"] as! String
+        try await eventually("the long-polling agent has the column", timeout: .seconds(20)) {
+            let document = try? await sync.request("GET", "http://127.0.0.1:\(pollingPort)/api/boards/\(board)")
+            return (document?["columns"] as? [[String: Any]])?.count == 1
+        }
+        // Pushes from the long-polling agent while its poll waits on the instance.
+        for k in 0..<10 {
+            _ = try await sync.request("POST", "http://127.0.0.1:\(pollingPort)/api/columns/\(column)/tasks", ["title": "p\(k)"])
+            _ = try await sync.request("POST", "http://127.0.0.1:\(socketPort)/api/columns/\(column)/tasks", ["title": "s\(k)"])
+        }
+        let expected = Set((0..<10).flatMap { ["p\($0)", "s\($0)"] })
+        try await eventually("both agents have all 20 tasks and nothing queued", timeout: .seconds(30)) {
+            for port in [pollingPort, socketPort] {
+                let health = try await sync.request("GET", "http://127.0.0.1:\(port)/health/websocket")
+                guard health["queuedOperations"] as? Int == 0, health["state"] as? String == "connected" else { return false }
+                guard Set(try await sync.taskTitles(port, board)) == expected else { return false }
+            }
+            return true
+        }
+        let health = try await sync.request("GET", "http://127.0.0.1:\(pollingPort)/health/websocket")
+        #expect(health["transport"] as? String == "long-polling", "\(health)")
+        let lost = (health["attempts"] as? [[String: Any]] ?? []).filter { $0["errorClass"] as? String == "poll_session_unknown" }
+        #expect(lost.isEmpty, "requests of a session reached the other instance: \(health)")
+    }
+
     /// The issue's check: two `kanban relay` processes on one PostgreSQL behind nginx, agents on
     /// both, one relay SIGKILLed mid-stream, replicas compared.
     @Test func agentsOnTwoRelaysBehindNginxConvergeAndSurviveAnInstanceKill() async throws {

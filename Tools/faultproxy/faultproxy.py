@@ -4,7 +4,9 @@
 It listens on 127.0.0.1:PORT, forwards every connection to TARGET_HOST:TARGET_PORT, and takes
 commands at run time on a small HTTP control port (also 127.0.0.1). With several targets
 (`--target` repeated), each new connection goes to the next one in turn, and to the ones after
-it when that one refuses, the way a load balancer spreads reconnects over server instances:
+it when that one refuses, the way a load balancer spreads reconnects over server instances; with
+`--sticky`, every connection goes to the first target that accepts, in the order given (a
+balancer with client affinity, moving on only when the instance is down):
 
     faultproxy.py --listen 9000 --target 127.0.0.1:7421 --control 9001
     curl -X POST '127.0.0.1:9001/delay?ms=200&jitter=100'  # each chunk waits 200 ± 100 ms (order kept)
@@ -153,11 +155,13 @@ class Proxy:
     """A fault-injecting TCP proxy on the running asyncio loop."""
 
     def __init__(self, target: tuple[str, int] | list[tuple[str, int]], listen: tuple[str, int] = ("127.0.0.1", 0),
-                 seed: int | None = None, name: str = "proxy"):
-        # One target, or several taken in turn per connection (see the module's description).
+                 seed: int | None = None, name: str = "proxy", sticky: bool = False):
+        # One target, or several: taken in turn per connection, or with `sticky` always the first
+        # that accepts (see the module's description).
         self.targets = [target] if isinstance(target, tuple) else list(target)
         if not self.targets:
             raise ValueError("a proxy needs at least one target")
+        self.sticky = sticky
         self.next_target = 0
         self.by_target = {f"{h}:{p}": 0 for h, p in self.targets}
         self.host, self.port = listen
@@ -207,7 +211,7 @@ class Proxy:
             _rst(cw)
             return
         self.connections += 1
-        first = self.next_target
+        first = 0 if self.sticky else self.next_target
         self.next_target = (first + 1) % len(self.targets)
         for k in range(len(self.targets)):
             host, port = self.targets[(first + k) % len(self.targets)]
@@ -285,6 +289,7 @@ class Proxy:
             "listen": f"{self.host}:{self.port}",
             "target": ", ".join(f"{h}:{p}" for h, p in self.targets),
             "byTarget": dict(self.by_target),
+            "sticky": self.sticky,
             "connections": self.connections,
             "open": len(self.conns),
             "faults": dict(self.faults),
@@ -399,8 +404,8 @@ class ProxyThread:
         return self.run(go(), timeout)
 
     def start_proxy(self, target: tuple[str, int] | list[tuple[str, int]], listen_port: int = 0, seed: int | None = None,
-                    name: str = "proxy") -> Proxy:
-        p = Proxy(target, ("127.0.0.1", listen_port), seed=seed, name=name)
+                    name: str = "proxy", sticky: bool = False) -> Proxy:
+        p = Proxy(target, ("127.0.0.1", listen_port), seed=seed, name=name, sticky=sticky)
         self.run(p.start())
         self.proxies.append(p)
         return p
@@ -432,7 +437,8 @@ def _hostport(s: str) -> tuple[str, int]:
 
 
 async def _main(args) -> None:
-    proxy = await Proxy([_hostport(t) for t in args.target], ("127.0.0.1", args.listen), seed=args.seed).start()
+    proxy = await Proxy([_hostport(t) for t in args.target], ("127.0.0.1", args.listen), seed=args.seed,
+                        sticky=args.sticky).start()
     control = await Control(proxy, args.control).start()
     print(f"faultproxy listening on 127.0.0.1:{proxy.port} -> {', '.join(args.target)}; "
           f"control http://127.0.0.1:{control.port}/", flush=True)
@@ -446,6 +452,8 @@ def main() -> None:
     ap.add_argument("--listen", type=int, default=0, help="proxy port on 127.0.0.1 (0: pick one and print it)")
     ap.add_argument("--target", required=True, action="append",
                     help="HOST:PORT to forward to; repeat it to spread connections over several in turn")
+    ap.add_argument("--sticky", action="store_true",
+                    help="with several --target: every connection to the first one that accepts (default: in turn)")
     ap.add_argument("--control", type=int, default=0, help="control HTTP port on 127.0.0.1 (0: pick one)")
     ap.add_argument("--seed", type=int, default=None, help="seed for the delay jitter")
     args = ap.parse_args()

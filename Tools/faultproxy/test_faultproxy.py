@@ -220,6 +220,20 @@ class ProxyTests(unittest.TestCase):
         finally:
             other.close()
 
+    def test_sticky_targets_take_the_first_that_accepts(self):
+        other = Echo()
+        free = socket.socket(); free.bind(("127.0.0.1", 0)); dead = free.getsockname()[1]; free.close()
+        p = self.t.start_proxy([("127.0.0.1", dead), ("127.0.0.1", other.port), ("127.0.0.1", self.echo.port)], sticky=True)
+        try:
+            for i in range(4):                               # the dead one is skipped, the second takes all
+                s = connect(p.port)
+                s.sendall(b"%d" % i); self.assertEqual(recv_exact(s, 1), b"%d" % i)
+                s.close()
+            self.assertEqual((other.received, self.echo.received), (4, 0))
+            self.assertTrue(self.t.call(p.stats)["sticky"])
+        finally:
+            other.close()
+
 
 class ControlPortTest(unittest.TestCase):
     def test_cli_and_control(self):

@@ -3,8 +3,9 @@
 
 Starts one relay (or --relays N instances sharing one PostgreSQL log, --store) and N agents
 (each agent's relay link through its own fault proxy from Tools/faultproxy; with several relays
-each new connection goes to the next instance, as behind a load balancer, or with --pinned
-always to relay i mod N),
+each new WebSocket goes to the next instance, as behind a load balancer, while a long-polling
+agent stays on one instance until it is down, as Tools/nginx/kanban-relays.conf keeps it; with
+--pinned, agent i always goes to relay i mod N),
 drives random operations through every agent's HTTP API while it injects faults (proxy delay
 with jitter, pause, cut after N bytes, reset, refuse; agents SIGKILLed and restarted; a relay
 SIGKILLed or SIGTERMed and restarted), then heals everything and checks:
@@ -600,20 +601,22 @@ class Soak:
         token = tok.stdout.strip()
         self.pt = faultproxy.ProxyThread().start()
         for i in range(a.agents):
-            relay = self.relays[i % len(self.relays)]
-            # Rotating: every reconnect of this agent may land on another instance, which must
-            # catch it up from the shared log with the cursors another instance gave it.
-            order = [self.relays[(i + k) % len(self.relays)] for k in range(1 if a.pinned else len(self.relays))]
-            p = self.pt.start_proxy([(HOST, r.port) for r in order], seed=self.rng.getrandbits(32), name=f"proxy{i}")
-            self.proxies.append(p)
             # The last `--long-polling` agents sync over HTTP long-polling instead of the WebSocket.
             transport = "long-polling" if i >= a.agents - a.long_polling else "auto"
+            # Rotating: every reconnect of this agent may land on another instance, which must
+            # catch it up from the shared log with the cursors another instance gave it. A
+            # long-polling session lives in one instance and its requests use several connections
+            # at once, so those go to one instance while it is up (client affinity), like nginx's.
+            order = [self.relays[(i + k) % len(self.relays)] for k in range(1 if a.pinned else len(self.relays))]
+            p = self.pt.start_proxy([(HOST, r.port) for r in order], seed=self.rng.getrandbits(32), name=f"proxy{i}",
+                                    sticky=transport == "long-polling")
+            self.proxies.append(p)
             ag = AgentProc(i, a.binary, os.path.join(self.dir, f"agent{i}"), os.path.join(self.dir, f"agent{i}.log"),
                            free_port(), p.port, token, transport)
             self.agents.append(ag)
             ag.start()
             log(f"{ag.name} (replica {ag.replica}) on port {ag.port}, relay link ({transport}) through proxy port {p.port} "
-                f"to {'/'.join(r.name for r in order)}")
+                f"to {'/'.join(r.name for r in order)}{' (first that is up)' if p.sticky and len(order) > 1 else ''}")
         self.seed_boards()
 
     def seed_boards(self) -> None:
@@ -1159,7 +1162,7 @@ def main() -> int:
               f"repairs {s['repairs']}, relay digest mismatches {s['relay_digest_mismatches']}")
         if s["relays"] > 1:
             print(f"agent connections by relay: {s['connections_by_relay']}"
-                  f"{' (pinned)' if args.pinned else ' (each new connection to the next relay)'}")
+                  f"{' (pinned)' if args.pinned else ' (WebSockets: each to the next relay; long-polling: the first that is up)'}")
         print(f"checked by {s['checked_by']}: lost = {s['lost']} {s['missing_by_agent']}, "
               f"divergent = {s['divergent']}, converged = {'yes' if s['converged'] else 'no'} "
               f"({s['converge_s']} s after healing), crashes = {len(s['crashes'])}")
