@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 public import KanbanProtocol
+import KanbanModel
 import NIOCore
 import NIOHTTP1
 
@@ -118,13 +119,45 @@ extension Duration {
 
 /// For `kanban doctor`: whether the long-polling fallback reaches the relay.
 public enum LongPollingProbe {
-    /// Opens a session and ends it again; nil when that worked, else what went wrong.
+    /// Opens a session, uses it the way an agent does (a poll waiting while messages are
+    /// posted, so over parallel connections: `hello`, then pings) and ends it; nil when all of
+    /// that worked, else what went wrong. A session unknown right after it opened means the
+    /// requests were spread over relay instances (`LinkProblem.pollAffinity`).
     public static func check(relayURL: String, token: String) async -> LinkProblem? {
+        let link: LongPollLink
         do {
-            let link = try await LongPollLink.open(relayURL: relayURL, token: token, timeout: .seconds(5))
+            link = try await LongPollLink.open(relayURL: relayURL, token: token, timeout: .seconds(5))
+        } catch {
+            return LinkFailure.classify(error, url: relayURL, token: token)
+        }
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    // Waits on the relay until the welcome is queued: the posts below go meanwhile.
+                    var after = 0
+                    var pongs = 0
+                    while pongs < 3 {
+                        let (batch, messages) = try await link.poll(after: after)
+                        after = batch
+                        pongs += messages.filter { $0.contains("\"pong\"") }.count
+                    }
+                }
+                group.addTask {
+                    try await Task.sleep(for: .seconds(10))
+                    throw LinkProblem.timeout
+                }
+                try await link.send(SyncMessage.hello(.init(replica: ReplicaID("doctor")!, cursors: [:], client: "kanban-doctor")).text)
+                for k in 0..<3 { try await link.send(SyncMessage.ping(.init(t: Int64(k))).text) }
+                try await group.next()
+                group.cancelAll()
+            }
             await link.close()
             return nil
+        } catch let problem as LinkProblem where problem.code == "poll_session_unknown" {
+            await link.close()
+            return .pollAffinity
         } catch {
+            await link.close()
             return LinkFailure.classify(error, url: relayURL, token: token)
         }
     }

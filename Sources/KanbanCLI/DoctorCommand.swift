@@ -118,6 +118,15 @@ struct DoctorCommand: AsyncParsableCommand {
             }
         }
         await checkProtocol(url, token: token, add: add)
+        if let token {
+            // The fallback agents use when a proxy blocks the upgrade later: checked while the
+            // WebSocket works, so a balancer that breaks it is found before it is needed.
+            if let problem = await LongPollingProbe.check(relayURL: url, token: token) {
+                add("fallback", "fail", "HTTP long-polling (used when the upgrade is blocked) does not work", problem)
+            } else {
+                add("fallback", "pass", "HTTP long-polling works too: a session over parallel connections, hello and 3 pings", nil)
+            }
+        }
     }
 
     /// hello → welcome, then an application ping for round trip and clock skew.

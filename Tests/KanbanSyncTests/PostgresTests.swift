@@ -397,6 +397,19 @@ struct PostgresRelayTests {
         #expect(health["transport"] as? String == "long-polling", "\(health)")
         let lost = (health["attempts"] as? [[String: Any]] ?? []).filter { $0["errorClass"] as? String == "poll_session_unknown" }
         #expect(lost.isEmpty, "requests of a session reached the other instance: \(health)")
+
+        // `kanban doctor` checks the fallback too: it passes here, and names the balancer that
+        // spreads /sync/poll (this config as it was before: /sync/poll on the least_conn upstream).
+        let (okStatus, okOut) = try await CLITests().run(["doctor", "--relay", proxy, "--token", token, "--agent", "http://127.0.0.1:\(pollingPort)"])
+        #expect(okStatus == 0 && okOut.contains("✔ fallback"), "\(okOut)")
+        let (spread, spreadPort) = try await NginxTests().startNginx(
+            "kanban-relays.conf", relayPort: relayPorts[0], root: root,
+            extra: ["@RELAY_PORT_2@": String(relayPorts[1]), "proxy_pass http://kanban_relays_by_client;": "proxy_pass http://kanban_relays;"])
+        defer { spread.terminate(); spread.waitUntilExit() }
+        let (status2, out) = try await CLITests().run(["doctor", "--json", "--relay", "ws://127.0.0.1:\(spreadPort)/sync", "--token", token,
+                                                        "--agent", "http://127.0.0.1:\(pollingPort)"])
+        #expect(status2 != 0)
+        #expect(out.contains("\"fallback\"") && out.contains("\"poll_affinity\""), "\(out)")
     }
 
     /// The issue's check: two `kanban relay` processes on one PostgreSQL behind nginx, agents on
