@@ -139,7 +139,9 @@ public enum LongPollingProbe {
                     while pongs < 3 {
                         let (batch, messages) = try await link.poll(after: after)
                         after = batch
-                        pongs += messages.filter { $0.contains("\"pong\"") }.count
+                        for text in messages {
+                            if case .pong = try? SyncMessage.decode(Data(text.utf8), limit: ProtocolLimits.maxRelayMessageBytes) { pongs += 1 }
+                        }
                     }
                 }
                 group.addTask {

@@ -38,7 +38,7 @@ public struct LinkProblem: Error, Sendable, Hashable, Codable {
     public static let tokenInvalid = LinkProblem(code: "token_invalid", message: "The relay did not accept the token.",
         fix: "The token is for another relay or the relay's secret changed: create a new one with `kanban relay token create`.")
 
-    /// The meaning of an HTTP status answered to the WebSocket upgrade.
+    /// A long-polling session's requests spread over relay instances (found by `kanban doctor`).
     public static let pollAffinity = LinkProblem(
         code: "poll_affinity",
         message: "Requests of one long-polling session reached a relay instance that did not open it (poll_session_unknown right after it opened): "
@@ -46,6 +46,7 @@ public struct LinkProblem: Error, Sendable, Hashable, Codable {
         fix: "Make the load balancer send all of a client's /sync/poll requests to one instance (hash on the client address, "
             + "as Tools/nginx/kanban-relays.conf does); WebSockets on /sync need no affinity.")
 
+    /// The meaning of an HTTP status answered to the WebSocket upgrade.
     public static func upgradeStatus(_ status: Int, body: String = "") -> LinkProblem {
         switch status {
         case 101: return LinkProblem(code: "ok", message: "Upgraded.", fix: "")
