@@ -10,6 +10,7 @@ import Prometheus
 public import Logging
 import NIOCore
 import ServiceLifecycle
+import Synchronization
 
 /// A relay: storage, token authority and hub.
 public final class Relay: Sendable {
@@ -136,6 +137,14 @@ public func buildRelayApplication(
         }
     }
     router.get("health") { _, _ in relayJSON(["status": "ok"]) }
+    router.get("health/ready") { _, _ in
+        // Liveness is /health; this also asks the store, so a balancer or an orchestrator can
+        // hold traffic while PostgreSQL (or the SQLite file) does not answer.
+        if let problem = await storeProblem(relay.storage, within: .seconds(2)) {
+            return relayJSON(["status": "unavailable", "store": problem], status: .serviceUnavailable)
+        }
+        return relayJSON(["status": "ready", "store": "ok"])
+    }
     router.get("health/websocket") { _, _ in
         let stats = await relay.hub.stats
         let mismatches = await relay.hub.digestMismatches
@@ -164,6 +173,40 @@ public func buildRelayApplication(
         logger: logger
     )
 }
+
+/// Nil when the store answers a cheap read (a board's head) within `limit`, else what went
+/// wrong. The read runs in a task of its own, so a store that hangs does not hold the answer.
+func storeProblem(_ storage: any RelayStorage, within limit: Duration) async -> String? {
+    /// The first answer wins; the other is dropped.
+    final class Reply: Sendable {
+        private let continuation: Mutex<CheckedContinuation<String?, Never>?>
+        init(_ continuation: CheckedContinuation<String?, Never>) { self.continuation = Mutex(continuation) }
+        func send(_ problem: String?) {
+            continuation.withLock { pending in
+                pending?.resume(returning: problem)
+                pending = nil
+            }
+        }
+    }
+    return await withCheckedContinuation { (continuation: CheckedContinuation<String?, Never>) in
+        let reply = Reply(continuation)
+        Task {
+            do {
+                _ = try await storage.head(of: readinessProbeBoard)
+                reply.send(nil)
+            } catch {
+                reply.send("\(error)")
+            }
+        }
+        Task {
+            try? await Task.sleep(for: limit)
+            reply.send("the store did not answer within \(limit)")
+        }
+    }
+}
+
+/// A board ID no one uses, read by the readiness check.
+private let readinessProbeBoard = EntityID("00000000-0000-7000-8000-000000000000")!
 
 func relayJSON(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
     let encoder = JSONEncoder()

@@ -1,0 +1,82 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import KanbanModel
+import KanbanProtocol
+import KanbanRelay
+import Synchronization
+import Testing
+
+/// `/health/ready`: the relay answers 503 while its store does not (PostgreSQL down, a hung
+/// read), 200 once it does; `/health` (liveness) stays 200 throughout.
+@Suite struct RelayReadinessTests {
+    enum Mode { case up, failing, hanging }
+
+    /// The relay's SQLite log, with reads of a board's head that fail or hang on demand.
+    final class Switchable: Sendable {
+        let mode = Mutex(Mode.up)
+        struct StoreDown: Error, CustomStringConvertible { var description: String { "connection refused (test)" } }
+
+        func wrap(_ log: SQLiteRelayStorage) -> any RelayStorage { Storage(log: log, owner: self) }
+
+        struct Storage: RelayStorage {
+            let log: SQLiteRelayStorage
+            let owner: Switchable
+
+            func head(of board: EntityID) async throws -> Int64 {
+                switch owner.mode.withLock({ $0 }) {
+                case .up: return try log.head(of: board)
+                case .failing: throw StoreDown()
+                case .hanging:
+                    try await Task.sleep(for: .seconds(4))
+                    return try log.head(of: board)
+                }
+            }
+            func operations(board: EntityID, after: Int64, limit: Int) async throws -> [SyncMessage.Ops.Sequenced] {
+                try log.operations(board: board, after: after, limit: limit)
+            }
+            func append(_ ops: [BoardOperation], team: String) async throws -> [AppendResult] { try await log.append(ops, team: team) }
+            func boards(team: String) async throws -> [SyncMessage.BoardHead] { try log.boards(team: team) }
+            func team(of board: EntityID) async throws -> String? { try log.team(of: board) }
+            func secret() async throws -> Data { try log.secret() }
+            func operationCount() async throws -> Int { try log.operationCount() }
+            func snapshot(board: EntityID) async throws -> (seq: Int64, state: BoardSnapshot)? { try log.snapshot(board: board) }
+            func compact(board: EntityID, through seq: Int64) async throws { try await log.compact(board: board, through: seq) }
+            func close() async throws { try log.close() }
+        }
+    }
+
+    func get(_ url: String) async throws -> (Int, [String: String]) {
+        let (data, response) = try await URLSession.shared.data(from: URL(string: url)!)
+        let object = try JSONSerialization.jsonObject(with: data) as? [String: String] ?? [:]
+        return ((response as? HTTPURLResponse)?.statusCode ?? 0, object)
+    }
+
+    @Test func readinessFollowsTheStoreAndLivenessDoesNot() async throws {
+        let store = Switchable()
+        let cluster = try await SyncCluster(agents: 0, wrapStorage: { store.wrap($0) })
+        defer { Task { await cluster.shutdown() } }
+        let base = "http://127.0.0.1:\(cluster.relayPort.withLock { $0 })"
+
+        var (status, body) = try await get(base + "/health/ready")
+        #expect(status == 200 && body == ["status": "ready", "store": "ok"], "\(status) \(body)")
+
+        store.mode.withLock { $0 = .failing }
+        (status, body) = try await get(base + "/health/ready")
+        #expect(status == 503 && body["status"] == "unavailable" && body["store"]?.contains("connection refused") == true, "\(status) \(body)")
+        #expect(try await get(base + "/health").0 == 200)
+
+        // A store that does not answer: the check gives up after 2 s instead of hanging with it.
+        store.mode.withLock { $0 = .hanging }
+        let started = ContinuousClock.now
+        (status, body) = try await get(base + "/health/ready")
+        let took = ContinuousClock.now - started
+        #expect(status == 503 && body["store"]?.contains("did not answer within") == true, "\(status) \(body)")
+        #expect(took < .seconds(4), "the check waited \(took) for a hung store")
+
+        store.mode.withLock { $0 = .up }
+        (status, body) = try await get(base + "/health/ready")
+        #expect(status == 200 && body["status"] == "ready", "\(status) \(body)")
+    }
+}
