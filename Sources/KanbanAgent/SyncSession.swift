@@ -48,7 +48,7 @@ struct SyncSession {
         // Acknowledged operations of an earlier link leave the outbox before this link pushes it.
         try await store.flushAcknowledgments()
         let hello = SyncMessage.hello(.init(replica: store.replicaID, cursors: try store.cursors(), client: "kanban-agent"))
-        try await send(hello, transport)
+        try await Self.fresh { try await send(hello, transport) }
         try await withThrowingTaskGroup(of: Void.self) { group in
             // One task reads (and decodes) what the relay sends, another handles it in order:
             // under load, consecutive `ops` (and `ack`) messages that queued up meanwhile are
@@ -66,7 +66,8 @@ struct SyncSession {
                 case .longPolling(let link):
                     var after = 0
                     while !Task.isCancelled {
-                        let (batch, messages) = try await link.poll(after: after)
+                        let (batch, messages) = after == 0 ? try await Self.fresh { try await link.poll(after: 0) }
+                                                           : try await link.poll(after: after)
                         for text in messages { await inbox.append(try decode(text)) }
                         after = batch
                     }
@@ -123,6 +124,17 @@ struct SyncSession {
             // The link is over when the inbound stream ends or any loop fails.
             try await group.next()
             group.cancelAll()
+        }
+    }
+
+    /// Runs one of the first requests of a long-polling session. The relay opened the session a
+    /// moment before, so "no such session" means this request reached another relay instance:
+    /// a balancer in the way spreads the session's connections (`LinkProblem.pollAffinity`).
+    private static func fresh<T>(_ request: () async throws -> T) async throws -> T {
+        do {
+            return try await request()
+        } catch let problem as LinkProblem where problem.code == "poll_session_unknown" {
+            throw LinkProblem.pollAffinity
         }
     }
 

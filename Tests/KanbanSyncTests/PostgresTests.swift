@@ -410,6 +410,15 @@ struct PostgresRelayTests {
                                                         "--agent", "http://127.0.0.1:\(pollingPort)"])
         #expect(status2 != 0)
         #expect(out.contains("\"fallback\"") && out.contains("\"poll_affinity\""), "\(out)")
+        // An agent long-polling through it says the same in its status (and the board's panel).
+        let split = try ProcessSyncTests.Child(["agent", "--port", "0", "--data", root + "/split", "--relay",
+                                                "ws://127.0.0.1:\(spreadPort)/sync", "--token", token, "--relay-transport", "long-polling"])
+        defer { split.kill() }
+        let splitPort = try await split.port(after: "Board:")
+        try await eventually("the agent behind the spreading balancer names it", timeout: .seconds(20)) {
+            let health = try await sync.request("GET", "http://127.0.0.1:\(splitPort)/health/websocket")
+            return (health["attempts"] as? [[String: Any]] ?? []).contains { $0["errorClass"] as? String == "poll_affinity" }
+        }
     }
 
     /// The check: two `kanban relay` processes on one PostgreSQL behind nginx, agents on
