@@ -345,20 +345,10 @@ struct PostgresRelayTests {
     /// found by the soak with two relays). `kanban-relays.conf` keeps `/sync/poll` on one instance
     /// per client address, so a long-polling agent syncs with a WebSocket agent on the other one.
     @Test func aLongPollingAgentBehindNginxKeepsItsSessionOnOneInstance() async throws {
-        let url = try await PostgresFixture.freshDatabase()
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-pg-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        let (status, tokenOut) = try await CLITests().run(["relay", "token", "create", "--store", url, "--team", "t"])
-        #expect(status == 0, "\(tokenOut)")
-        let token = tokenOut.trimmingCharacters(in: .whitespacesAndNewlines)
-        let relays = try ["r1", "r2"].map { try ProcessSyncTests.Child(["relay", "--port", "0", "--store", url, "--name", $0]) }
-        defer { for relay in relays { relay.kill() } }
-        let relayPorts = [try await relays[0].port(after: "listening on ws://"), try await relays[1].port(after: "listening on ws://")]
-        let (nginx, proxyPort) = try await NginxTests().startNginx("kanban-relays.conf", relayPort: relayPorts[0], root: root,
-                                                                 extra: ["@RELAY_PORT_2@": String(relayPorts[1])])
-        defer { nginx.terminate(); nginx.waitUntilExit() }
+        let pair = try await TwoRelaysBehindNginx.start()
+        defer { pair.stop() }
+        let (root, token, proxy) = (pair.root, pair.token, pair.proxy)
         let sync = ProcessSyncTests()
-        let proxy = "ws://127.0.0.1:\(proxyPort)/sync"
         let polling = try ProcessSyncTests.Child(["agent", "--port", "0", "--data", root + "/polling", "--relay", proxy, "--token", token,
                                                   "--relay-transport", "long-polling"])
         defer { polling.kill() }
@@ -402,9 +392,7 @@ struct PostgresRelayTests {
         // spreads /sync/poll (this config as it was before: /sync/poll on the least_conn upstream).
         let (okStatus, okOut) = try await CLITests().run(["doctor", "--relay", proxy, "--token", token, "--agent", "http://127.0.0.1:\(pollingPort)"])
         #expect(okStatus == 0 && okOut.contains("✔ fallback"), "\(okOut)")
-        let (spread, spreadPort) = try await NginxTests().startNginx(
-            "kanban-relays.conf", relayPort: relayPorts[0], root: root,
-            extra: ["@RELAY_PORT_2@": String(relayPorts[1]), "proxy_pass http://kanban_relays_by_client;": "proxy_pass http://kanban_relays;"])
+        let (spread, spreadPort) = try await pair.anotherNginx(replacing: ["proxy_pass http://kanban_relays_by_client;": "proxy_pass http://kanban_relays;"])
         defer { spread.terminate(); spread.waitUntilExit() }
         let (status2, out) = try await CLITests().run(["doctor", "--json", "--relay", "ws://127.0.0.1:\(spreadPort)/sync", "--token", token,
                                                         "--agent", "http://127.0.0.1:\(pollingPort)"])
@@ -424,20 +412,10 @@ struct PostgresRelayTests {
     /// The issue's check: two `kanban relay` processes on one PostgreSQL behind nginx, agents on
     /// both, one relay SIGKILLed mid-stream, replicas compared.
     @Test func agentsOnTwoRelaysBehindNginxConvergeAndSurviveAnInstanceKill() async throws {
-        let url = try await PostgresFixture.freshDatabase()
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-pg-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        let (status, tokenOut) = try await CLITests().run(["relay", "token", "create", "--store", url, "--team", "t"])
-        #expect(status == 0, "\(tokenOut)")
-        let token = tokenOut.trimmingCharacters(in: .whitespacesAndNewlines)
-        let relays = try ["r1", "r2"].map { try ProcessSyncTests.Child(["relay", "--port", "0", "--store", url, "--name", $0]) }
-        defer { for relay in relays { relay.kill() } }
-        let relayPorts = [try await relays[0].port(after: "listening on ws://"), try await relays[1].port(after: "listening on ws://")]
-        let (nginx, proxyPort) = try await NginxTests().startNginx("kanban-relays.conf", relayPort: relayPorts[0], root: root,
-                                                                 extra: ["@RELAY_PORT_2@": String(relayPorts[1])])
-        defer { nginx.terminate(); nginx.waitUntilExit() }
+        let pair = try await TwoRelaysBehindNginx.start()
+        defer { pair.stop() }
+        let (url, root, token, relayPorts, proxy) = (pair.url, pair.root, pair.token, pair.relayPorts, pair.proxy)
         let sync = ProcessSyncTests()
-        let proxy = "ws://127.0.0.1:\(proxyPort)/sync"
         var agents: [ProcessSyncTests.Child] = []
         var ports: [Int] = []
         for i in 0..<4 {
@@ -490,7 +468,7 @@ struct PostgresRelayTests {
                 }
             }
             try await eventually("the stream is under way") { written.value.withLock { $0 } >= 20 }
-            relays[0].kill(SIGKILL)
+            pair.relays[0].kill(SIGKILL)
             try await group.waitForAll()
         }
         var expected = live
@@ -517,5 +495,51 @@ struct PostgresRelayTests {
                                                  as: (Int64, Int64, Int64).self)
         let expectedOps = Int64(2 + expected.count)  // board + column + one create per task
         #expect(log.first.map { $0.0 == expectedOps && $0.1 == 1 && $0.2 == expectedOps } == true, "log \(String(describing: log.first)), expected \(expectedOps)")
+    }
+}
+
+/// Two `kanban relay --store` processes on a fresh PostgreSQL database behind nginx
+/// (`Tools/nginx/kanban-relays.conf`), and a token of team "t" for them. `stop()` ends nginx and
+/// the relays and removes the directory.
+struct TwoRelaysBehindNginx {
+    let url: String
+    let root: String
+    let token: String
+    let relays: [ProcessSyncTests.Child]
+    let relayPorts: [Int]
+    let nginx: Process
+    let proxyPort: Int
+    var proxy: String { "ws://127.0.0.1:\(proxyPort)/sync" }
+
+    static func start() async throws -> TwoRelaysBehindNginx {
+        let url = try await PostgresFixture.freshDatabase()
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-pg-\(UUID().uuidString)").path
+        let (status, tokenOut) = try await CLITests().run(["relay", "token", "create", "--store", url, "--team", "t"])
+        #expect(status == 0, "\(tokenOut)")
+        let relays = try ["r1", "r2"].map { try ProcessSyncTests.Child(["relay", "--port", "0", "--store", url, "--name", $0]) }
+        do {
+            let relayPorts = [try await relays[0].port(after: "listening on ws://"), try await relays[1].port(after: "listening on ws://")]
+            let (nginx, proxyPort) = try await NginxTests().startNginx("kanban-relays.conf", relayPort: relayPorts[0], root: root,
+                                                                     extra: ["@RELAY_PORT_2@": String(relayPorts[1])])
+            return TwoRelaysBehindNginx(url: url, root: root, token: tokenOut.trimmingCharacters(in: .whitespacesAndNewlines),
+                                        relays: relays, relayPorts: relayPorts, nginx: nginx, proxyPort: proxyPort)
+        } catch {
+            for relay in relays { relay.kill() }
+            try? FileManager.default.removeItem(atPath: root)
+            throw error
+        }
+    }
+
+    /// A second nginx in front of the same relays, its config changed by `replacing` (text → text).
+    func anotherNginx(replacing: [String: String]) async throws -> (Process, Int) {
+        try await NginxTests().startNginx("kanban-relays.conf", relayPort: relayPorts[0], root: root,
+                                          extra: replacing.merging(["@RELAY_PORT_2@": String(relayPorts[1])]) { new, _ in new })
+    }
+
+    func stop() {
+        nginx.terminate()
+        nginx.waitUntilExit()
+        for relay in relays { relay.kill() }
+        try? FileManager.default.removeItem(atPath: root)
     }
 }

@@ -423,7 +423,7 @@ final class CompactionBeforeRead: Sendable {
     func arm(board: EntityID, through: Int64) { armed.withLock { $0 = (board, through) } }
     func wrap(_ log: SQLiteRelayStorage) -> any RelayStorage { Storage(log: log, owner: self) }
 
-    struct Storage: RelayStorage {
+    struct Storage: ForwardingToLog {
         let log: SQLiteRelayStorage
         let owner: CompactionBeforeRead
 
@@ -439,14 +439,26 @@ final class CompactionBeforeRead: Sendable {
             }
             return try log.operations(board: board, after: after, limit: limit)
         }
-        func append(_ ops: [BoardOperation], team: String) async throws -> [AppendResult] { try await log.append(ops, team: team) }
-        func boards(team: String) async throws -> [SyncMessage.BoardHead] { try log.boards(team: team) }
-        func head(of board: EntityID) async throws -> Int64 { try log.head(of: board) }
-        func team(of board: EntityID) async throws -> String? { try log.team(of: board) }
-        func secret() async throws -> Data { try log.secret() }
-        func operationCount() async throws -> Int { try log.operationCount() }
-        func snapshot(board: EntityID) async throws -> (seq: Int64, state: BoardSnapshot)? { try log.snapshot(board: board) }
-        func compact(board: EntityID, through seq: Int64) async throws { try await log.compact(board: board, through: seq) }
-        func close() async throws { try log.close() }
     }
+}
+
+/// Relay storage that passes every call to the SQLite log: a test's wrapper conforms and
+/// implements only the calls it changes.
+protocol ForwardingToLog: RelayStorage {
+    var log: SQLiteRelayStorage { get }
+}
+
+extension ForwardingToLog {
+    func append(_ ops: [BoardOperation], team: String) async throws -> [AppendResult] { try await log.append(ops, team: team) }
+    func operations(board: EntityID, after: Int64, limit: Int) async throws -> [SyncMessage.Ops.Sequenced] {
+        try log.operations(board: board, after: after, limit: limit)
+    }
+    func boards(team: String) async throws -> [SyncMessage.BoardHead] { try log.boards(team: team) }
+    func head(of board: EntityID) async throws -> Int64 { try log.head(of: board) }
+    func team(of board: EntityID) async throws -> String? { try log.team(of: board) }
+    func secret() async throws -> Data { try log.secret() }
+    func operationCount() async throws -> Int { try log.operationCount() }
+    func snapshot(board: EntityID) async throws -> (seq: Int64, state: BoardSnapshot)? { try log.snapshot(board: board) }
+    func compact(board: EntityID, through seq: Int64) async throws { try await log.compact(board: board, through: seq) }
+    func close() async throws { try log.close() }
 }
