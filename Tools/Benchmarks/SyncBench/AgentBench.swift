@@ -111,14 +111,14 @@ func openLoopCreates(port: Int, columns: [EntityID], rate: Double, duration: Dou
                     var local: [UInt64] = [], lags: [UInt64] = []
                     for await (i, scheduled) in stream {
                         let column = columns[i % columns.count]
-                        if i >= warmCount { lags.append(nowNs() &- scheduled) }
+                        if i >= warmCount { lags.append(nanos(from: scheduled, to: nowNs())) }
                         let r = try await request(.POST, "/api/columns/\(column)/tasks", createTaskBody(i, sentAt: scheduled))
                         let done = nowNs()
                         if r.status == 201 { ok.add() } else {
                             errors.add()
                             if errors.load < 3 { note("HTTP \(r.status): \(r.body.prefix(200))") }
                         }
-                        if i >= warmCount { local.append(done - scheduled) }
+                        if i >= warmCount { local.append(nanos(from: scheduled, to: done)) }
                     }
                     sink.add(contentsOf: local)
                     lagSink.add(contentsOf: lags)
@@ -204,7 +204,7 @@ final class EventListeners: Sendable {
                             guard !stamps.isEmpty else { continue }
                             self.received.add(stamps.count)
                             let from = self.measureFrom.load(ordering: .relaxed)
-                            for ts in stamps where UInt64(ts) >= from { local.append(now - UInt64(ts)) }
+                            for ts in stamps where UInt64(ts) >= from { local.append(nanos(from: UInt64(ts), to: now)) }
                             if !local.isEmpty { self.sink.add(contentsOf: local); local.removeAll(keepingCapacity: true) }
                         }
                         self.sink.add(contentsOf: local)

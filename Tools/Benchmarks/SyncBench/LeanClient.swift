@@ -48,7 +48,7 @@ struct LeanE2E {
         let measureFrom = start + UInt64(warmup * 1e9)
         events.onCreated = { sentAt, readAt in
             result.received += 1
-            if sentAt >= measureFrom { result.e2e.append(readAt &- sentAt) }
+            if sentAt >= measureFrom { result.e2e.append(nanos(from: sentAt, to: readAt)) }
         }
         var fds = [pollfd](repeating: pollfd(), count: connections + 1)
         var drainDeadline: UInt64?
@@ -60,7 +60,7 @@ struct LeanE2E {
             }
             for i in conns.indices where conns[i].outstanding == nil && !pending.isEmpty {
                 let (index, scheduled) = pending.removeFirst()
-                if index >= warmCount { result.sendLags.append(nowNs() &- scheduled) }
+                if index >= warmCount { result.sendLags.append(nanos(from: scheduled, to: nowNs())) }
                 try conns[i].send(index: index, scheduled: scheduled, column: columns[index % columns.count])
             }
             if next == total && answered == total && pending.isEmpty {
@@ -89,7 +89,7 @@ struct LeanE2E {
                         result.errors += 1
                         if result.errors < 3 { note("HTTP \(status) for create \(index)") }
                     }
-                    if index >= warmCount { result.http.append(readAt &- scheduled) }
+                    if index >= warmCount { result.http.append(nanos(from: scheduled, to: readAt)) }
                 }
             }
         }

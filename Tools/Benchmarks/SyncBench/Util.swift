@@ -12,6 +12,13 @@ import Synchronization
     DispatchTime.now().uptimeNanoseconds
 }
 
+/// Nanoseconds from `start` to `end`, 0 when `end` comes first (a request handed to its
+/// connection a few microseconds before its scheduled time was not late). A wrapping
+/// subtraction there once made a sample near 2^64 and trapped the summary's sum.
+@inline(__always) func nanos(from start: UInt64, to end: UInt64) -> UInt64 {
+    end > start ? end - start : 0
+}
+
 struct LatencySummary {
     var count: Int
     var p50: Double
@@ -32,7 +39,7 @@ struct LatencySummary {
         }
         p50 = q(0.5); p90 = q(0.9); p99 = q(0.99); p999 = q(0.999)
         max = s.last.map { Double($0) / 1e6 } ?? .nan
-        mean = s.isEmpty ? .nan : Double(s.reduce(0, +)) / Double(s.count) / 1e6
+        mean = s.isEmpty ? .nan : s.reduce(0.0) { $0 + Double($1) } / Double(s.count) / 1e6
     }
 }
 
