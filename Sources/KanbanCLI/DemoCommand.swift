@@ -15,7 +15,7 @@ struct DemoCommand: AsyncParsableCommand {
         commandName: "demo",
         abstract: "Start a relay and two agents (own data directories, free ports) and print two board URLs.")
 
-    @Option(help: "Directory for the demo's data (default: a new temporary directory).") var data: String?
+    @Option(help: "Directory for the demo's data, kept after the demo stops (default: a new temporary directory, removed when the demo stops).") var data: String?
 
     func run() async throws {
         var logger = Logger(label: "kanban.demo")
@@ -64,6 +64,12 @@ struct DemoCommand: AsyncParsableCommand {
         printer.cancel()
         await relayGroup.triggerGracefulShutdown()
         _ = try? await relayTask.value
+        if data == nil {
+            for agent in agents { try? agent.store.close() }
+            try? storage.close()
+            try? FileManager.default.removeItem(atPath: root)
+            print("Removed the demo's data (\(root)); run `kanban demo --data DIR` to keep it between runs.")
+        }
     }
 }
 

@@ -44,6 +44,18 @@ struct ProcessSyncTests {
             return Int(afterHost.prefix { $0.isNumber })!
         }
 
+        /// The first output line containing `marker`, once there is one (up to 20 s).
+        func line(containing marker: String) async throws -> String {
+            let deadline = ContinuousClock.now + .seconds(20)
+            while true {
+                if let line = lock.withLock({ lines.first { $0.contains(marker) } }) { return line }
+                guard process.isRunning, ContinuousClock.now < deadline else {
+                    throw TestError("no '\(marker)' line from kanban \(process.arguments?.joined(separator: " ") ?? "")")
+                }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+
         func kill(_ signal: Int32 = SIGTERM) {
             if process.isRunning { Foundation.kill(process.processIdentifier, signal) }
             process.waitUntilExit()
@@ -162,6 +174,38 @@ struct ProcessSyncTests {
         }
         let health = try await request("GET", "http://127.0.0.1:\(port)/health/websocket")
         #expect((health["repairs"] as? Int) == 1)
+    }
+
+    /// `kanban demo`: a relay and two agents in one process; a task made on one board URL shows
+    /// on the other; Ctrl-C stops it cleanly and removes its temporary data.
+    @Test func theDemoSyncsItsTwoBoardsAndCleansUpOnCtrlC() async throws {
+        let demo = try Child(["demo"])
+        defer { demo.kill() }
+        let (alice, bob) = (try await demo.port(after: "alice: http://"), try await demo.port(after: "bob: http://"))
+        let dataLine = try await demo.line(containing: "data: ")
+        let data = String(dataLine[dataLine.range(of: "data: ")!.upperBound...]).trimmingCharacters(in: .whitespaces)
+        #expect(FileManager.default.fileExists(atPath: data + "/relay"))
+
+        let (listing, _) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(alice)/api/boards")!)
+        let boards = try #require(try JSONSerialization.jsonObject(with: listing) as? [[String: Any]])
+        let board = try #require(boards.first { $0["title"] as? String == "Demo board" }?["id"] as? String)
+        let doc = try await request("GET", "http://127.0.0.1:\(alice)/api/boards/\(board)")
+        let todo = try #require((doc["columns"] as? [[String: Any]])?.first?["id"] as? String)
+        _ = try await request("POST", "http://127.0.0.1:\(alice)/api/columns/\(todo)/tasks", ["title": "from alice"])
+        try await eventually("bob's board shows alice's task") {
+            try await taskTitles(bob, board).contains("from alice")
+        }
+        for page in [alice, bob] {
+            let (html, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(page)/")!)
+            #expect((response as? HTTPURLResponse)?.statusCode == 200)
+            #expect(String(decoding: html, as: UTF8.self).contains("<html"))
+        }
+
+        demo.kill(SIGINT)
+        #expect(demo.process.terminationReason == .exit)
+        #expect(demo.process.terminationStatus == 0)
+        #expect(!FileManager.default.fileExists(atPath: data))
+        _ = try await demo.line(containing: "Removed the demo's data")
     }
 
     /// Rewrites every task title in an agent's tables (not its log), behind its back.
