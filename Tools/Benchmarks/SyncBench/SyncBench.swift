@@ -67,6 +67,7 @@ final class RelayProcess: @unchecked Sendable {
     func stop() {
         process.terminate()
         process.waitUntilExit()
+        ChildGuard.remove(process.processIdentifier)
         try? FileManager.default.removeItem(at: directory)
     }
 }
@@ -77,6 +78,7 @@ func startReportingPort(_ process: Process, announcedAs prefix: String, what: St
     let out = Pipe()
     process.standardOutput = out
     try process.run()
+    ChildGuard.add(process.processIdentifier)
     var text = ""
     let deadline = Date().addingTimeInterval(20)
     while Date() < deadline {
@@ -89,6 +91,8 @@ func startReportingPort(_ process: Process, announcedAs prefix: String, what: St
         }
     }
     process.terminate()
+    process.waitUntilExit()
+    ChildGuard.remove(process.processIdentifier)
     throw BenchError("\(what) process did not report its port: \(text)")
 }
 
@@ -252,6 +256,7 @@ final class AgentProcess: @unchecked Sendable {
     func stop() {
         process.terminate()
         process.waitUntilExit()
+        ChildGuard.remove(process.processIdentifier)
         try? FileManager.default.removeItem(at: directory)
     }
 }

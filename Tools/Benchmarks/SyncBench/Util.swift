@@ -6,6 +6,46 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 
+// MARK: - Child processes outlive no crash
+
+/// The `kanban` servers this bench started. They are stopped by the code that started them; if
+/// the bench dies first (a trap, Ctrl-C, `kill`), a signal handler sends each a SIGTERM before
+/// the bench goes, so no relay or agent is left running. The handler only reads a fixed array
+/// of PIDs and calls `kill`, both safe inside a signal handler.
+enum ChildGuard {
+    private static let capacity = 64
+    nonisolated(unsafe) private static let pids: UnsafeMutablePointer<Int32> = {
+        let p = UnsafeMutablePointer<Int32>.allocate(capacity: capacity)
+        p.initialize(repeating: 0, count: capacity)
+        return p
+    }()
+    private static let lock = Mutex(())
+
+    /// Installs the handlers; call once at start.
+    static func install() {
+        _ = pids
+        for signal in [SIGINT, SIGTERM, SIGHUP, SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGSEGV, SIGFPE] {
+            Glibc.signal(signal) { received in
+                for i in 0..<ChildGuard.capacity where ChildGuard.pids[i] > 0 { kill(ChildGuard.pids[i], SIGTERM) }
+                Glibc.signal(received, SIG_DFL)
+                raise(received)
+            }
+        }
+    }
+
+    static func add(_ pid: Int32) {
+        lock.withLock { _ in
+            if let i = (0..<capacity).first(where: { pids[$0] == 0 }) { pids[i] = pid }
+        }
+    }
+
+    static func remove(_ pid: Int32) {
+        lock.withLock { _ in
+            for i in 0..<capacity where pids[i] == pid { pids[i] = 0 }
+        }
+    }
+}
+
 // MARK: - Time and statistics
 
 @inline(__always) func nowNs() -> UInt64 {

@@ -67,6 +67,7 @@ struct Options {
 raiseFileLimit()
 // A reader that goes away (`| head`) must not kill the bench before it stops its servers.
 signal(SIGPIPE, SIG_IGN)
+ChildGuard.install()
 let arguments = CommandLine.arguments
 guard arguments.count >= 2, !["-h", "--help", "help"].contains(arguments[1]) else {
     print(usage)
