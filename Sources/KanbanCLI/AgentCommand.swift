@@ -88,6 +88,7 @@ struct AgentCommand: AsyncParsableCommand {
         var logger = Logger(label: "kanban.agent")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         let path = try data.replicaPath()
+        let lock = try DirectoryLock.acquire(data.resolved, for: "agent")
         let store: ReplicaStore
         do {
             store = try ReplicaStore(path: path)
@@ -116,6 +117,6 @@ struct AgentCommand: AsyncParsableCommand {
         try await app.runService()
         // Every service has stopped: SQLite folds the write-ahead log into the replica file.
         do { try store.close() } catch { logger.warning("closing \(path): \(error)") }
-        withExtendedLifetime(deadline) {}
+        withExtendedLifetime((deadline, lock)) {}
     }
 }

@@ -21,8 +21,10 @@ struct DebugCommand: AsyncParsableCommand {
         @Option(help: "Stop after this many operations.") var count: Int = 1_000_000
 
         func run() async throws {
-            let store = try ReplicaStore(path: try data.replicaPath())
-            defer { try? store.close() }
+            let path = try data.replicaPath()
+            let lock = try DirectoryLock.acquire(data.resolved, for: "writer")
+            let store = try ReplicaStore(path: path)
+            defer { try? store.close(); withExtendedLifetime(lock) {} }
             var sim = ReplicaSimulation(seed: seed, replicaCount: 3)
             sim.run(operationsPerReplica: 400)
             var ops = sim.allOperations[...]

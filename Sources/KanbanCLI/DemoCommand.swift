@@ -24,6 +24,7 @@ struct DemoCommand: AsyncParsableCommand {
         for sub in ["relay", "alice", "bob"] {
             try FileManager.default.createDirectory(atPath: root + "/" + sub, withIntermediateDirectories: true)
         }
+        let lock = try DirectoryLock.acquire(root, for: "demo")
         let storage = try SQLiteRelayStorage(path: root + "/relay/relay.sqlite")
         let relay = try await Relay(storage: storage, configuration: .init(port: 0), logger: logger)
         let token = relay.tokens.sign(RelayToken(team: "demo"))
@@ -64,6 +65,7 @@ struct DemoCommand: AsyncParsableCommand {
         printer.cancel()
         await relayGroup.triggerGracefulShutdown()
         _ = try? await relayTask.value
+        withExtendedLifetime(lock) {}
         if data == nil {
             for agent in agents { try? agent.store.close() }
             try? storage.close()

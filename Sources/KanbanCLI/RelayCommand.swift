@@ -68,6 +68,8 @@ struct RelayCommand: AsyncParsableCommand {
         func run() async throws {
             var logger = Logger(label: "kanban.relay")
             logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+            // Several relays share a PostgreSQL log by design; a SQLite log belongs to one.
+            let lock = data.postgresURL == nil ? try DirectoryLock.acquire(try data.directory(), for: "relay") : nil
             let storage = try await data.open(logger: logger)
             var configuration = RelayConfiguration(host: host, port: port, relayName: name)
             configuration.heartbeatSeconds = heartbeat
@@ -87,7 +89,7 @@ struct RelayCommand: AsyncParsableCommand {
             let deadline = ShutdownDeadline(limit: .seconds(Int64(shutdownTimeout)), logger: logger)
             try await app.runService()
             do { try await storage.close() } catch { logger.warning("closing the relay log: \(error)") }
-            withExtendedLifetime(deadline) {}
+            withExtendedLifetime((deadline, lock)) {}
         }
     }
 
@@ -154,13 +156,16 @@ struct RelayDataDirectory: ParsableArguments, CustomStringConvertible {
         return try SQLiteRelayStorage(path: try logPath())
     }
 
-    func logPath() throws -> String {
+    func logPath() throws -> String { try directory() + "/relay.sqlite" }
+
+    /// The SQLite log's directory, created if needed.
+    func directory() throws -> String {
         let dir = path ?? ProcessInfo.processInfo.environment["KANBAN_RELAY_DATA"] ?? "relay-data"
         do {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         } catch {
             throw ValidationError("cannot create relay data directory \(dir): \(error.localizedDescription)")
         }
-        return dir + "/relay.sqlite"
+        return dir
     }
 }

@@ -101,4 +101,27 @@ struct CLITests {
         #expect(status != 0)
         #expect(out.contains("--port must be 0-65535"), "\(args): \(out)")
     }
+
+    /// A second agent (or relay) on a directory a running one holds is refused, naming the
+    /// holder; once the holder is SIGKILLed the directory is free again (the lock dies with it).
+    @Test(arguments: ["agent", "relay"])
+    func aSecondServerOnOneDataDirectoryIsRefused(kind: String) async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-lock-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let args = [kind, "--port", "0", "--data", root]
+        let marker = kind == "agent" ? "Board:" : "listening on ws://"
+        let first = try ProcessSyncTests.Child(args)
+        defer { first.kill() }
+        _ = try await first.port(after: marker)
+
+        let (status, out) = try await run(args)
+        #expect(status == 1, "\(out)")
+        #expect(out.contains("pid \(first.process.processIdentifier)") && out.contains("already using \(root)"), "\(out)")
+        #expect(first.process.isRunning)
+
+        first.kill(SIGKILL)
+        let next = try ProcessSyncTests.Child(args)
+        defer { next.kill() }
+        _ = try await next.port(after: marker)
+    }
 }
