@@ -34,6 +34,7 @@ typedef struct WalBufferFile {
     int flushAfterNextWrite; // a commit frame's header was gathered; its page comes next
     long long fileWrites;    // pwrite calls made to the log
     long long sqliteWrites;  // writes SQLite asked for
+    int failWritesWith;      // tests: nonzero fails every write to the log with this code
 } WalBufferFile;
 
 static sqlite3_vfs walBufferVFS;
@@ -45,6 +46,7 @@ static int flushBuffer(WalBufferFile *p) {
     if (p->length == 0) return SQLITE_OK;
     int length = p->length;
     p->length = 0;
+    if (p->failWritesWith) return p->failWritesWith;
     p->fileWrites += 1;
     return p->real->pMethods->xWrite(p->real, p->buffer, length, p->start);
 }
@@ -85,6 +87,7 @@ static int walWrite(sqlite3_file *file, const void *data, int amount, sqlite3_in
         if (p->buffer == NULL && amount <= WAL_BUFFER_CAPACITY) p->buffer = malloc(WAL_BUFFER_CAPACITY);
         if (p->buffer == NULL || amount > WAL_BUFFER_CAPACITY) {
             p->flushAfterNextWrite = 0;
+            if (p->failWritesWith) return p->failWritesWith;
             p->fileWrites += 1;
             return p->real->pMethods->xWrite(p->real, data, amount, offset);
         }
@@ -324,5 +327,14 @@ int kanban_wal_buffer_log_counts(sqlite3 *db, long long *file_writes, long long 
     const WalBufferFile *p = (const WalBufferFile *)log;
     *file_writes = p->fileWrites;
     *sqlite_writes = p->sqliteWrites;
+    return SQLITE_OK;
+}
+
+int kanban_wal_buffer_fail_log_writes(sqlite3 *db, int code) {
+    sqlite3_file *log = NULL;
+    int rc = sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &log);
+    if (rc != SQLITE_OK) return rc;
+    if (log == NULL || log->pMethods != &walMethods) return SQLITE_NOTFOUND;
+    ((WalBufferFile *)log)->failWritesWith = code;
     return SQLITE_OK;
 }

@@ -1,4 +1,5 @@
 import HTTPTypes
+import KanbanStore
 import Hummingbird
 import Logging
 import Synchronization
@@ -138,6 +139,12 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
                 agentError = AgentError(error.status, code: "http_error", error.body ?? "\(error.status)", hint: "Check the request.")
             }
             return try agentError.response(from: request, context: context)
+        } catch where StoreError.isDiskFull(error) {
+            context.logger.error("request failed: the disk is full", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
+            return try AgentError(HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage"), code: "disk_full",
+                                  "the disk holding the agent's data directory is full",
+                                  hint: "Nothing was changed. Free some disk space, then retry; reading boards still works.")
+                .response(from: request, context: context)
         } catch {
             context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
             return try AgentError(.internalServerError, code: "internal", "the agent failed to handle this request",

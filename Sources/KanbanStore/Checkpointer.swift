@@ -132,4 +132,12 @@ public enum WALBuffer {
         guard kanban_wal_buffer_log_counts(db.sqliteConnection, &file, &sqlite) == 0 else { return nil }
         return (Int(file), Int(sqlite))
     }
+
+    /// For tests: makes every write of this connection to its write-ahead log fail with SQLite
+    /// error `code` (13, SQLITE_FULL: a full disk) until called with 0. Returns false when the
+    /// log is not open yet or not written through this VFS.
+    @discardableResult
+    public static func failLogWrites(_ db: Database, with code: Int32) -> Bool {
+        kanban_wal_buffer_fail_log_writes(db.sqliteConnection, code) == 0
+    }
 }

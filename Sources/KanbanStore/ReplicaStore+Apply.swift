@@ -274,35 +274,46 @@ extension ReplicaStore {
     }
 
     /// One transaction on the writer's connection, with the mirror kept in step (see `write`).
+    /// The undo runs from GRDB's rollback hook and, failing that, from the error: when COMMIT
+    /// itself fails (a full disk) and SQLite rolls back on its own, GRDB calls no hook, and the
+    /// mirror kept every change of the transaction that was not stored (the board showed tasks
+    /// whose creation had answered 500).
     func transaction<T>(_ db: Database, _ body: (Database) throws -> T) throws -> T {
         var result: T?
-        try db.inTransaction(.immediate) {
-            let saved = cache.withLock { cache in
-                cache.touched = []
-                cache.dirty = [:]
-                cache.authored = []
-                return (cache.author, cache.lastSeq, cache.ceilings)
-            }
-            // Acknowledgments recorded since the last transaction are written with this one.
-            let acknowledged = pendingAcknowledgments.withLock { pending in
-                defer { pending = PendingAcknowledgments() }
-                return pending
-            }
-            db.afterNextTransaction(onCommit: { _ in self.moveAuthoredToOutboxTail() }, onRollback: { _ in
-                self.cache.withLock { cache in
-                    for board in cache.touched { cache.boards.removeValue(forKey: board) }
+        let undo = UndoOnce()
+        do {
+            try db.inTransaction(.immediate) {
+                let saved = cache.withLock { cache in
                     cache.touched = []
                     cache.dirty = [:]
                     cache.authored = []
-                    (cache.author, cache.lastSeq, cache.ceilings) = saved
+                    return (cache.author, cache.lastSeq, cache.ceilings)
                 }
-                self.pendingAcknowledgments.withLock { $0.add(acknowledged.ids, cursors: acknowledged.cursors) }
-            })
-            if !acknowledged.isEmpty { try Self.acknowledge(acknowledged.ids, cursors: acknowledged.cursors, in: db) }
-            result = try body(db)
-            try saveDirtyRows(in: db)
-            try saveCeilings(in: db)
-            return .commit
+                // Acknowledgments recorded since the last transaction are written with this one.
+                let acknowledged = pendingAcknowledgments.withLock { pending in
+                    defer { pending = PendingAcknowledgments() }
+                    return pending
+                }
+                undo.set {
+                    self.cache.withLock { cache in
+                        for board in cache.touched { cache.boards.removeValue(forKey: board) }
+                        cache.touched = []
+                        cache.dirty = [:]
+                        cache.authored = []
+                        (cache.author, cache.lastSeq, cache.ceilings) = saved
+                    }
+                    self.pendingAcknowledgments.withLock { $0.add(acknowledged.ids, cursors: acknowledged.cursors) }
+                }
+                db.afterNextTransaction(onCommit: { _ in self.moveAuthoredToOutboxTail() }, onRollback: { _ in undo.run() })
+                if !acknowledged.isEmpty { try Self.acknowledge(acknowledged.ids, cursors: acknowledged.cursors, in: db) }
+                result = try body(db)
+                try saveDirtyRows(in: db)
+                try saveCeilings(in: db)
+                return .commit
+            }
+        } catch {
+            undo.run()
+            throw error
         }
         return result!
     }
@@ -354,4 +365,16 @@ struct AuthorJob: Sendable {
 /// `build` refused the edit; carries its error.
 struct RefusedBuild: Error {
     let error: any Error
+}
+
+/// The undo of one transaction, run at most once, by whichever of GRDB's rollback hook and the
+/// failed `inTransaction` comes first. Used on the writer's thread only.
+private final class UndoOnce: @unchecked Sendable {
+    private var action: (() -> Void)?
+    func set(_ action: @escaping () -> Void) { self.action = action }
+    func run() {
+        let action = self.action
+        self.action = nil
+        action?()
+    }
 }

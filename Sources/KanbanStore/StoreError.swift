@@ -1,3 +1,5 @@
+import GRDB
+
 /// Why a store call failed. `code` is stable; `message` says what to do.
 public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, RawRepresentable, CustomStringConvertible {
@@ -26,5 +28,14 @@ public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
 
     static func corrupt(_ detail: String) -> StoreError {
         StoreError(.corrupt, "the database holds an unreadable value (\(detail)); restore from a backup or re-sync")
+    }
+}
+
+extension StoreError {
+    /// Whether `error` is SQLite saying the disk (or the file system's quota) is full. Such a
+    /// write rolled back entirely; reads go on working, and the same write succeeds once there
+    /// is room.
+    public static func isDiskFull(_ error: any Error) -> Bool {
+        (error as? DatabaseError)?.resultCode == .SQLITE_FULL
     }
 }

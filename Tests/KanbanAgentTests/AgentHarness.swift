@@ -106,12 +106,12 @@ struct AgentServer: Sendable {
     }
 }
 
-/// Runs `body` against a live agent with an in-memory store on a free port.
+/// Runs `body` against a live agent on a free port, with an in-memory store unless one is given.
 func withAgent<T: Sendable>(
-    allowedOrigins: [String] = [],
+    allowedOrigins: [String] = [], store: ReplicaStore? = nil,
     _ body: @escaping @Sendable (AgentServer) async throws -> T
 ) async throws -> T {
-    let agent = Agent(store: try ReplicaStore.inMemory(),
+    let agent = Agent(store: try store ?? ReplicaStore.inMemory(),
                       configuration: AgentConfiguration(port: 0, allowedOrigins: allowedOrigins))
     let app = buildAgentApplication(agent: agent)
     return try await app.test(.live) { client in

@@ -78,3 +78,56 @@ struct AcknowledgmentSyncTests {
         #expect(level == 2)
     }
 }
+
+struct FullDiskTests {
+    /// A commit that fails at COMMIT (its log writes fail as on a full disk) changes nothing the
+    /// store shows: not the board, not the outbox, not the next operation's ID. The mirror used
+    /// to keep the failed edits, so the board listed tasks whose creation had failed. Both the
+    /// group-committed `author` (the agent's API) and a remote `apply` are checked; then the
+    /// disk "frees up" and edits go on, and a reopened store has exactly what committed.
+    @Test func aCommitThatFailsOnAFullDiskChangesNothingTheStoreShows() async throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("replica.sqlite").path
+        let store = try ReplicaStore(path: path)
+        let board = EntityID.make(), column = EntityID.make()
+        try await store.author(board: board) { _ in .createBoard(title: "Plan") }
+        try await store.author(board: board) { _ in .createColumn(column: column, title: "Todo", position: PositionKey.between(nil, nil)) }
+        try await store.author(board: board) { _ in .createTask(task: EntityID.make(), column: column, position: PositionKey.between(nil, nil), title: "stored", description: "") }
+        let before = try #require(try store.document(board))
+        let outboxBefore = try store.outbox().map(\.id)
+
+        #expect(try await store.writer.writeWithoutTransaction { WALBuffer.failLogWrites($0, with: 13) })  // SQLITE_FULL
+        for n in 0..<3 {
+            await #expect(throws: DatabaseError.self) {
+                try await store.author(board: board) { _ in
+                    .createTask(task: EntityID.make(), column: column, position: PositionKey.between(nil, nil), title: "lost \(n)", description: "")
+                }
+            }
+        }
+        let elsewhere = try #require(ReplicaID("elsewhere"))
+        let remote = BoardOperation(id: OperationID(replica: elsewhere, counter: 1),
+                                    stamp: HLCStamp(wallMillis: 1, counter: 0, replica: elsewhere), board: board,
+                                    action: .renameBoard(title: "from elsewhere"))
+        await #expect(throws: DatabaseError.self) { try await store.apply([remote], cursors: [board: 7]) }
+        #expect(try store.document(board) == before)
+        #expect(try store.outbox().map(\.id) == outboxBefore)
+        #expect(try store.cursors()[board] == nil)
+
+        #expect(try await store.writer.writeWithoutTransaction { WALBuffer.failLogWrites($0, with: 0) })
+        let kept = try await store.author(board: board) { _ in
+            .createTask(task: EntityID.make(), column: column, position: PositionKey.between(nil, nil), title: "after", description: "")
+        }
+        // The counter went back with the failed transactions: the next ID follows the stored ones.
+        let lastStored = try #require(outboxBefore.last)
+        #expect(kept.operation.id.counter == lastStored.counter + 1)
+        let titles = try #require(try store.document(board)).columns.flatMap(\.tasks).map(\.title)
+        #expect(titles.sorted() == ["after", "stored"])
+        try store.close()
+
+        let reopened = try ReplicaStore(path: path)
+        defer { try? reopened.close() }
+        #expect(try reopened.document(board) == (try store.document(board)))
+        #expect(try reopened.stateFromDisk(board).digest == (try reopened.stateFromLog(board).digest))
+    }
+}

@@ -21,4 +21,10 @@ typedef struct sqlite3 sqlite3;
 /// is not open or not this VFS's.
 int kanban_wal_buffer_log_counts(sqlite3 *db, long long *file_writes, long long *sqlite_writes);
 
+/// For tests: from now on every write of `db`'s connection to its main database's write-ahead
+/// log fails with `code` (SQLITE_FULL, 13, is a full disk), until called again with 0. A commit
+/// then fails the way it does on a full disk. Call it on the connection's own thread. Returns
+/// SQLITE_OK, or SQLITE_NOTFOUND when that log is not open or not this VFS's.
+int kanban_wal_buffer_fail_log_writes(sqlite3 *db, int code);
+
 #endif
