@@ -93,7 +93,7 @@ struct AgentCommand: AsyncParsableCommand {
         do {
             store = try ReplicaStore(path: path)
         } catch {
-            throw ValidationError("cannot open \(path): \(error). Is another agent using this data directory?")
+            throw CommandFailure.opening(path, error)
         }
         let configuration = AgentConfiguration(port: port, allowedOrigins: allowOrigins, allowedHosts: allowHosts)
         let agent = Agent(store: store, configuration: configuration)

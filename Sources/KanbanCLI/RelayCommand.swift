@@ -153,7 +153,12 @@ struct RelayDataDirectory: ParsableArguments, CustomStringConvertible {
         if let url = postgresURL {
             return try await PostgresRelayStorage.connect(url: url, listen: listen, logger: logger)
         }
-        return try SQLiteRelayStorage(path: try logPath())
+        let path = try logPath()
+        do {
+            return try SQLiteRelayStorage(path: path)
+        } catch {
+            throw CommandFailure.opening(path, error)
+        }
     }
 
     func logPath() throws -> String { try directory() + "/relay.sqlite" }
@@ -164,7 +169,7 @@ struct RelayDataDirectory: ParsableArguments, CustomStringConvertible {
         do {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         } catch {
-            throw ValidationError("cannot create relay data directory \(dir): \(error.localizedDescription)")
+            throw CommandFailure("cannot create relay data directory \(dir): \(sentence(error.localizedDescription)) Pass --data with a writable directory.")
         }
         return dir
     }

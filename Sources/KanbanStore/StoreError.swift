@@ -39,3 +39,11 @@ extension StoreError {
         (error as? DatabaseError)?.resultCode == .SQLITE_FULL
     }
 }
+
+extension StoreError {
+    /// Whether `error` is SQLite saying a file is not a database or is damaged.
+    public static func isDamagedFile(_ error: any Error) -> Bool {
+        guard let code = (error as? DatabaseError)?.resultCode else { return false }
+        return code == .SQLITE_NOTADB || code == .SQLITE_CORRUPT
+    }
+}

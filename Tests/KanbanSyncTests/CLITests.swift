@@ -124,4 +124,20 @@ struct CLITests {
         defer { next.kill() }
         _ = try await next.port(after: marker)
     }
+
+    /// A replica or relay log that is not a database (or is damaged) is named, with what to do,
+    /// as a plain failure (exit 1, no usage text: the arguments were fine); the file is left as it was.
+    @Test(arguments: [("agent", "replica.sqlite"), ("relay", "relay.sqlite")])
+    func aDamagedDatabaseFileIsNamedWithWhatToDo(kind: String, file: String) async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-damaged-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let junk = Data((0..<8192).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) })
+        try junk.write(to: URL(fileURLWithPath: root + "/" + file))
+        let (status, out) = try await run([kind, "--port", "0", "--data", root])
+        #expect(status == 1, "\(out)")
+        #expect(out.contains("cannot open \(root)/\(file): it is not an SQLite database, or it is damaged"), "\(out)")
+        #expect(out.contains("Restore it from a backup") && !out.contains("Usage:"), "\(out)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: root + "/" + file)) == junk)
+    }
 }
