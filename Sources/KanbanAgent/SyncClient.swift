@@ -19,6 +19,12 @@ public struct SyncConfiguration: Sendable {
     /// Reconnect delays: full jitter over min(cap, base * 2^attempt).
     public var backoffBase: Duration = .milliseconds(250)
     public var backoffCap: Duration = .seconds(30)
+    /// A link the relay welcomed starts the backoff over once it did some work (the relay
+    /// acknowledged a push, or sent operations or a snapshot) or stayed up this long. A link
+    /// that is welcomed and then dropped before either counts as one more failure: a relay that
+    /// welcomes every agent and fails every push (a full disk) is not reconnected to every
+    /// ~125 ms for as long as that lasts.
+    public var backoffResetAfter: Duration = .seconds(10)
     /// WebSocket ping period; a missed pong closes the link.
     public var heartbeat: Duration = .seconds(15)
     /// Application-level ping for round-trip time and clock skew.
@@ -91,6 +97,7 @@ public struct SyncClient: Service {
                     outcome = await connectOnce()
                 }
                 agent.metrics.linkUp.record(0)
+                let linkLasted = ContinuousClock.now - linkStart
                 if outcome.welcomed {
                     let up = (ContinuousClock.now - linkStart).components
                     agent.metrics.linkDuration(Double(up.seconds) + Double(up.attoseconds) / 1e18)
@@ -120,7 +127,8 @@ public struct SyncClient: Service {
                     continue
                 }
                 if outcome.welcomed, !polling { blocked = nil; fallenBack = false }
-                failures = outcome.welcomed ? 1 : failures + 1
+                let succeeded = outcome.welcomed && (outcome.progressed || linkLasted >= configuration.backoffResetAfter)
+                failures = succeeded ? 1 : failures + 1
                 let exponent = min(failures - 1, 20)
                 let ceiling = min(configuration.backoffCap, configuration.backoffBase * (1 << exponent))
                 let delay = Duration.milliseconds(Int64.random(in: 0...max(1, ceiling.milliseconds)))
@@ -176,13 +184,13 @@ public struct SyncClient: Service {
         do {
             try await session.run(.longPolling(link))
             await link.close()
-            return Outcome(welcomed: welcomed.welcomed.load(ordering: .relaxed), failure: attempt(for: LinkProblem.closeCode(1000)))
+            return Outcome(welcomed: welcomed.welcomed.load(ordering: .relaxed), progressed: welcomed.progressed.load(ordering: .relaxed), failure: attempt(for: LinkProblem.closeCode(1000)))
         } catch is RetryWebSocket {
             await link.close()
             return Outcome(welcomed: true, retryWebSocket: true)
         } catch {
             if !(error is LinkProblem) { await link.close() }
-            return Outcome(welcomed: welcomed.welcomed.load(ordering: .relaxed),
+            return Outcome(welcomed: welcomed.welcomed.load(ordering: .relaxed), progressed: welcomed.progressed.load(ordering: .relaxed),
                            failure: attempt(for: LinkFailure.classify(error, url: configuration.relayURL, token: configuration.token)))
         }
     }
@@ -193,6 +201,8 @@ public struct SyncClient: Service {
 
     struct Outcome {
         var welcomed = false
+        /// The relay acknowledged a push or sent operations or a snapshot on this link.
+        var progressed = false
         var failure: SyncStatus.Attempt?
         /// A long-polling session ended on schedule to try the WebSocket again.
         var retryWebSocket = false
@@ -247,11 +257,11 @@ public struct SyncClient: Service {
                 try await session.run(.webSocket(inbound, outbound))
             }
             let problem = LinkProblem.closeCode(closeFrame.map { UInt16(webSocketErrorCode: $0.closeCode) } ?? 1006)
-            return Outcome(welcomed: welcomed.welcomed.load(ordering: .relaxed),
+            return Outcome(welcomed: welcomed.welcomed.load(ordering: .relaxed), progressed: welcomed.progressed.load(ordering: .relaxed),
                            failure: .init(at: Date(), errorClass: problem.code,
                                           message: problem.message + (closeFrame?.reason.map { " (\($0))" } ?? ""), fix: problem.fix))
         } catch {
-            return Outcome(welcomed: welcomed.welcomed.load(ordering: .relaxed),
+            return Outcome(welcomed: welcomed.welcomed.load(ordering: .relaxed), progressed: welcomed.progressed.load(ordering: .relaxed),
                            failure: attempt(for: LinkFailure.classify(error, url: configuration.relayURL, token: configuration.token)))
         }
     }
@@ -305,6 +315,8 @@ final class LinkFlags: Sendable {
     /// The WebSocket upgrade completed.
     let upgraded = Atomic<Bool>(false)
     let welcomed = Atomic<Bool>(false)
+    /// The relay acknowledged a push, or sent operations or a snapshot (`Outcome.progressed`).
+    let progressed = Atomic<Bool>(false)
     /// Local seq of the last outbox entry sent on this connection.
     let pushed = Mutex<Int64>(0)
     /// Boards whose digest was already compared on this connection.

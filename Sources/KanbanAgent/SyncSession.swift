@@ -185,7 +185,10 @@ struct SyncSession {
             if let last = batch.ops.last { cursors[batch.board] = max(cursors[batch.board] ?? 0, last.seq) }
             heads[batch.board] = batch.head
         }
-        if !ops.isEmpty { try await store.apply(ops, cursors: cursors) }
+        if !ops.isEmpty {
+            try await store.apply(ops, cursors: cursors)
+            welcomed.progressed.store(true, ordering: .relaxed)
+        }
         // Once per board per link, when caught up with nothing of ours in flight, compare digests.
         let unchecked = heads.filter { board, _ in !welcomed.digested.withLock { $0.contains(board) } }
         let known = unchecked.isEmpty ? [:] : try store.cursors()
@@ -213,6 +216,7 @@ struct SyncSession {
         let acks = run.flatMap(\.acks)
         for entry in acks { cursors[entry.board] = max(cursors[entry.board] ?? 0, entry.seq) }
         store.acknowledgeLater(acks.map(\.op), cursors: cursors)
+        if !acks.isEmpty { welcomed.progressed.store(true, ordering: .relaxed) }
         agent.updateSyncStatus(publish: false) { status in
             for (board, seq) in cursors { status.cursors[board.rawValue] = max(status.cursors[board.rawValue] ?? 0, seq) }
         }
@@ -291,6 +295,7 @@ struct SyncSession {
             try await acknowledge([ack])
         case .snapshot(let snapshot):
             try store.applySnapshot(snapshot.state, seq: snapshot.seq)
+            welcomed.progressed.store(true, ordering: .relaxed)
             agent.hub.publishResync(board: snapshot.board)
         case .digestResult(let result):
             if !result.match {

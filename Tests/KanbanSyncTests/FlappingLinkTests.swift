@@ -1,0 +1,57 @@
+import Foundation
+import GRDB
+import KanbanAgent
+import KanbanModel
+import KanbanRelay
+import KanbanStore
+import Synchronization
+import Testing
+
+/// A relay that welcomes every agent and then cannot store its pushes (a full disk) closes each
+/// link right after the welcome. Such links must not count as successes: the agent's backoff
+/// grows across them instead of starting over, and once the relay can store again the queue
+/// drains and the backoff starts over.
+struct FlappingLinkTests {
+    final class FailingAppends: Sendable {
+        let failing = Atomic<Bool>(true)
+        let refused = Atomic<Int>(0)
+        func wrap(_ log: SQLiteRelayStorage) -> any RelayStorage { Storage(log: log, owner: self) }
+
+        struct Storage: ForwardingToLog {
+            let log: SQLiteRelayStorage
+            let owner: FailingAppends
+            func append(_ ops: [BoardOperation], team: String) async throws -> [AppendResult] {
+                if owner.failing.load(ordering: .acquiring) {
+                    owner.refused.add(1, ordering: .relaxed)
+                    throw DatabaseError(resultCode: .SQLITE_FULL, message: "database or disk is full")
+                }
+                return try await log.append(ops, team: team)
+            }
+        }
+    }
+
+    @Test func linksThatFailEveryPushGrowTheBackoff() async throws {
+        let storage = FailingAppends()
+        let cluster = try await SyncCluster(agents: 1, wrapStorage: storage.wrap)
+        defer { Task { await cluster.shutdown() } }
+        let agent = cluster.agents[0]
+        let board = try await agent.boardWithTasks(3, title: "Queued")
+        try await cluster.connect(0)  // backoff 20 ms base, 300 ms cap
+
+        // Each link is welcomed, pushes, and is closed by the relay. Reset on every welcome, the
+        // count of consecutive failures would stay at 1.
+        try await eventually("the backoff grows across welcomed links that store nothing") {
+            agent.syncStatus.consecutiveFailures >= 4
+        }
+        #expect(storage.refused.load(ordering: .relaxed) >= 4)
+        #expect(try agent.store.outboxCount() == 5)
+
+        storage.failing.store(false, ordering: .releasing)
+        try await eventually("the queue drains once the relay stores again", timeout: .seconds(20)) {
+            try agent.store.outboxCount() == 0 && agent.syncStatus.state == .connected
+        }
+        #expect(agent.syncStatus.consecutiveFailures == 0)
+        let relay = try #require(cluster.relayRef.withLock { $0 })
+        #expect(try await relay.storage.head(of: board) == 5)
+    }
+}
