@@ -1,6 +1,7 @@
 import Foundation
 import KanbanModel
 import KanbanProtocol
+import KanbanStore
 import Logging
 
 /// What an agent sends, read in order and handed to the hub: the same rules whether the
@@ -97,7 +98,8 @@ struct RelayInbound {
             if let error {
                 logger.error("could not store pushed operations", metadata: ["connection": "\(id)", "error": "\(error)"])
                 pushes.fail(error)
-                close(SyncCloseCode.internalError, "the relay could not store the operations")
+                close(SyncCloseCode.internalError, StoreError.isDiskFull(error)
+                    ? "the relay could not store the operations: its disk is full" : "the relay could not store the operations")
             }
             pushes.release()
         }

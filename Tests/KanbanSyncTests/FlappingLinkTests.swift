@@ -40,10 +40,15 @@ struct FlappingLinkTests {
 
         // Each link is welcomed, pushes, and is closed by the relay. Reset on every welcome, the
         // count of consecutive failures would stay at 1.
+        // (The status is read once per check: a new link's welcome clears both fields.)
+        var seen: SyncStatus?
         try await eventually("the backoff grows across welcomed links that store nothing") {
-            agent.syncStatus.consecutiveFailures >= 4
+            let status = agent.syncStatus
+            if status.consecutiveFailures >= 4 { seen = status }
+            return seen != nil
         }
         #expect(storage.refused.load(ordering: .relaxed) >= 4)
+        #expect(seen?.lastError?.contains("its disk is full") == true, "\(seen?.lastError ?? "no error")")
         #expect(try agent.store.outboxCount() == 5)
 
         storage.failing.store(false, ordering: .releasing)
