@@ -375,6 +375,38 @@ def two_pages_test(checks: Checks) -> None:
                      lambda doc: [c["id"] for c in doc["columns"]] == [todo["id"], done["id"]] and doc["orphans"] == []
                      and [i for i, _ in column_tasks(doc, done["id"])] == [alpha["id"], beta["id"]])
 
+                # 9. In page A, add a task below Alpha from Alpha's card (its form is made on first use).
+                gamma = "Gamma"
+                below_input = f"{task_selector(alpha['id'])} [data-testid=add-below-input]"
+
+                def add_below() -> None:
+                    a.hover(task_selector(alpha["id"]))
+                    a.click(f"{task_selector(alpha['id'])} [data-testid=add-below]")
+                    a.fill(below_input, gamma)
+
+                step("add below", add_below, lambda: a.press(below_input, "Enter"),
+                     """([c, titles]) => JSON.stringify([...document.querySelectorAll(`[data-testid="column"][data-id="${c}"] [data-testid="task-title"]`)]
+                          .map(e => e.textContent)) === JSON.stringify(titles)""",
+                     [done["id"], ["Alpha", gamma, "Beta"]],
+                     lambda doc: [t for _, t in column_tasks(doc, done["id"])] == ["Alpha", gamma, "Beta"])
+
+                # 10. Page A edits Beta while its title changes elsewhere: the open form says so.
+                renamed = "Beta (renamed elsewhere)"
+                a.click(f"{task_selector(beta['id'])} [data-testid=task-title]")
+                a.wait_for_selector(f"{task_selector(beta['id'])} [data-testid=edit-title-input]", state="visible")
+                agent.api("PATCH", f"/api/tasks/{beta['id']}", {"title": renamed})
+                note = f"{task_selector(beta['id'])} [data-testid=changed-elsewhere]"
+                try:
+                    a.wait_for_selector(note, state="visible")
+                    text = a.inner_text(note)
+                    checks.check("editing a task changed elsewhere: the form says what changed", renamed in text, text)
+                except PlaywrightError as error:
+                    checks.check("editing a task changed elsewhere: the form says what changed", False, error.message.splitlines()[0])
+                a.press(f"{task_selector(beta['id'])} [data-testid=edit-title-input]", "Escape")
+                checks.check("Escape closes the edit form and shows the card again",
+                             a.evaluate("""(t) => { const el = document.querySelector(`[data-testid="task"][data-id="${t}"]`);
+                                 return !el.classList.contains('editing') && el.querySelector('[data-testid="edit-task-form"]').hidden; }""", beta["id"]))
+
                 checks.check("status bar shows the live stream and the relay state",
                              a.inner_text('[data-testid="stream-status"]').strip() == "Live"
                              and a.inner_text('[data-testid="sync-status"]').strip() != "",

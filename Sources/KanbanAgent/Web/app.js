@@ -252,6 +252,23 @@ function createTask(task) {
     h('button', { type: 'button', 'aria-label': 'Edit', title: 'Edit (Enter)', dataset: { testid: 'edit-task', action: 'edit-task' } }, icon('edit')),
     h('button', { type: 'button', 'aria-label': 'Add a task below', title: 'Add a task below', dataset: { testid: 'add-below', action: 'add-below' } }, icon('plus')),
     h('button', { type: 'button', className: 'danger', 'aria-label': 'Delete', title: 'Delete', dataset: { testid: 'delete-task', action: 'delete-task' } }, icon('trash')));
+  const body = h('div', { className: 'task-body' }, title, description, actions);
+  const el = h('li', { className: 'task', tabindex: 0, draggable: 'true', dataset: { testid: 'task', id: task.id } }, body);
+  const presence = h('span', { className: 'presence-badge', hidden: true, dataset: { testid: 'task-presence' } });
+  body.append(presence);
+  el.parts = { title, description, body, presence };
+  // The edit and add-below forms are made the first time either is opened. Made up front,
+  // two <form>s per task cost Chromium more with every form already on the page: a board of
+  // 5,000 tasks took 13-16 s to show, with them made on demand ~1 s.
+  let forms = null;
+  const made = () => (forms ??= createTaskForms(el));
+  for (const name of ['editForm', 'titleInput', 'descriptionInput', 'changedNote', 'belowForm', 'belowInput']) {
+    Object.defineProperty(el.parts, name, { get: () => made()[name], enumerable: false });
+  }
+  return el;
+}
+
+function createTaskForms(el) {
   const titleInput = h('input', { maxlength: 500, 'aria-label': 'Title', dataset: { testid: 'edit-title-input' } });
   const descriptionInput = h('textarea', { rows: 3, maxlength: 20000, 'aria-label': 'Description', placeholder: 'Description (optional)', dataset: { testid: 'edit-description-input' } });
   const changedNote = h('p', { className: 'changed-note', hidden: true, dataset: { testid: 'changed-elsewhere' } });
@@ -266,16 +283,12 @@ function createTask(task) {
     h('div', { className: 'form-actions' },
       h('button', { type: 'submit', className: 'primary' }, 'Add'),
       h('button', { type: 'button', dataset: { action: 'close-form' } }, 'Cancel')));
-  const body = h('div', { className: 'task-body' }, title, description, actions);
-  const el = h('li', { className: 'task', tabindex: 0, draggable: 'true', dataset: { testid: 'task', id: task.id } }, body, editForm, belowForm);
-  const presence = h('span', { className: 'presence-badge', hidden: true, dataset: { testid: 'task-presence' } });
-  body.append(presence);
-  el.parts = { title, description, body, editForm, titleInput, descriptionInput, changedNote, belowForm, belowInput, presence };
-  return el;
+  el.append(editForm, belowForm);
+  return { editForm, titleInput, descriptionInput, changedNote, belowForm, belowInput };
 }
 
 function updateTask(el, task) {
-  const { title, description, changedNote } = el.parts;
+  const { title, description } = el.parts;
   setText(title, task.title || '(untitled)');
   setText(description, task.description);
   description.hidden = !task.description;
@@ -283,6 +296,7 @@ function updateTask(el, task) {
   el.dataset.column = task.columnId;
   showTaskPresence(el);
   if (el.classList.contains('editing') && el.editBase) {
+    const { changedNote } = el.parts;
     const changes = [];
     if (task.title !== el.editBase.title) changes.push(`title is now “${task.title}”`);
     if (task.description !== el.editBase.description) changes.push('description changed');

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""How the web board copes with a large board: one `kanban agent` (release build recommended)
+with --tasks tasks over 5 columns, opened in headless Chromium. Prints, as a markdown table:
+
+  * how long the page's first render of the board took (the longest main-thread task, from the
+    browser's Long Tasks API) and when every task was in the page;
+  * for --live tasks created over the API one after another: when the event reached the page and
+    when the task was in the page (a MutationObserver's time, on the page's own clock).
+
+    KANBAN_BIN=.build/release/kanban Tools/browser/.venv/bin/python Tools/browser/big_board.py --tasks 5000
+
+Loopback only; the agent it starts is stopped by PID before it exits, and every wait is bounded.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+
+from playwright.sync_api import sync_playwright
+
+from board_test import CHROMIUM, KANBAN_BIN, Agent
+
+# Counts the page's long tasks and when each event-stream message arrived (page clock, ms).
+PROBES = """
+  window.__long = [];
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) window.__long.push([Math.round(e.startTime), Math.round(e.duration)]);
+  }).observe({ type: 'longtask', buffered: true });
+  window.__events = [];
+  const Native = window.WebSocket;
+  window.WebSocket = function (...args) {
+    const ws = new Native(...args);
+    ws.addEventListener('message', (e) => {
+      try { const m = JSON.parse(e.data); window.__events.push([performance.now(), m.type, m.task?.title]); } catch {}
+    });
+    return ws;
+  };
+  window.WebSocket.prototype = Native.prototype;
+  Object.assign(window.WebSocket, Native);
+"""
+
+# Resolves with the page time at which a task titled `title` is in the board (or null after 30 s).
+WATCH = """(title) => { window.__seen = new Promise((resolve) => {
+  const has = () => [...document.querySelectorAll('[data-testid="task-title"]')].some((e) => e.textContent === title);
+  const observer = new MutationObserver(() => { if (has()) { observer.disconnect(); resolve(performance.now()); } });
+  observer.observe(document.getElementById('column-list'), { subtree: true, childList: true, characterData: true });
+  setTimeout(() => { observer.disconnect(); resolve(null); }, 30000);
+}); }"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=5000, help="tasks on the board (default 5000)")
+    parser.add_argument("--live", type=int, default=5, help="tasks then created one at a time and timed (default 5)")
+    args = parser.parse_args()
+    if args.tasks < 1 or args.live < 1:
+        parser.error("--tasks and --live must be at least 1")
+
+    data_dir = tempfile.mkdtemp(prefix="kanban-big-board-")
+    agent = None
+    try:
+        agent = Agent(data_dir)
+        board = agent.api("POST", "/api/boards", {"title": "Big board"})
+        columns = [agent.api("POST", f"/api/boards/{board['id']}/columns", {"title": f"Column {i + 1}"})["id"] for i in range(5)]
+        started = time.monotonic()
+        for i in range(args.tasks):
+            agent.api("POST", f"/api/columns/{columns[i % 5]}/tasks", {"title": f"Task {i}", "description": "A few words of description."})
+        print(f"[big-board] {args.tasks} tasks created in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True, timeout=20000)
+            try:
+                page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+                page.add_init_script(PROBES)
+                page.goto(f"{agent.base}/?board={board['id']}", timeout=20000)
+                deadline = time.monotonic() + 180
+                while page.evaluate("document.querySelectorAll('[data-testid=\"task\"]').length") < args.tasks:
+                    if time.monotonic() > deadline:
+                        print("the page did not show every task within 180 s", file=sys.stderr)
+                        return 1
+                    time.sleep(0.2)
+                shown = page.evaluate("performance.now()")
+                longest = max((d for _, d in page.evaluate("window.__long")), default=0)
+                snapshot_at = next((t for t, kind, _ in page.evaluate("window.__events") if kind == "snapshot"), None)
+
+                rows = []
+                for i in range(args.live):
+                    title = f"Live {i}"
+                    page.evaluate(WATCH, title)
+                    sent = page.evaluate("performance.now()")
+                    agent.api("POST", f"/api/columns/{columns[0]}/tasks", {"title": title})
+                    seen = page.evaluate("window.__seen")
+                    arrived = next((t for t, kind, t_title in page.evaluate("window.__events")
+                                    if kind == "task:created" and t_title == title), None)
+                    rows.append((arrived - sent if arrived else None, seen - sent if seen else None))
+                    time.sleep(0.2)
+            finally:
+                browser.close()
+    finally:
+        if agent is not None:
+            agent.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    def ms(v):
+        return "not within 30 s" if v is None else f"{v:.0f}"
+
+    print(f"\n### Web board with {args.tasks:,} tasks ({KANBAN_BIN})\n")
+    print("| measure | ms |\n|---|---|")
+    print(f"| snapshot received → every task in the page (polled every 200 ms) | {ms(shown - snapshot_at) if snapshot_at else '-'} |")
+    print(f"| longest main-thread task (the first render) | {longest} |")
+    for i, (arrived, seen) in enumerate(rows):
+        print(f"| live create {i + 1}: POST → event in the page / task in the page | {ms(arrived)} / {ms(seen)} |")
+    return 0 if all(seen is not None for _, seen in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
