@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import CoreMetrics
 import Foundation
 import HTTPTypes
@@ -158,6 +159,18 @@ public struct SyncClient: Service {
 
     /// One long-polling session, from opening it to its end (a failure, or `until` passing).
     func pollOnce(until: ContinuousClock.Instant?) async -> Outcome {
+        // Each session has an HTTP client, so connections of its own. With the process-wide
+        // client, keep-alive connections opened through a balancer before it failed over (or
+        // that a per-connection balancer pinned to another instance) served the next session's
+        // requests too, which then reached an instance that did not open it: in the two-relay
+        // soak, every attempt for 80 s failed with `poll_affinity`.
+        let outcome = try? await HTTPClient.withHTTPClient { client in
+            await pollSession(until: until, client: client)
+        }
+        return outcome ?? Outcome(failure: attempt(for: .closeCode(1006)))
+    }
+
+    private func pollSession(until: ContinuousClock.Instant?, client: HTTPClient) async -> Outcome {
         let welcomed = LinkFlags()
         let opened: LongPollLink?
         do {
@@ -165,7 +178,7 @@ public struct SyncClient: Service {
             opened = try await withThrowingTaskGroup(of: LongPollLink?.self) { group in
                 group.addTask {
                     try await LongPollLink.open(relayURL: configuration.relayURL, token: configuration.token,
-                                                timeout: configuration.handshakeTimeout)
+                                                timeout: configuration.handshakeTimeout, client: client)
                 }
                 group.addTask {
                     await agent.waitForReconnect()
