@@ -100,7 +100,7 @@ public struct SyncClient: Service {
                 agent.metrics.linkUp.record(0)
                 let linkLasted = ContinuousClock.now - linkStart
                 if outcome.welcomed {
-                    let up = (ContinuousClock.now - linkStart).components
+                    let up = linkLasted.components
                     agent.metrics.linkDuration(Double(up.seconds) + Double(up.attoseconds) / 1e18)
                 }
                 if Task.isCancelled { break }

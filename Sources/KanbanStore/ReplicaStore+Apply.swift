@@ -274,13 +274,14 @@ extension ReplicaStore {
     }
 
     /// One transaction on the writer's connection, with the mirror kept in step (see `write`).
-    /// The undo runs from GRDB's rollback hook and, failing that, from the error: when COMMIT
+    /// Every rollback here surfaces as an error from `inTransaction` (the body always asks to
+    /// commit), so the undo runs from the error. GRDB's rollback hook is not enough: when COMMIT
     /// itself fails (a full disk) and SQLite rolls back on its own, GRDB calls no hook, and the
     /// mirror kept every change of the transaction that was not stored (the board showed tasks
     /// whose creation had answered 500).
     func transaction<T>(_ db: Database, _ body: (Database) throws -> T) throws -> T {
         var result: T?
-        let undo = UndoOnce()
+        var undo: (() -> Void)?
         do {
             try db.inTransaction(.immediate) {
                 let saved = cache.withLock { cache in
@@ -294,7 +295,7 @@ extension ReplicaStore {
                     defer { pending = PendingAcknowledgments() }
                     return pending
                 }
-                undo.set {
+                undo = {
                     self.cache.withLock { cache in
                         for board in cache.touched { cache.boards.removeValue(forKey: board) }
                         cache.touched = []
@@ -304,7 +305,7 @@ extension ReplicaStore {
                     }
                     self.pendingAcknowledgments.withLock { $0.add(acknowledged.ids, cursors: acknowledged.cursors) }
                 }
-                db.afterNextTransaction(onCommit: { _ in self.moveAuthoredToOutboxTail() }, onRollback: { _ in undo.run() })
+                db.afterNextTransaction(onCommit: { _ in self.moveAuthoredToOutboxTail() })
                 if !acknowledged.isEmpty { try Self.acknowledge(acknowledged.ids, cursors: acknowledged.cursors, in: db) }
                 result = try body(db)
                 try saveDirtyRows(in: db)
@@ -312,7 +313,7 @@ extension ReplicaStore {
                 return .commit
             }
         } catch {
-            undo.run()
+            undo?()
             throw error
         }
         return result!
@@ -365,16 +366,4 @@ struct AuthorJob: Sendable {
 /// `build` refused the edit; carries its error.
 struct RefusedBuild: Error {
     let error: any Error
-}
-
-/// The undo of one transaction, run at most once, by whichever of GRDB's rollback hook and the
-/// failed `inTransaction` comes first. Used on the writer's thread only.
-private final class UndoOnce: @unchecked Sendable {
-    private var action: (() -> Void)?
-    func set(_ action: @escaping () -> Void) { self.action = action }
-    func run() {
-        let action = self.action
-        self.action = nil
-        action?()
-    }
 }
