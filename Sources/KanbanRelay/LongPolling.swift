@@ -204,9 +204,15 @@ struct LongPolling {
             session.reader = accepted ? reader : nil
             return accepted ? Response(status: .noContent) : closedAnswer(session)
         } catch {
-            logger.warning("long-polling message failed", metadata: ["session": "\(session.id.prefix(8))", "error": "\(error)"])
+            // A refused append was logged by the hub, once for its run of failures.
+            logger.log(level: error is AppendFailed ? .debug : .warning, "long-polling message failed",
+                       metadata: ["session": "\(session.id.prefix(8))", "error": "\(error)"])
             session.reader = nil
             await end(session)
+            if relayStoreIsFull(error) {
+                return relayError(.internalServerError, code: "relay_error", "the relay could not store the operations: its disk is full",
+                                  hint: "Retry later; the operations stay queued on the agent until the relay stores them.")
+            }
             return relayError(.internalServerError, code: "relay_error", "the relay could not handle the message",
                               hint: "Reconnect; the relay's log has the details.")
         }

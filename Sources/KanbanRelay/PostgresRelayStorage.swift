@@ -261,8 +261,9 @@ public final class PostgresRelayStorage: RelayStorage, RelayCluster, Sendable {
 
     public func secret() async throws -> Data { tokenSecret }
 
+    /// Operations in the log: the sum of the boards' heads (see `SQLiteRelayStorage`).
     public func operationCount() async throws -> Int {
-        let rows = try await client.query("SELECT count(*) FROM relay_op", logger: logger)
+        let rows = try await client.query("SELECT COALESCE(SUM(head), 0)::bigint FROM relay_board", logger: logger)
         return Int(try await Self.first(rows, Int64.self) ?? 0)
     }
 
@@ -497,6 +498,11 @@ public struct RelayStoreError: Error, CustomStringConvertible {
     static func unreachable(_ target: PostgresURL, _ error: any Error) -> RelayStoreError {
         RelayStoreError(description: "cannot use PostgreSQL at \(target): \(reason(error)). "
                         + "Check that the server is running and that the URL's host, port, user, password and database are right.")
+    }
+
+    /// Whether PostgreSQL refused a write because its disk is full (SQLSTATE 53100).
+    static func isDiskFull(_ error: any Error) -> Bool {
+        (error as? PSQLError)?.serverInfo?[.sqlState] == "53100"
     }
 
     static func reason(_ error: any Error) -> String {

@@ -36,6 +36,11 @@ public final class Relay: Sendable {
         gauge("kanban_relay_gap_fill_operations",
               "Operations read from the log to fill a gap before live delivery (a missed or late cross-instance notification).",
               await hub.gapFills)
+        let writes = await hub.writes
+        gauge("kanban_relay_append_failures", "Appends the log refused (a full disk, the database down) since the relay started.",
+              writes.failures)
+        gauge("kanban_relay_log_writes_failing", "1 while the log refuses appends (since the last one that worked), else 0.",
+              writes.failing == nil ? 0 : 1)
         gauge("kanban_relay_log_operations", "Operations in the relay's log (after compaction).", (try? await storage.operationCount()) ?? 0)
         return registry.emitToString()
     }
@@ -49,6 +54,8 @@ public final class Relay: Sendable {
     public let polls = PollSessions()
     /// WebSocket connections not yet finished.
     let sessions = OpenSessions()
+    /// The store read behind `/health/ready`.
+    let readiness = ReadinessProbe()
 
     let logger: Logger
 
@@ -140,7 +147,11 @@ public func buildRelayApplication(
     router.get("health/ready") { _, _ in
         // Liveness is /health; this also asks the store, so a balancer or an orchestrator can
         // hold traffic while PostgreSQL (or the SQLite file) does not answer.
-        if let problem = await storeProblem(relay.storage, within: .seconds(2)) {
+        // A store that reads but refuses writes (a full disk) is not ready either.
+        if let problem = await relay.hub.writes.problem() {
+            return relayJSON(["status": "unavailable", "store": problem], status: .serviceUnavailable)
+        }
+        if let problem = await relay.readiness.problem(relay.storage, within: .seconds(2)) {
             return relayJSON(["status": "unavailable", "store": problem], status: .serviceUnavailable)
         }
         return relayJSON(["status": "ready", "store": "ok"])
@@ -174,33 +185,56 @@ public func buildRelayApplication(
     )
 }
 
-/// Nil when the store answers a cheap read (a board's head) within `limit`, else what went
-/// wrong. The read runs in a task of its own, so a store that hangs does not hold the answer.
-func storeProblem(_ storage: any RelayStorage, within limit: Duration) async -> String? {
-    /// The first answer wins; the other is dropped.
-    final class Reply: Sendable {
-        private let continuation: Mutex<CheckedContinuation<String?, Never>?>
-        init(_ continuation: CheckedContinuation<String?, Never>) { self.continuation = Mutex(continuation) }
-        func send(_ problem: String?) {
-            continuation.withLock { pending in
-                pending?.resume(returning: problem)
-                pending = nil
-            }
-        }
+/// The read behind `/health/ready`: nil when the store answers a cheap read (a board's head)
+/// within the limit, else what went wrong. At most one read is out at a time: probes that come
+/// while one runs wait for that one (each up to its own limit), so a store that hangs for
+/// minutes holds one read, not one per probe.
+final class ReadinessProbe: Sendable {
+    private struct State {
+        /// When the read now out started (nil: none is).
+        var readStarted: ContinuousClock.Instant?
+        var waiters: [Int: CheckedContinuation<String?, Never>] = [:]
+        var nextWaiter = 0
     }
-    return await withCheckedContinuation { (continuation: CheckedContinuation<String?, Never>) in
-        let reply = Reply(continuation)
-        Task {
-            do {
-                _ = try await storage.head(of: readinessProbeBoard)
-                reply.send(nil)
-            } catch {
-                reply.send("\(error)")
+    private let state = Mutex(State())
+    /// Reads started (for tests).
+    let reads = Atomic<Int>(0)
+
+    func problem(_ storage: any RelayStorage, within limit: Duration) async -> String? {
+        await withCheckedContinuation { (continuation: CheckedContinuation<String?, Never>) in
+            let (waiter, startRead, readStarted) = state.withLock { state in
+                let waiter = state.nextWaiter
+                state.nextWaiter += 1
+                state.waiters[waiter] = continuation
+                if let started = state.readStarted { return (waiter, false, started) }
+                let now = ContinuousClock.now
+                state.readStarted = now
+                return (waiter, true, now)
             }
-        }
-        Task {
-            try? await Task.sleep(for: limit)
-            reply.send("the store did not answer within \(limit)")
+            if startRead {
+                reads.add(1, ordering: .relaxed)
+                Task {
+                    let problem: String?
+                    do {
+                        _ = try await storage.head(of: readinessProbeBoard)
+                        problem = nil
+                    } catch {
+                        problem = "\(error)"
+                    }
+                    let waiting = self.state.withLock { state in
+                        defer { state.waiters = [:]; state.readStarted = nil }
+                        return state.waiters
+                    }
+                    for continuation in waiting.values { continuation.resume(returning: problem) }
+                }
+            }
+            Task {
+                try? await Task.sleep(for: limit)
+                guard let continuation = self.state.withLock({ $0.waiters.removeValue(forKey: waiter) }) else { return }
+                let waited = ContinuousClock.now - readStarted
+                continuation.resume(returning: "the store did not answer within \(limit)"
+                    + (waited > limit + .milliseconds(500) ? " (its read has been waiting for \(StoreWrites.seconds(waited)))" : ""))
+            }
         }
     }
 }

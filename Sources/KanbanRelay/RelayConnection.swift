@@ -162,6 +162,10 @@ final class RelayConnection: Sendable {
             case .text(let text):
                 do {
                     if try await reader.handle(text: text) { continue }
+                } catch let failed as AppendFailed {
+                    // Logged by the hub, once for its run of failed appends.
+                    logger.debug("connection closed: its push was not stored", metadata: ["error": "\(failed)"])
+                    close(SyncCloseCode.internalError, failed.closeReason)
                 } catch {
                     logger.error("connection failed", metadata: ["error": "\(error)"])
                     close(SyncCloseCode.internalError, "the relay could not handle the message")

@@ -67,6 +67,8 @@ public actor RelayHub {
     public private(set) var remoteOperationCount = 0
     /// Operations read from the log to fill a gap before live delivery (cross-instance).
     public private(set) var gapFills = 0
+    /// The run of failed appends, if the log does not take writes now.
+    private(set) var writes = StoreWrites()
 
     let traffic: RelayTraffic
     /// permessage-deflate settings (negotiation happens in the WebSocket upgrade).
@@ -400,10 +402,35 @@ public actor RelayHub {
 
     static let maxBatchOperations = 5_000
 
+    /// One line for the first failed append of a run, a summary at most every 10 s while they
+    /// go on, and one when appends work again.
+    private func log(_ report: StoreWrites.Report, error: (any Error)? = nil) {
+        switch report {
+        case .none: break
+        case .started:
+            logger.error("could not store pushed operations; pushes are refused until the log takes writes again",
+                         metadata: ["error": "\(error.map(RelayStoreError.reason) ?? "")",
+                                    "diskFull": "\(error.map(relayStoreIsFull) ?? false)"])
+        case .still(let failures):
+            logger.error("still cannot store pushed operations", metadata: [
+                "failedAppends": "\(failures)", "error": "\(error.map(RelayStoreError.reason) ?? "")"])
+        case .recovered(let failures, let lasted):
+            logger.notice("the log takes writes again", metadata: [
+                "failedAppends": "\(failures)", "after": "\(StoreWrites.seconds(lasted))"])
+        }
+    }
+
     /// Under the boards' locks: stores the pushes' operations in one transaction, acknowledges
     /// each push to its author and broadcasts the new operations, in sequence order.
     private func commit(_ pushes: [(id: Int, ops: [BoardOperation])], boards: Set<EntityID>, team: String) async throws {
-        let results = try await storage.append(pushes.flatMap(\.ops), team: team)
+        let results: [AppendResult]
+        do {
+            results = try await storage.append(pushes.flatMap(\.ops), team: team)
+        } catch {
+            log(writes.failed(error), error: error)
+            throw AppendFailed(underlying: error)
+        }
+        if writes.failing != nil { log(writes.succeeded()) }
         var byOperation: [OperationID: [AppendResult]] = [:]
         for result in results {
             switch result {

@@ -96,10 +96,10 @@ struct RelayInbound {
         let (id, logger, close) = (id, logger, close)
         let submitted = await hub.submit(id, ops) { error in
             if let error {
-                logger.error("could not store pushed operations", metadata: ["connection": "\(id)", "error": "\(error)"])
+                // The hub logs the run of failed appends (not one line per push).
+                logger.debug("could not store pushed operations", metadata: ["connection": "\(id)", "error": "\(error)"])
                 pushes.fail(error)
-                close(SyncCloseCode.internalError, StoreError.isDiskFull(error)
-                    ? "the relay could not store the operations: its disk is full" : "the relay could not store the operations")
+                close(SyncCloseCode.internalError, (error as? AppendFailed)?.closeReason ?? "the relay could not store the operations")
             }
             pushes.release()
         }

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import GRDB
 import KanbanAgent
 import KanbanModel
@@ -51,6 +54,14 @@ struct FlappingLinkTests {
         #expect(seen?.lastError?.contains("its disk is full") == true, "\(seen?.lastError ?? "no error")")
         #expect(try agent.store.outboxCount() == 5)
 
+        // The relay says so: not ready (its store reads fine but takes no writes), and counted.
+        let relayURL = "http://127.0.0.1:\(cluster.relayPort.withLock { $0 })"
+        let (ready, readyBody) = try await httpGet(relayURL + "/health/ready")
+        #expect(ready == 503 && readyBody.contains("its disk is full") && readyBody.contains("failed appends"), "\(ready) \(readyBody)")
+        let metrics = try await httpGet(relayURL + "/metrics").1
+        #expect(metrics.contains("kanban_relay_log_writes_failing 1"), "\(metrics)")
+        #expect(metricValue(metrics, "kanban_relay_append_failures").map { $0 >= 4 } == true)
+
         storage.failing.store(false, ordering: .releasing)
         try await eventually("the queue drains once the relay stores again", timeout: .seconds(20)) {
             try agent.store.outboxCount() == 0 && agent.syncStatus.state == .connected
@@ -58,5 +69,21 @@ struct FlappingLinkTests {
         #expect(agent.syncStatus.consecutiveFailures == 0)
         let relay = try #require(cluster.relayRef.withLock { $0 })
         #expect(try await relay.storage.head(of: board) == 5)
+        #expect(try await httpGet(relayURL + "/health/ready").0 == 200)
+        #expect(try await httpGet(relayURL + "/metrics").1.contains("kanban_relay_log_writes_failing 0"))
     }
+}
+
+/// Status and body of a GET.
+func httpGet(_ url: String) async throws -> (Int, String) {
+    let (data, response) = try await URLSession.shared.data(from: URL(string: url)!)
+    return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
+}
+
+/// The value of an unlabelled sample in a Prometheus text exposition.
+func metricValue(_ text: String, _ name: String) -> Double? {
+    text.split(separator: "\n").lazy.compactMap { line -> Double? in
+        let parts = line.split(separator: " ")
+        return parts.count == 2 && parts[0] == name ? Double(parts[1]) : nil
+    }.first
 }

@@ -495,6 +495,9 @@ struct PostgresRelayTests {
                                                  as: (Int64, Int64, Int64).self)
         let expectedOps = Int64(2 + expected.count)  // board + column + one create per task
         #expect(log.first.map { $0.0 == expectedOps && $0.1 == 1 && $0.2 == expectedOps } == true, "log \(String(describing: log.first)), expected \(expectedOps)")
+        // The surviving relay counts the log from the boards' heads: the same figure.
+        let relayHealth = try await sync.request("GET", "http://127.0.0.1:\(pair.relayPorts[1])/health/websocket")
+        #expect(relayHealth["logOperations"] as? Int == Int(expectedOps), "\(relayHealth)")
     }
 }
 

@@ -149,5 +149,9 @@ struct RelayGroupCommitTests {
             try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM relay_op WHERE board_id = ? AND body IS NOT NULL", arguments: [board.rawValue])
         }
         #expect(bodies == 500)
+        // The log's operation count (from the boards' heads) still counts every row.
+        let rows = try await storage.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM relay_op") }
+        #expect(rows == 2_001)
+        #expect(try storage.operationCount() == rows)
     }
 }

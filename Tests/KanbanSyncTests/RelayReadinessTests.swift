@@ -4,7 +4,7 @@ import FoundationNetworking
 #endif
 import KanbanModel
 import KanbanProtocol
-import KanbanRelay
+@testable import KanbanRelay
 import Synchronization
 import Testing
 
@@ -29,7 +29,8 @@ import Testing
                 case .up: return try log.head(of: board)
                 case .failing: throw StoreDown()
                 case .hanging:
-                    try await Task.sleep(for: .seconds(4))
+                    // Until the test changes the mode.
+                    while owner.mode.withLock({ $0 }) == .hanging { try await Task.sleep(for: .milliseconds(20)) }
                     return try log.head(of: board)
                 }
             }
@@ -64,7 +65,21 @@ import Testing
         #expect(status == 503 && body["store"]?.contains("did not answer within") == true, "\(status) \(body)")
         #expect(took < .seconds(4), "the check waited \(took) for a hung store")
 
+        // Probes while that read still hangs share it: no read per probe piles up.
+        let relay = try #require(cluster.relayRef.withLock { $0 })
+        let readsBefore = relay.readiness.reads.load(ordering: .relaxed)
+        let answers = try await withThrowingTaskGroup(of: (Int, [String: String]).self) { group in
+            for _ in 0..<5 { group.addTask { try await self.get(base + "/health/ready") } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(answers.allSatisfy { $0.0 == 503 && $0.1["store"]?.contains("did not answer within") == true }, "\(answers)")
+        #expect(relay.readiness.reads.load(ordering: .relaxed) == readsBefore, "a probe started a read of its own")
+        #expect(answers.allSatisfy { $0.1["store"]?.contains("its read has been waiting for") == true }, "\(answers)")
+
         store.mode.withLock { $0 = .up }
+        try await eventually("the hung read ends and the next probe reads again", timeout: .seconds(10)) {
+            try await get(base + "/health/ready").0 == 200
+        }
         (status, body) = try await get(base + "/health/ready")
         #expect(status == 200 && body["status"] == "ready", "\(status) \(body)")
     }
