@@ -259,11 +259,30 @@ func quietLogger(_ label: String) -> Logger {
 
 let tempDirs = Mutex<[URL]>([])
 
+/// Directories are named `kanban-bench-<pid>-<name>-<random>`: a run killed before it could
+/// remove its own (`ChildGuard` stops the servers, but a signal handler cannot delete files)
+/// leaves them to the next run, which removes those whose PID is gone (`removeStaleTempDirs`).
 func makeTempDir(_ name: String) throws -> URL {
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-bench-\(name)-\(UUID().uuidString.prefix(8))")
+    let url = FileManager.default.temporaryDirectory
+        .appendingPathComponent("kanban-bench-\(getpid())-\(name)-\(UUID().uuidString.prefix(8))")
     try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     tempDirs.withLock { $0.append(url) }
     return url
+}
+
+/// Removes the directories of earlier runs that died without removing them: those whose
+/// run's process no longer exists. Returns how many it removed.
+@discardableResult
+func removeStaleTempDirs() -> Int {
+    let temporary = FileManager.default.temporaryDirectory
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: temporary.path)) ?? []
+    var removed = 0
+    for name in names where name.hasPrefix("kanban-bench-") {
+        guard let pid = Int32(name.dropFirst("kanban-bench-".count).prefix(while: \.isNumber)), pid > 0, pid != getpid(),
+              kill(pid, 0) != 0, errno == ESRCH else { continue }
+        if (try? FileManager.default.removeItem(at: temporary.appendingPathComponent(name))) != nil { removed += 1 }
+    }
+    return removed
 }
 
 /// Removes every directory made by `makeTempDir` (databases of the in-process servers).

@@ -68,6 +68,8 @@ raiseFileLimit()
 // A reader that goes away (`| head`) must not kill the bench before it stops its servers.
 signal(SIGPIPE, SIG_IGN)
 ChildGuard.install()
+let staleDirectories = removeStaleTempDirs()
+if staleDirectories > 0 { print("directories left by killed runs: \(staleDirectories) removed") }
 let arguments = CommandLine.arguments
 guard arguments.count >= 2, !["-h", "--help", "help"].contains(arguments[1]) else {
     print(usage)
