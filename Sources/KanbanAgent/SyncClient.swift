@@ -310,6 +310,12 @@ enum LinkFailure {
             }
             return LinkProblem(code: "upgrade_refused", message: "The WebSocket upgrade was refused.", fix: "Run `kanban doctor --relay URL --token T`.")
         }
+        // The agent's own store, not the link: what the relay sent could not be stored here.
+        if StoreError.isDiskFull(error) { return .localDiskFull }
+        if StoreError.isDatabaseError(error) {
+            return LinkProblem(code: "local_store", message: "This agent could not store what the relay sent: \(error)",
+                               fix: "Check the agent's data directory (`kanban debug verify --data DIR`) and its log; the agent retries.")
+        }
         let text = "\(error)".lowercased()
         if text.contains("refused") { return .refused }
         if text.contains("timed out") || text.contains("timeout") { return .timeout }

@@ -38,6 +38,12 @@ public struct LinkProblem: Error, Sendable, Hashable, Codable {
     public static let tokenInvalid = LinkProblem(code: "token_invalid", message: "The relay did not accept the token.",
         fix: "The token is for another relay or the relay's secret changed: create a new one with `kanban relay token create`.")
 
+    /// The agent's own disk is full: it cannot store what the relay sends (nor local edits).
+    public static let localDiskFull = LinkProblem(
+        code: "local_disk_full",
+        message: "This agent's disk is full: it cannot store what the relay sends, and local edits are refused too.",
+        fix: "Free some disk space where the agent keeps its data; sync resumes by itself (or with Reconnect now) and nothing is lost.")
+
     /// A long-polling session's requests spread over relay instances (found by `kanban doctor`).
     public static let pollAffinity = LinkProblem(
         code: "poll_affinity",

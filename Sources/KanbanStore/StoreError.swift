@@ -38,6 +38,11 @@ extension StoreError {
     public static func isDiskFull(_ error: any Error) -> Bool {
         (error as? DatabaseError)?.resultCode == .SQLITE_FULL
     }
+
+    /// Whether `error` came from SQLite (as opposed to the network or the caller).
+    public static func isDatabaseError(_ error: any Error) -> Bool {
+        error is DatabaseError
+    }
 }
 
 extension StoreError {

@@ -88,7 +88,8 @@ final class SyncCluster: Sendable {
     let wrapStorage: @Sendable (SQLiteRelayStorage) -> any RelayStorage
 
     init(agents count: Int, team: String = "team", relayConfiguration: RelayConfiguration = .init(),
-         wrapStorage: @escaping @Sendable (SQLiteRelayStorage) -> any RelayStorage = { $0 }) async throws {
+         wrapStorage: @escaping @Sendable (SQLiteRelayStorage) -> any RelayStorage = { $0 },
+         store: (Int) throws -> ReplicaStore = { _ in try ReplicaStore.inMemory(configuration: .init(durability: .normal)) }) async throws {
         self.relayConfiguration = relayConfiguration
         self.wrapStorage = wrapStorage
         relayDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-relay-\(UUID().uuidString)")
@@ -97,9 +98,7 @@ final class SyncCluster: Sendable {
         token = TokenAuthority(secret: try storage.secret()).sign(RelayToken(team: team))
         relayPort = Mutex(0)
         relayServer = Mutex(nil)
-        agents = try (0..<count).map { _ in
-            Agent(store: try ReplicaStore.inMemory(configuration: .init(durability: .normal)), configuration: .init(port: 0))
-        }
+        agents = try (0..<count).map { Agent(store: try store($0), configuration: .init(port: 0)) }
         syncServers = Mutex([:])
         try await startRelay()
     }
