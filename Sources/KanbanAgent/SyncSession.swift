@@ -217,9 +217,16 @@ struct SyncSession {
         for entry in acks { cursors[entry.board] = max(cursors[entry.board] ?? 0, entry.seq) }
         store.acknowledgeLater(acks.map(\.op), cursors: cursors)
         if !acks.isEmpty { welcomed.progressed.store(true, ordering: .relaxed) }
+        var refusalsCleared = false
         agent.updateSyncStatus(publish: false) { status in
             for (board, seq) in cursors { status.cursors[board.rawValue] = max(status.cursors[board.rawValue] ?? 0, seq) }
+            // The relay stores these boards' operations now (a token that allows them).
+            guard !status.refused.isEmpty else { return }
+            let before = status.refused.count
+            status.refused.removeAll { refusal in cursors.keys.contains { $0.rawValue == refusal.board } }
+            refusalsCleared = status.refused.count != before
         }
+        if refusalsCleared { agent.updateSyncStatus { _ in } }
         acknowledged.fire()
     }
 
@@ -256,6 +263,19 @@ struct SyncSession {
             }
             try await send(text: SyncMessage.pushText(encodedOperations: encoded), transport)
             welcomed.pushed.withLock { $0 = max($0, last) }
+        }
+    }
+
+    /// What to do about a refusal, by the relay's error code.
+    static func fix(forRefusal code: String) -> String {
+        switch code {
+        case "forbidden_board":
+            "Your relay token does not cover this board, so its changes stay on this machine. Ask for a token that includes it "
+                + "(`kanban relay token create --board ID`, or one without --board for the whole team), then restart the agent with it."
+        case "read_only":
+            "Your relay token may only read: changes made here stay on this machine. Ask for a read-write token, then restart the agent with it."
+        default:
+            "Check the relay's log; the changes stay queued on this machine."
         }
     }
 
@@ -319,7 +339,14 @@ struct SyncSession {
             agent.hub.publishPresence(presence)
         case .error(let error):
             logger.warning("relay refused", metadata: ["code": "\(error.code)", "message": "\(error.message)"])
-            agent.updateSyncStatus { $0.lastError = "\(error.code): \(error.message)" }
+            let refusal = error.board.map { board in
+                SyncStatus.Refusal(board: board.rawValue, boardTitle: try? store.document(board)?.title, code: error.code,
+                                   message: error.message, fix: Self.fix(forRefusal: error.code), at: Date())
+            }
+            agent.updateSyncStatus { status in
+                status.lastError = "\(error.code): \(error.message)"
+                if let refusal { status.refuse(refusal) }
+            }
         case .hello, .push, .digest, .ping:
             throw ProtocolViolation(.unexpected, "an agent does not accept '\(message.type)' from a relay")
         }

@@ -22,6 +22,19 @@ public struct SyncStatus: Sendable, Codable, Equatable {
         public var fix: String?
     }
 
+    /// Operations of a board that the relay refused (the token does not cover the board, or
+    /// may not write): they stay queued, and this says why, until the relay takes that board's
+    /// operations (a token that allows them).
+    public struct Refusal: Sendable, Codable, Equatable {
+        public var board: String
+        public var boardTitle: String?
+        /// The relay's error code: `forbidden_board`, `read_only`.
+        public var code: String
+        public var message: String
+        public var fix: String
+        public var at: Date
+    }
+
     public var state: State
     public var relayURL: String?
     public var queuedOperations: Int
@@ -46,6 +59,15 @@ public struct SyncStatus: Sendable, Codable, Equatable {
     public var webSocketRetryAt: Date?
     /// Digest mismatches found after catch-up (each one repaired by a full resend).
     public var repairs: Int = 0
+    /// Boards whose queued operations the relay refused, and why.
+    public var refused: [Refusal] = []
+
+    /// Records a refusal of `board`'s operations (one entry per board and code, the newest).
+    mutating func refuse(_ refusal: Refusal) {
+        refused.removeAll { $0.board == refusal.board && $0.code == refusal.code }
+        refused.append(refusal)
+        refused.sort { ($0.board, $0.code) < ($1.board, $1.code) }
+    }
 
     /// Adds a failed attempt, newest first, keeping the last 10.
     mutating func record(_ attempt: Attempt) {

@@ -374,7 +374,25 @@ struct SyncTests {
         try await eventually("the relay refuses the read-only push") { reader.syncStatus.lastError?.contains("read_only") == true }
         #expect(try storage.operationCount() == 0)
         #expect(try reader.store.outboxCount() == 1, "a refused operation stays queued locally")
+        // The status says which board's changes were refused, why, and what to do.
+        try await eventually("the refusal is in the status") { !reader.syncStatus.refused.isEmpty }
+        let refusal = try #require(reader.syncStatus.refused.first)
+        #expect(reader.syncStatus.refused.count == 1)
+        #expect(refusal.board == board.rawValue && refusal.boardTitle == "Mine" && refusal.code == "read_only", "\(refusal)")
+        #expect(refusal.fix.contains("read-write token"), "\(refusal.fix)")
         await server.stop()
+        // With a read-write token the queued operation goes through and the refusal is gone.
+        var writeConfig = SyncConfiguration(relayURL: cluster.relayURL, token: cluster.token)
+        writeConfig.backoffCap = .milliseconds(200)
+        let rewritten = try await RunningServer.start { onListening in
+            buildAgentApplication(agent: reader, logger: quietLogger("a"), services: [SyncClient(agent: reader, configuration: writeConfig, logger: quietLogger("s"))],
+                                  onListening: onListening)
+        }
+        try await eventually("the queued operation is stored once the token may write") {
+            try reader.store.outboxCount() == 0 && reader.syncStatus.refused.isEmpty
+        }
+        #expect(try storage.operationCount() == 1)
+        await rewritten.stop()
         // A token scoped to one board does not see the team's other boards.
         let writer = cluster.agents[0]
         try await cluster.connect(0)
@@ -392,6 +410,12 @@ struct SyncTests {
         try await eventually("the scoped agent gets the visible board") { try viewer.store.document(visible) != nil }
         #expect(try viewer.store.document(hidden) == nil)
         #expect(board != visible)
+        // A board of its own outside the token's scope: refused and named, while the visible one syncs.
+        let local = try await viewer.createBoard(title: "Local only").id
+        try await eventually("the scoped agent's own board is refused") {
+            viewer.syncStatus.refused.contains { $0.board == local.rawValue && $0.code == "forbidden_board" && $0.boardTitle == "Local only" }
+        }
+        #expect(viewer.syncStatus.refused.allSatisfy { $0.board == local.rawValue }, "\(viewer.syncStatus.refused)")
         await viewerServer.stop()
     }
 

@@ -595,6 +595,57 @@ def relay_outage_test(checks: Checks) -> None:
         shutil.rmtree(agent_dir, ignore_errors=True)
 
 
+def refused_board_test(checks: Checks) -> None:
+    """An agent whose token covers one board also has a board of its own: the relay refuses that
+    board's changes. The relay indicator says so by the board's title (not "Syncing" for ever),
+    and the troubleshooting panel lists the refusal with what to do."""
+    relay_dir = tempfile.mkdtemp(prefix="kanban-browser-relay-")
+    agent_dir = tempfile.mkdtemp(prefix="kanban-browser-agent-")
+    processes: list[KanbanProcess] = []
+    page_errors: list[str] = []
+    try:
+        relay = Relay(relay_dir)
+        processes.append(relay)
+        # The boards first, offline; then a token that covers only the shared one.
+        alone = Agent(agent_dir)
+        shared = alone.api("POST", "/api/boards", {"title": "Shared"})
+        private = alone.api("POST", "/api/boards", {"title": "Private plans"})
+        alone.stop()
+        token = subprocess.run([str(KANBAN_BIN), "relay", "token", "create", "--data", relay_dir, "--team", "browser",
+                                "--board", shared["id"]], capture_output=True, text=True, timeout=15, check=True).stdout.strip()
+        agent = Agent(agent_dir, ("--relay", relay.url, "--token", token))
+        processes.append(agent)
+        poll("the relay to refuse the private board",
+             lambda: any(r["board"] == private["id"] for r in agent.api("GET", "/health/websocket").get("refused", [])), 15)
+        with sync_playwright() as pw:
+            browser = launch(pw)
+            try:
+                page = open_board(browser, agent.base, private["id"], page_errors)
+                page.wait_for_selector(f'{SYNC_PILL}[data-state="connected"]')
+                text = page.inner_text(f"{SYNC_PILL} .pill-text").strip()
+                checks.check("refused: the relay indicator names the board whose changes the relay refuses",
+                             "the relay refuses changes to “Private plans”" in text and page.get_attribute(SYNC_PILL, "data-tone") == "warn",
+                             text)
+                page.click('[data-testid="toggle-troubleshoot"]')
+                page.wait_for_selector(f'{PANEL} dd[data-field="refused"]')
+                refused = page.inner_text(f'{PANEL} dd[data-field="refused"]')
+                checks.check("refused: the panel lists the refusal, its code and what to do",
+                             "Changes the relay refused" in page.inner_text(PANEL) and "forbidden_board" in refused
+                             and "Private plans" in refused and "Ask for a token that includes it" in refused, refused[:300])
+                checks.check("refused: no JavaScript errors", not page_errors, "; ".join(page_errors[:5]))
+            finally:
+                browser.close()
+    except Exception as error:  # noqa: BLE001 - any failure is a failed check, reported with context
+        checks.check("refused: test ran to the end", False, f"{type(error).__name__}: {error}")
+        for process in processes:
+            print(f"{process.what} log (tail):\n" + process.tail(), flush=True)
+    finally:
+        for process in reversed(processes):
+            process.stop()
+        for directory in (relay_dir, agent_dir):
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 def long_polling_test(checks: Checks) -> None:
     """An agent behind a proxy that drops `Upgrade` syncs over HTTP long-polling: the indicator
     and the troubleshooting panel say so and why, and a change from an agent on the WebSocket
@@ -679,6 +730,7 @@ def main() -> int:
         two_pages_test(checks)
         relay_outage_test(checks)
         long_polling_test(checks)
+        refused_board_test(checks)
     finally:
         timer.cancel()
     print(f"took {time.monotonic() - started:.1f} s", flush=True)

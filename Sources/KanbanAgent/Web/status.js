@@ -15,6 +15,14 @@ export function describeSync(sync, now = Date.now()) {
     case 'connected': {
       // Over long-polling the board still syncs; the status says so, since something in the way blocks WebSockets.
       const via = sync.transport === 'long-polling' ? ' (via HTTP long-polling)' : '';
+      const refused = Array.isArray(sync.refused) ? sync.refused : [];
+      if (refused.length > 0) {
+        // Changes the relay will not take stay queued: say why instead of "Syncing" forever.
+        const why = refused.some((r) => r.code === 'read_only')
+          ? 'read-only token: your changes stay on this machine'
+          : `the relay refuses changes to ${refused.map((r) => `“${r.boardTitle ?? String(r.board).slice(0, 8)}”`).join(', ')}`;
+        return { text: `Connected · ${why}${queuedText}${via}`, tone: 'warn', canReconnect: false };
+      }
       return queued > 0
         ? { text: `Syncing${queuedText}${via}`, tone: 'busy', canReconnect: false }
         : { text: `Synced${via}`, tone: via ? 'warn' : 'good', canReconnect: false };
@@ -51,6 +59,10 @@ const LABELS = {
   webSocketRetryAt: 'WebSocket retried at',
   cursors: 'Relay cursor by board',
   repairs: 'Repairs after catch-up',
+  refused: 'Changes the relay refused',
+  board: 'Board',
+  boardTitle: 'Board title',
+  code: 'Code',
   // one failed attempt
   at: 'When',
   errorClass: 'Problem',
