@@ -99,7 +99,7 @@ struct LongPollLink: Sendable {
             return LinkProblem(code: base.code, message: base.message + (refusal.map { " (\($0.error.message))" } ?? ""), fix: base.fix)
         }
         if status == 401 {
-            return refusal?.error.code == "token_missing" ? .tokenMissing : .tokenInvalid
+            return .unauthorized(body: refusal?.error.code ?? "")
         }
         if let refusal {
             let code = refusal.error.code

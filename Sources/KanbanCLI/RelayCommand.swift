@@ -94,7 +94,23 @@ struct RelayCommand: AsyncParsableCommand {
     }
 
     struct Token: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "token", abstract: "Manage relay tokens.", subcommands: [Create.self])
+        static let configuration = CommandConfiguration(commandName: "token", abstract: "Manage relay tokens.",
+                                                        subcommands: [Create.self, List.self, Revoke.self])
+
+        /// Opens the store for a token command and closes it after `body`.
+        static func withStorage<T>(_ data: RelayDataDirectory, _ body: (any RelayStorage) async throws -> T) async throws -> T {
+            var logger = Logger(label: "kanban.relay")
+            logger.logLevel = .error
+            let storage = try await data.open(listen: false, logger: logger)
+            do {
+                let result = try await body(storage)
+                do { try await storage.close() } catch { logger.warning("closing the relay log: \(error)") }
+                return result
+            } catch {
+                try? await storage.close()
+                throw error
+            }
+        }
 
         struct Create: AsyncParsableCommand {
             static let configuration = CommandConfiguration(
@@ -113,13 +129,93 @@ struct RelayCommand: AsyncParsableCommand {
             }
 
             func run() async throws {
-                var logger = Logger(label: "kanban.relay")
-                logger.logLevel = .error
-                let storage = try await data.open(listen: false, logger: logger)
-                let authority = TokenAuthority(secret: try await storage.secret())
-                do { try await storage.close() } catch { logger.warning("closing the relay log: \(error)") }
                 let token = RelayToken(team: team, boards: boards.isEmpty ? nil : boards.map { $0.lowercased() }, write: !readOnly)
-                print(authority.sign(token))
+                let text = try await Token.withStorage(data) { storage in
+                    let text = TokenAuthority(secret: try await storage.secret()).sign(token)
+                    // Recorded (its ID and claims, not the token) for `token list` and `token revoke`.
+                    try await storage.recordIssued(IssuedToken(id: TokenAuthority.id(of: text), token: token))
+                    return text
+                }
+                print(text)
+            }
+        }
+
+        struct List: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                commandName: "list", abstract: "List the tokens this relay issued: ID, team, scope, access, when issued, whether revoked.")
+            @OptionGroup var data: RelayDataDirectory
+            @Flag(help: "Print JSON (an array of tokens) instead of a table.") var json = false
+
+            func run() async throws {
+                let tokens = try await Token.withStorage(data) { try await $0.issuedTokens() }
+                if json {
+                    let encoder = JSONEncoder()
+                    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                    print(String(decoding: try encoder.encode(tokens), as: UTF8.self))
+                    return
+                }
+                guard !tokens.isEmpty else {
+                    print("No tokens recorded. Create one with `kanban relay token create --team T`. "
+                          + "(Tokens created before tokens were recorded are not listed; revoke one by passing the whole token.)")
+                    return
+                }
+                let rows = [["ID", "TEAM", "BOARDS", "ACCESS", "ISSUED", "STATUS"]] + tokens.map { token in
+                    [token.id, token.team, token.boards.map { $0.count == 1 ? $0[0] : "\($0.count) boards" } ?? "all",
+                     token.write ? "read-write" : "read-only", Self.time(token.issuedAt),
+                     token.revokedAt.map { "revoked \(Self.time($0))" } ?? "valid"]
+                }
+                let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max() ?? 0 }
+                for row in rows {
+                    print(zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ")
+                        .trimmingCharacters(in: .whitespaces))
+                }
+            }
+
+            static func time(_ seconds: Int64) -> String {
+                ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: TimeInterval(seconds)))
+            }
+        }
+
+        struct Revoke: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                commandName: "revoke",
+                abstract: "Revoke a token: a running relay refuses it within 2 s and closes its connections.",
+                discussion: "Name the token by its ID (from `kanban relay token list`) or pass the whole token.")
+            @OptionGroup var data: RelayDataDirectory
+            @Argument(help: ArgumentHelp("The token's ID, or the token itself.", valueName: "ID-OR-TOKEN")) var token: String
+
+            func validate() throws {
+                let isID = token.count == 16 && token.allSatisfy(\.isHexDigit)
+                guard isID || token.hasPrefix("kb1.") else {
+                    throw ValidationError("'\(token.prefix(40))' is neither a token ID (16 hex digits, see `kanban relay token list`) nor a token (kb1.…)")
+                }
+            }
+
+            func run() async throws {
+                let given = token
+                let (id, result) = try await Token.withStorage(data) { storage -> (String, RevokeResult) in
+                    var id = given.lowercased()
+                    if given.hasPrefix("kb1.") {
+                        // The whole token: it must be this relay's; recorded first if it predates the records.
+                        switch TokenAuthority(secret: try await storage.secret()).verify(given) {
+                        case .success(let claims):
+                            id = TokenAuthority.id(of: given)
+                            try await storage.recordIssued(IssuedToken(id: id, token: claims))
+                        case .failure(let failure):
+                            throw CommandFailure("cannot revoke that token: \(failure.rawValue).")
+                        }
+                    }
+                    return (id, try await storage.revoke(tokenID: id))
+                }
+                switch result {
+                case .revoked:
+                    print("revoked token \(id): a running relay refuses it within 2 s and closes its connections")
+                case .alreadyRevoked:
+                    print("token \(id) was already revoked")
+                case .unknown:
+                    throw CommandFailure("no token with ID \(id) is recorded here. `kanban relay token list` shows the recorded ones; "
+                                         + "to revoke a token created before tokens were recorded, pass the whole token.")
+                }
             }
         }
     }

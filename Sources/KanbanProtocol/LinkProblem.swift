@@ -44,6 +44,16 @@ public struct LinkProblem: Error, Sendable, Hashable, Codable {
         message: "This agent's disk is full: it cannot store what the relay sends, and local edits are refused too.",
         fix: "Free some disk space where the agent keeps its data; sync resumes by itself (or with Reconnect now) and nothing is lost.")
 
+    public static let tokenRevoked = LinkProblem(code: "token_revoked", message: "The relay revoked this token.",
+        fix: "Ask the relay's admin for a new token (`kanban relay token create`) and restart the agent with it; your changes stay queued here.")
+
+    /// The 401 answer's code: missing, revoked or otherwise invalid.
+    public static func unauthorized(body: String) -> LinkProblem {
+        if body.contains("token_missing") { return tokenMissing }
+        if body.contains("token_revoked") { return tokenRevoked }
+        return tokenInvalid
+    }
+
     /// A long-polling session's requests spread over relay instances (found by `kanban doctor`).
     public static let pollAffinity = LinkProblem(
         code: "poll_affinity",
@@ -62,7 +72,7 @@ public struct LinkProblem: Error, Sendable, Hashable, Codable {
             return LinkProblem(code: "http_400", message: "The server refused the upgrade request as malformed (HTTP 400).",
                 fix: "A proxy may be rewriting the handshake headers, or this is not a kanban relay; point at the relay's port.")
         case 401:
-            return body.contains("token_missing") ? tokenMissing : tokenInvalid
+            return unauthorized(body: body)
         case 403:
             return LinkProblem(code: "http_403", message: "The server forbids this request (HTTP 403).",
                 fix: "A proxy or firewall may block WebSockets or this Origin; or the token may not allow this.")
@@ -103,7 +113,8 @@ public struct LinkProblem: Error, Sendable, Hashable, Codable {
         case 1013: return LinkProblem(code: "close_1013", message: "The relay is overloaded; try again later.", fix: "Nothing to do; the agent backs off and retries.")
         case SyncCloseCode.versionMismatch: return versionMismatch
         case SyncCloseCode.badMessage: return LinkProblem(code: "close_4002", message: "The relay rejected a message as breaking the protocol.", fix: "Upgrade both sides to the same release; report it if it persists.")
-        case SyncCloseCode.forbidden: return LinkProblem(code: "close_4003", message: "The token lost access.", fix: "Get a new token.")
+        case SyncCloseCode.forbidden: return LinkProblem(code: "close_4003", message: "The token lost access (it was revoked, or no longer covers the board).",
+                                                         fix: "Ask the relay's admin for a new token (`kanban relay token create`) and restart the agent with it.")
         case SyncCloseCode.tooSlow: return LinkProblem(code: "close_4008", message: "The link fell too far behind and was dropped.", fix: "Nothing to do; the agent reconnects and catches up.")
         case SyncCloseCode.heartbeatTimeout: return heartbeat
         case SyncCloseCode.tooManyConnections:

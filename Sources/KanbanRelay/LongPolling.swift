@@ -309,8 +309,7 @@ struct LongPolling {
     /// The request's bearer token, or the 401 that says what is wrong with it.
     private func verifiedToken(_ request: Request) -> Result<RelayToken, Refusal> {
         relay.tokens.verify(authorization: request.headers[.authorization]).mapError { failure in
-            Refusal(response: relayError(.unauthorized, code: failure == .missing ? "token_missing" : "token_invalid", failure.rawValue,
-                hint: "Create a token with `kanban relay token create --data DIR --team T` and send it as Authorization: Bearer <token>."))
+            Refusal(response: relayError(.unauthorized, code: failure.code, failure.rawValue, hint: failure.hint))
         }
     }
 }

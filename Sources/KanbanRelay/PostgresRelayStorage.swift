@@ -134,6 +134,16 @@ public final class PostgresRelayStorage: RelayStorage, RelayCluster, Sendable {
                 body text NOT NULL
             )
             """,
+            """
+            CREATE TABLE IF NOT EXISTS relay_token (
+                id text PRIMARY KEY,
+                team text NOT NULL,
+                boards text, -- JSON array; NULL: every board of the team
+                write boolean NOT NULL,
+                issued_at bigint NOT NULL,
+                revoked_at bigint
+            )
+            """,
         ] {
             try await connection.query(statement, logger: logger)
         }
@@ -260,6 +270,44 @@ public final class PostgresRelayStorage: RelayStorage, RelayCluster, Sendable {
     }
 
     public func secret() async throws -> Data { tokenSecret }
+
+    public func recordIssued(_ token: IssuedToken) async throws {
+        let boards = token.boards.map { String(decoding: try! JSONEncoder().encode($0), as: UTF8.self) }
+        try await client.query("""
+            INSERT INTO relay_token (id, team, boards, write, issued_at, revoked_at)
+            VALUES (\(token.id), \(token.team), \(boards), \(token.write), \(token.issuedAt), \(token.revokedAt))
+            ON CONFLICT (id) DO NOTHING
+            """, logger: logger)
+    }
+
+    public func issuedTokens() async throws -> [IssuedToken] {
+        let rows = try await client.query("SELECT id, team, boards, write, issued_at, revoked_at FROM relay_token ORDER BY issued_at, id",
+                                          logger: logger)
+        var tokens: [IssuedToken] = []
+        for try await (id, team, boards, write, issuedAt, revokedAt) in rows.decode((String, String, String?, Bool, Int64, Int64?).self) {
+            let scope = boards.flatMap { try? JSONDecoder().decode([String].self, from: Data($0.utf8)) }
+            tokens.append(IssuedToken(id: id, token: RelayToken(team: team, boards: scope, write: write, issuedAt: issuedAt), revokedAt: revokedAt))
+        }
+        return tokens
+    }
+
+    public func revoke(tokenID: String) async throws -> RevokeResult {
+        let now = Int64(Date().timeIntervalSince1970)
+        let rows = try await client.query("""
+            WITH target AS (SELECT id, revoked_at FROM relay_token WHERE id = \(tokenID)),
+                 changed AS (UPDATE relay_token SET revoked_at = \(now) WHERE id = \(tokenID) AND revoked_at IS NULL RETURNING id)
+            SELECT (SELECT count(*) FROM target), (SELECT count(*) FROM changed)
+            """, logger: logger)
+        guard let (found, changed) = try await Self.first(rows, (Int64, Int64).self), found > 0 else { return .unknown }
+        return changed > 0 ? .revoked : .alreadyRevoked
+    }
+
+    public func revokedTokenIDs() async throws -> Set<String> {
+        let rows = try await client.query("SELECT id FROM relay_token WHERE revoked_at IS NOT NULL", logger: logger)
+        var ids = Set<String>()
+        for try await id in rows.decode(String.self) { ids.insert(id) }
+        return ids
+    }
 
     /// Operations in the log: the sum of the boards' heads (see `SQLiteRelayStorage`).
     public func operationCount() async throws -> Int {

@@ -64,8 +64,39 @@ public final class Relay: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.tokens = TokenAuthority(secret: try await storage.secret())
+        _ = tokens.revoked.replace(with: try await storage.revokedTokenIDs())
         self.traffic = RelayTraffic(registry: registry)
         self.hub = RelayHub(storage: storage, configuration: configuration, logger: logger, traffic: traffic)
+    }
+}
+
+/// Reads the revoked tokens from the store every `period` (`kanban relay token revoke` writes
+/// them there, from another process, and other instances share them on PostgreSQL): from then
+/// on their upgrades and long-polling requests get 401 `token_revoked`, and their open
+/// connections are closed with 4003.
+struct TokenRevocationWatcher: Service {
+    let relay: Relay
+    var period: Duration = .seconds(2)
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            var failing = false
+            while !Task.isCancelled {
+                do {
+                    let newly = relay.tokens.revoked.replace(with: try await relay.storage.revokedTokenIDs())
+                    if !newly.isEmpty {
+                        let closed = await relay.hub.close(revoked: newly)
+                        relay.logger.notice("tokens revoked", metadata: ["tokens": "\(newly.sorted())", "closedConnections": "\(closed)"])
+                    }
+                    failing = false
+                } catch {
+                    // The store is down: keep the last list (readiness and the hub report the store).
+                    if !failing { relay.logger.warning("could not read revoked tokens", metadata: ["error": "\(error)"]) }
+                    failing = true
+                }
+                try? await Task.sleep(for: period)
+            }
+        }
     }
 }
 
@@ -136,8 +167,7 @@ public func buildRelayApplication(
         // Reached when the upgrade was not accepted: say why, before any upgrade.
         switch relay.tokens.verify(authorization: request.headers[.authorization]) {
         case .failure(let failure):
-            return relayError(.unauthorized, code: failure == .missing ? "token_missing" : "token_invalid", failure.rawValue,
-                              hint: "Create a token with `kanban relay token create --data DIR --team T` (or --store postgres://...) and send it as Authorization: Bearer <token>.")
+            return relayError(.unauthorized, code: failure.code, failure.rawValue, hint: failure.hint)
         case .success:
             return relayError(.upgradeRequired, code: "websocket_required", "/sync is a WebSocket endpoint and this request did not upgrade",
                               hint: "Connect with a WebSocket client; if one did, a proxy in between dropped the Upgrade/Connection headers.")
@@ -179,7 +209,8 @@ public func buildRelayApplication(
         services: [RelaySessionsShutdown(sessions: relay.sessions),
                    PollSessionReaper(polling: polling),
                    RelayHeartbeat(hub: relay.hub, period: .seconds(configuration.heartbeatSeconds)),
-                   RelayMemoryTrim(traffic: relay.traffic, logger: logger)] + (relay.storage.cluster.map { [RelayClusterService(relay: relay, cluster: $0)] } ?? []),
+                   RelayMemoryTrim(traffic: relay.traffic, logger: logger),
+                   TokenRevocationWatcher(relay: relay)] + (relay.storage.cluster.map { [RelayClusterService(relay: relay, cluster: $0)] } ?? []),
         onServerRunning: { channel in await onListening(channel.localAddress?.port ?? configuration.port) },
         logger: logger
     )

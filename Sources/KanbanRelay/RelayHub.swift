@@ -98,6 +98,17 @@ public actor RelayHub {
 
     var connectionList: Dictionary<Int, Connection>.Values { connections.values }
 
+    /// Closes every connection that came with one of these tokens (4003: they were revoked);
+    /// returns how many.
+    func close(revoked tokenIDs: Set<String>) -> Int {
+        var closed = 0
+        for connection in connections.values where connection.token.id.map(tokenIDs.contains) == true {
+            connection.close(SyncCloseCode.forbidden, "the token was revoked")
+            closed += 1
+        }
+        return closed
+    }
+
     public func unregister(_ id: Int) {
         guard let gone = connections.removeValue(forKey: id) else { return }
         gone.deflate?.leave()

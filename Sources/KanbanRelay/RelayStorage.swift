@@ -29,6 +29,14 @@ public protocol RelayStorage: Sendable {
     /// Replaces the operations up to `seq` with a snapshot of the state they produce. Their IDs
     /// stay known, so a late duplicate push is still answered with its first sequence.
     func compact(board: EntityID, through seq: Int64) async throws
+    /// Records a token `kanban relay token create` issued (its ID and claims, not the token).
+    func recordIssued(_ token: IssuedToken) async throws
+    /// Every recorded token, oldest first, with when it was revoked.
+    func issuedTokens() async throws -> [IssuedToken]
+    /// Revokes the recorded token with this ID from now on.
+    func revoke(tokenID: String) async throws -> RevokeResult
+    /// IDs of the revoked tokens (what the relay refuses and disconnects).
+    func revokedTokenIDs() async throws -> Set<String>
     /// Delivery between relay instances sharing this storage; nil for a single instance.
     var cluster: (any RelayCluster)? { get }
     /// Releases the storage when the relay stops (connections, listeners, background work);
@@ -38,6 +46,13 @@ public protocol RelayStorage: Sendable {
 
 extension RelayStorage {
     public var cluster: (any RelayCluster)? { nil }
+}
+
+public enum RevokeResult: Sendable, Hashable {
+    case revoked
+    case alreadyRevoked
+    /// No token with that ID was recorded.
+    case unknown
 }
 
 public enum AppendResult: Sendable, Hashable {

@@ -54,6 +54,18 @@ public final class SQLiteRelayStorage: RelayStorage {
                 ) STRICT;
                 """)
         }
+        migrator.registerMigration("v2 tokens") { db in
+            try db.execute(sql: """
+                CREATE TABLE relay_token (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    team TEXT NOT NULL,
+                    boards TEXT, -- JSON array; NULL: every board of the team
+                    write INTEGER NOT NULL,
+                    issued_at INTEGER NOT NULL,
+                    revoked_at INTEGER
+                ) STRICT;
+                """)
+        }
         try migrator.migrate(pool)
         checkpointer = try WALCheckpointer(path: path, writer: pool)
     }
@@ -157,6 +169,42 @@ public final class SQLiteRelayStorage: RelayStorage {
 
     public func team(of board: EntityID) throws -> String? {
         try pool.read { db in try String.fetchOne(db, sql: "SELECT team FROM relay_board WHERE id = ?", arguments: [board.rawValue]) }
+    }
+
+    public func recordIssued(_ token: IssuedToken) throws {
+        let boards = token.boards.map { String(decoding: try! JSONEncoder().encode($0), as: UTF8.self) }
+        try pool.write { db in
+            try db.execute(sql: """
+                INSERT INTO relay_token (id, team, boards, write, issued_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT (id) DO NOTHING
+                """, arguments: [token.id, token.team, boards, token.write, token.issuedAt, token.revokedAt])
+        }
+    }
+
+    public func issuedTokens() throws -> [IssuedToken] {
+        try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT id, team, boards, write, issued_at, revoked_at FROM relay_token ORDER BY issued_at, id").map { row in
+                let boards = (row["boards"] as String?).flatMap { try? JSONDecoder().decode([String].self, from: Data($0.utf8)) }
+                var token = IssuedToken(id: row["id"], token: RelayToken(team: row["team"], boards: boards, write: row["write"],
+                                                                          issuedAt: row["issued_at"]))
+                token.revokedAt = row["revoked_at"]
+                return token
+            }
+        }
+    }
+
+    public func revoke(tokenID: String) throws -> RevokeResult {
+        try pool.write { db in
+            guard let revokedAt = try Row.fetchOne(db, sql: "SELECT revoked_at FROM relay_token WHERE id = ?", arguments: [tokenID])
+            else { return .unknown }
+            if (revokedAt[0] as Int64?) != nil { return .alreadyRevoked }
+            try db.execute(sql: "UPDATE relay_token SET revoked_at = ? WHERE id = ?", arguments: [Int64(Date().timeIntervalSince1970), tokenID])
+            return .revoked
+        }
+    }
+
+    public func revokedTokenIDs() throws -> Set<String> {
+        try pool.read { db in Set(try String.fetchAll(db, sql: "SELECT id FROM relay_token WHERE revoked_at IS NOT NULL")) }
     }
 
     public func secret() throws -> Data {

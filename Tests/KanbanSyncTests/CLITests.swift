@@ -2,6 +2,7 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import KanbanRelay
 import Testing
 
 /// The terminal commands against a real `kanban agent` process.
@@ -123,6 +124,44 @@ struct CLITests {
         let next = try ProcessSyncTests.Child(args)
         defer { next.kill() }
         _ = try await next.port(after: marker)
+    }
+
+    /// `relay token create` records each token (its ID, not the token), `list` shows them,
+    /// `revoke` takes an ID or the whole token, and says what it did or what is wrong.
+    @Test func relayTokensAreListedAndRevoked() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-tokens-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let board = "01a232f5-a8a1-763d-880d-4487b9fc3e25"
+        var (status, out) = try await run(["relay", "token", "create", "--data", root, "--team", "acme"])
+        #expect(status == 0)
+        let first = out.trimmingCharacters(in: .whitespacesAndNewlines)
+        (status, out) = try await run(["relay", "token", "create", "--data", root, "--team", "acme", "--board", board, "--read-only"])
+        #expect(status == 0)
+        let second = out.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(first.hasPrefix("kb1.") && second.hasPrefix("kb1.") && !second.contains("\n"), "stdout is the token alone: \(second)")
+        let (firstID, secondID) = (TokenAuthority.id(of: first), TokenAuthority.id(of: second))
+
+        (status, out) = try await run(["relay", "token", "list", "--data", root])
+        let lines = out.split(separator: "\n").map(String.init)
+        #expect(status == 0 && lines.count == 3, "\(out)")
+        #expect(lines.first?.hasPrefix("ID") == true)
+        #expect(lines.contains { $0.hasPrefix(firstID) && $0.contains("acme  all") && $0.contains("read-write") && $0.hasSuffix("valid") }, "\(out)")
+        #expect(lines.contains { $0.hasPrefix(secondID) && $0.contains(board) && $0.contains("read-only") && $0.hasSuffix("valid") }, "\(out)")
+
+        (status, out) = try await run(["relay", "token", "revoke", "--data", root, firstID])
+        #expect(status == 0 && out.contains("revoked token \(firstID)"), "\(out)")
+        (status, out) = try await run(["relay", "token", "revoke", "--data", root, firstID])
+        #expect(status == 0 && out.contains("already revoked"), "\(out)")
+        (status, out) = try await run(["relay", "token", "revoke", "--data", root, second])  // the whole token
+        #expect(status == 0 && out.contains("revoked token \(secondID)"), "\(out)")
+        (status, out) = try await run(["relay", "token", "revoke", "--data", root, "0123456789abcdef"])
+        #expect(status == 1 && out.contains("no token with ID 0123456789abcdef") && out.contains("token list"), "\(out)")
+        (status, out) = try await run(["relay", "token", "revoke", "--data", root, "not-a-token"])
+        #expect(status == 64 && out.contains("neither a token ID"), "\(out)")
+
+        (status, out) = try await run(["relay", "token", "list", "--data", root, "--json"])
+        let listed = try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [[String: Any]] ?? []
+        #expect(status == 0 && listed.count == 2 && listed.allSatisfy { $0["revokedAt"] is Int }, "\(out)")
     }
 
     /// A replica or relay log that is not a database (or is damaged) is named, with what to do,

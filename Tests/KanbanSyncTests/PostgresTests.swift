@@ -212,6 +212,16 @@ struct PostgresRelayTests {
         #expect(secretA == secretB && secretA.count == 32)
         let token = TokenAuthority(secret: secretA).sign(RelayToken(team: "t"))
         #expect(TokenAuthority(secret: try await b.secret()).verify(token).map(\.team) == .success("t"))
+        // A token recorded on one instance and revoked on the other is revoked for both.
+        let id = TokenAuthority.id(of: token)
+        try await a.recordIssued(IssuedToken(id: id, token: RelayToken(team: "t", boards: ["b1"], write: false, issuedAt: 1_700_000_000)))
+        #expect(try await b.revoke(tokenID: id) == .revoked)
+        #expect(try await a.revoke(tokenID: id) == .alreadyRevoked)
+        #expect(try await b.revoke(tokenID: "0000000000000000") == .unknown)
+        #expect(try await a.revokedTokenIDs() == [id])
+        let issued = try await b.issuedTokens()
+        #expect(issued.count == 1 && issued[0].id == id && issued[0].boards == ["b1"] && !issued[0].write
+                && issued[0].issuedAt == 1_700_000_000 && issued[0].revokedAt != nil, "\(issued)")
 
         final class Events: Sendable { let list = Mutex<[RelayClusterEvent]>([]) }
         let seen = Events()

@@ -124,8 +124,8 @@ final class SyncCluster: Sendable {
     var relayURL: String { "ws://127.0.0.1:\(relayPort.withLock { $0 })/sync" }
 
     /// Starts agent `i`'s sync client (inside a small agent server, as `kanban agent` runs it).
-    func connect(_ i: Int, transport: SyncTransportChoice = .auto) async throws {
-        var configuration = SyncConfiguration(relayURL: relayURL, token: token)
+    func connect(_ i: Int, transport: SyncTransportChoice = .auto, token: String? = nil) async throws {
+        var configuration = SyncConfiguration(relayURL: relayURL, token: token ?? self.token)
         configuration.backoffBase = .milliseconds(20)
         configuration.backoffCap = .milliseconds(300)
         configuration.transport = transport

@@ -485,4 +485,8 @@ extension ForwardingToLog {
     func snapshot(board: EntityID) async throws -> (seq: Int64, state: BoardSnapshot)? { try log.snapshot(board: board) }
     func compact(board: EntityID, through seq: Int64) async throws { try await log.compact(board: board, through: seq) }
     func close() async throws { try log.close() }
+    func recordIssued(_ token: IssuedToken) async throws { try log.recordIssued(token) }
+    func issuedTokens() async throws -> [IssuedToken] { try log.issuedTokens() }
+    func revoke(tokenID: String) async throws -> RevokeResult { try log.revoke(tokenID: tokenID) }
+    func revokedTokenIDs() async throws -> Set<String> { try log.revokedTokenIDs() }
 }
