@@ -22,6 +22,7 @@ Run it with Tools/browser/run.sh, which installs Chromium and Playwright if miss
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -457,6 +458,23 @@ def iso_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+@contextlib.contextmanager
+def scenario(checks: Checks, name: str, processes: list[KanbanProcess], directories: tuple[str, ...]):
+    """One page scenario's frame: an exception is a failed check (with the processes' log
+    tails), and the processes (in reverse order) and directories go at the end either way."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - any failure is a failed check, reported with context
+        checks.check(f"{name}: test ran to the end", False, f"{type(error).__name__}: {error}")
+        for process in processes:
+            print(f"{process.what} log (tail):\n" + process.tail(), flush=True)
+    finally:
+        for process in reversed(processes):
+            process.stop()
+        for directory in directories:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 def relay_outage_test(checks: Checks) -> None:
     """One agent synced through a relay; the relay is killed and restarted while the page watches.
 
@@ -603,11 +621,12 @@ def refused_board_test(checks: Checks) -> None:
     agent_dir = tempfile.mkdtemp(prefix="kanban-browser-agent-")
     processes: list[KanbanProcess] = []
     page_errors: list[str] = []
-    try:
+    with scenario(checks, "refused", processes, (relay_dir, agent_dir)):
         relay = Relay(relay_dir)
         processes.append(relay)
         # The boards first, offline; then a token that covers only the shared one.
         alone = Agent(agent_dir)
+        processes.append(alone)
         shared = alone.api("POST", "/api/boards", {"title": "Shared"})
         private = alone.api("POST", "/api/boards", {"title": "Private plans"})
         alone.stop()
@@ -635,15 +654,6 @@ def refused_board_test(checks: Checks) -> None:
                 checks.check("refused: no JavaScript errors", not page_errors, "; ".join(page_errors[:5]))
             finally:
                 browser.close()
-    except Exception as error:  # noqa: BLE001 - any failure is a failed check, reported with context
-        checks.check("refused: test ran to the end", False, f"{type(error).__name__}: {error}")
-        for process in processes:
-            print(f"{process.what} log (tail):\n" + process.tail(), flush=True)
-    finally:
-        for process in reversed(processes):
-            process.stop()
-        for directory in (relay_dir, agent_dir):
-            shutil.rmtree(directory, ignore_errors=True)
 
 
 def long_polling_test(checks: Checks) -> None:
@@ -654,7 +664,7 @@ def long_polling_test(checks: Checks) -> None:
     dirs = [tempfile.mkdtemp(prefix="kanban-browser-agent-") for _ in range(2)]
     processes: list[KanbanProcess] = []
     page_errors: list[str] = []
-    try:
+    with scenario(checks, "long-polling", processes, (relay_dir, *dirs)):
         relay = Relay(relay_dir)
         processes.append(relay)
         proxy = StripUpgradeProxy(relay.port)
@@ -700,15 +710,6 @@ def long_polling_test(checks: Checks) -> None:
                 checks.check("long-polling: no JavaScript errors", not page_errors, "; ".join(page_errors[:5]))
             finally:
                 browser.close()
-    except Exception as error:  # noqa: BLE001 - any failure is a failed check, reported with context
-        checks.check("long-polling: test ran to the end", False, f"{type(error).__name__}: {error}")
-        for process in processes:
-            print(f"{process.what} log (tail):\n" + process.tail(), flush=True)
-    finally:
-        for process in reversed(processes):
-            process.stop()
-        for directory in (relay_dir, *dirs):
-            shutil.rmtree(directory, ignore_errors=True)
 
 
 def main() -> int:
