@@ -19,7 +19,9 @@ public struct SyncConfiguration: Sendable {
     public var token: String
     /// Reconnect delays: full jitter over min(cap, base * 2^attempt).
     public var backoffBase: Duration = .milliseconds(250)
-    public var backoffCap: Duration = .seconds(30)
+    /// At most this long between attempts: once the relay is back, an agent waits up to this
+    /// long (uniformly random below it) before it syncs again.
+    public var backoffCap: Duration = .seconds(10)
     /// A link the relay welcomed starts the backoff over once it did some work (the relay
     /// acknowledged a push, or sent operations or a snapshot) or stayed up this long. A link
     /// that is welcomed and then dropped before either counts as one more failure: a relay that

@@ -100,7 +100,6 @@ struct AgentCommand: AsyncParsableCommand {
         var services: [any Service] = []
         if let relayURL, let relayToken {
             var sync = SyncConfiguration(relayURL: relayURL, token: relayToken)
-            sync.backoffCap = .seconds(30)
             sync.transport = SyncTransportChoice(rawValue: transportChoice) ?? .auto
             sync.webSocketRetryInterval = .seconds(websocketRetry)
             services.append(SyncClient(agent: agent, configuration: sync, logger: logger))

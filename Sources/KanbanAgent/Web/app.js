@@ -438,7 +438,7 @@ function renderStatus() {
   scheduleSyncRefresh(syncKnown);
 }
 
-// While the relay link is down the agent has no news until its next attempt (up to 30 s away),
+// While the relay link is down the agent has no news until its next attempt (up to 10 s away),
 // so the indicator polls /health/websocket to keep its queued count and countdown current.
 const SYNC_REFRESH_MS = 2000;
 let syncRefreshTimer = null;
