@@ -128,7 +128,7 @@ public enum LongPollingProbe {
         do {
             link = try await LongPollLink.open(relayURL: relayURL, token: token, timeout: .seconds(5))
         } catch {
-            return LinkFailure.classify(error, url: relayURL, token: token)
+            return await LinkFailure.classify(error, url: relayURL, token: token)
         }
         do {
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -160,7 +160,7 @@ public enum LongPollingProbe {
             return .pollAffinity
         } catch {
             await link.close()
-            return LinkFailure.classify(error, url: relayURL, token: token)
+            return await LinkFailure.classify(error, url: relayURL, token: token)
         }
     }
 }

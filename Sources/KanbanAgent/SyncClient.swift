@@ -190,7 +190,7 @@ public struct SyncClient: Service {
                 return try await group.next() ?? nil
             }
         } catch {
-            return Outcome(failure: attempt(for: LinkFailure.classify(error, url: configuration.relayURL, token: configuration.token)))
+            return Outcome(failure: attempt(for: await LinkFailure.classify(error, url: configuration.relayURL, token: configuration.token)))
         }
         guard let link = opened else { return Outcome(retryNow: true) }
         welcomed.upgraded.store(true, ordering: .releasing)
@@ -206,7 +206,7 @@ public struct SyncClient: Service {
         } catch {
             if !(error is LinkProblem) { await link.close() }
             return Outcome(welcomed: welcomed.welcomed.load(ordering: .relaxed), progressed: welcomed.progressed.load(ordering: .relaxed),
-                           failure: attempt(for: LinkFailure.classify(error, url: configuration.relayURL, token: configuration.token)))
+                           failure: attempt(for: await LinkFailure.classify(error, url: configuration.relayURL, token: configuration.token)))
         }
     }
 
@@ -277,40 +277,53 @@ public struct SyncClient: Service {
                                           message: problem.message + (closeFrame?.reason.map { " (\($0))" } ?? ""), fix: problem.fix))
         } catch {
             return Outcome(welcomed: welcomed.welcomed.load(ordering: .relaxed), progressed: welcomed.progressed.load(ordering: .relaxed),
-                           failure: attempt(for: LinkFailure.classify(error, url: configuration.relayURL, token: configuration.token)))
+                           failure: attempt(for: await LinkFailure.classify(error, url: configuration.relayURL, token: configuration.token)))
         }
     }
 }
 
 /// Maps a link failure to the shared `LinkProblem` classification (also used by `kanban doctor`).
 enum LinkFailure {
-    static func classify(_ error: any Error, url: String, token: String) -> LinkProblem {
+    static func classify(_ error: any Error, url: String, token: String) async -> LinkProblem {
+        if let wsError = error as? WebSocketClientError, wsError == .webSocketUpgradeFailed {
+            // The probes block on sockets (up to 2 s each): on a Dispatch thread, not one of
+            // Swift's few pool threads (the agent's API runs there), and a caller that is
+            // cancelled (the agent stops) does not wait for them.
+            return await Blocking.run { probeRefusedUpgrade(url: url, token: token) }
+                ?? LinkProblem(code: "upgrade_refused", message: "The WebSocket upgrade was refused.", fix: "Run `kanban doctor --relay URL --token T`.")
+        }
+        return classifyLocally(error)
+    }
+
+    /// The client library does not say what came back to a refused upgrade: ask again to learn
+    /// why. First as an upgrade, which shows what a proxy in the way does to one (426: it dropped
+    /// Upgrade; 200: it answered itself); an empty 400 says little, so then without the upgrade.
+    private static func probeRefusedUpgrade(url: String, token: String) -> LinkProblem {
+        guard case .success(let target) = RelayProbe.parse(url) else {
+            return LinkProblem(code: "upgrade_refused", message: "The WebSocket upgrade was refused.", fix: "Run `kanban doctor --relay URL --token T`.")
+        }
+        if case .success(let answer) = RelayProbe.upgrade(target, token: token, asUpgrade: true, timeout: 2) {
+            if answer.status == 101 {
+                return LinkProblem(code: "upgrade_failed", message: "The WebSocket upgrade failed, but the same upgrade works now.",
+                                   fix: "Nothing to do if it does not recur; the agent retries. Otherwise run `kanban doctor`.")
+            }
+            if answer.status != 400 || !answer.body.isEmpty { return .upgradeStatus(answer.status, body: answer.body) }
+        }
+        if case .success(let answer) = RelayProbe.upgrade(target, token: token, asUpgrade: false, timeout: 2) {
+            return answer.status == 426 ? LinkProblem(code: "upgrade_refused", message: "The relay refused the WebSocket upgrade.",
+                                                      fix: "Run `kanban doctor` for the details.")
+                                        : .upgradeStatus(answer.status, body: answer.body)
+        }
+        return LinkProblem(code: "upgrade_refused", message: "The WebSocket upgrade was refused.", fix: "Run `kanban doctor --relay URL --token T`.")
+    }
+
+    /// Every failure but a refused upgrade: known from the error alone.
+    private static func classifyLocally(_ error: any Error) -> LinkProblem {
         if let problem = error as? LinkProblem { return problem }
         if let violation = error as? ProtocolViolation {
             return violation.code == .versionMismatch ? .versionMismatch
                 : LinkProblem(code: "protocol", message: "The relay sent something this agent does not understand: \(violation.message)",
                               fix: "Run the same kanban release on both sides.")
-        }
-        if let wsError = error as? WebSocketClientError, wsError == .webSocketUpgradeFailed {
-            // The client library does not say what came back: ask again to learn why. First as an
-            // upgrade, which shows what a proxy in the way does to one (426: it dropped Upgrade;
-            // 200: it answered itself); an empty 400 says little, so then without the upgrade.
-            guard case .success(let target) = RelayProbe.parse(url) else {
-                return LinkProblem(code: "upgrade_refused", message: "The WebSocket upgrade was refused.", fix: "Run `kanban doctor --relay URL --token T`.")
-            }
-            if case .success(let answer) = RelayProbe.upgrade(target, token: token, asUpgrade: true, timeout: 2) {
-                if answer.status == 101 {
-                    return LinkProblem(code: "upgrade_failed", message: "The WebSocket upgrade failed, but the same upgrade works now.",
-                                       fix: "Nothing to do if it does not recur; the agent retries. Otherwise run `kanban doctor`.")
-                }
-                if answer.status != 400 || !answer.body.isEmpty { return .upgradeStatus(answer.status, body: answer.body) }
-            }
-            if case .success(let answer) = RelayProbe.upgrade(target, token: token, asUpgrade: false, timeout: 2) {
-                return answer.status == 426 ? LinkProblem(code: "upgrade_refused", message: "The relay refused the WebSocket upgrade.",
-                                                          fix: "Run `kanban doctor` for the details.")
-                                            : .upgradeStatus(answer.status, body: answer.body)
-            }
-            return LinkProblem(code: "upgrade_refused", message: "The WebSocket upgrade was refused.", fix: "Run `kanban doctor --relay URL --token T`.")
         }
         // The agent's own store, not the link: what the relay sent could not be stored here.
         if StoreError.isDiskFull(error) { return .localDiskFull }

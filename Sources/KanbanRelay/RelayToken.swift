@@ -59,7 +59,6 @@ public final class RevokedTokens: Sendable {
     private let ids = Mutex<Set<String>>([])
     public init() {}
     public func contains(_ id: String) -> Bool { ids.withLock { $0.contains(id) } }
-    var isEmpty: Bool { ids.withLock { $0.isEmpty } }
     /// Replaces the set; returns the IDs that were not in it before.
     func replace(with new: Set<String>) -> Set<String> {
         ids.withLock { current in
