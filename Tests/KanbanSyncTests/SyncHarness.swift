@@ -173,3 +173,15 @@ extension Agent {
         return board
     }
 }
+
+/// A WebSocket upgrade request's answer (`RelayProbe.upgrade`). The probe blocks its thread, so
+/// it runs on a Dispatch thread: on one of Swift's two pool threads it could hold up the
+/// in-process relay it asks.
+func upgradeAnswer(_ url: String, token: String?, asUpgrade: Bool = true) async throws -> RelayProbe.UpgradeAnswer {
+    let target = try RelayProbe.parse(url).get()
+    return try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async {
+            continuation.resume(with: RelayProbe.upgrade(target, token: token, asUpgrade: asUpgrade, timeout: 10).mapError { $0 as any Error })
+        }
+    }
+}

@@ -350,15 +350,14 @@ struct SyncTests {
             #expect(String(decoding: data, as: UTF8.self).contains("token_"))
         }
         // The same on a real WebSocket upgrade request: 401 with the reason, never a 101.
-        let target = try RelayProbe.parse(cluster.relayURL).get()
         for (token, code) in [(nil, "token_missing"), ("kb1.bogus.sig", "token_invalid"), (String(cluster.token.dropLast(2)) + "xx", "token_invalid")]
             as [(String?, String)] {
-            let answer = try RelayProbe.upgrade(target, token: token, asUpgrade: true, timeout: 5).get()
+            let answer = try await upgradeAnswer(cluster.relayURL, token: token)
             #expect(answer.status == 401, "\(answer.status) \(answer.body)")
             #expect(answer.body.contains(code), "\(answer.body)")
             #expect(answer.headers["www-authenticate"]?.hasPrefix("Bearer") == true)
         }
-        #expect(try RelayProbe.upgrade(target, token: cluster.token, asUpgrade: true, timeout: 5).get().status == 101)
+        #expect(try await upgradeAnswer(cluster.relayURL, token: cluster.token).status == 101)
         // A read-only token may read but its pushes change nothing.
         let storage = try SQLiteRelayStorage(path: cluster.relayDirectory.appendingPathComponent("relay.sqlite").path)
         let authority = TokenAuthority(secret: try storage.secret())

@@ -13,17 +13,6 @@ import Testing
 /// `token_revoked`, closes its open connections with 4003, keeps doing so after a restart, and
 /// other tokens go on syncing.
 struct TokenRevocationTests {
-    /// A WebSocket upgrade request's answer. `RelayProbe` blocks its thread, so it runs on a
-    /// Dispatch thread: on one of Swift's two pool threads it could hold up the in-process relay.
-    func upgrade(_ url: String, token: String) async throws -> RelayProbe.UpgradeAnswer {
-        let target = try RelayProbe.parse(url).get()
-        return try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async {
-                continuation.resume(with: RelayProbe.upgrade(target, token: token, asUpgrade: true, timeout: 10).mapError { $0 as any Error })
-            }
-        }
-    }
-
     @Test func aRevokedTokenIsDisconnectedAndRefusedWhileOthersSync() async throws {
         let cluster = try await SyncCluster(agents: 2)
         defer { Task { await cluster.shutdown() } }
@@ -55,16 +44,16 @@ struct TokenRevocationTests {
         #expect(try gone.store.document(board)?.columns.first?.tasks.count == 1)
 
         // A plain upgrade with it: 401 naming the revocation, before any upgrade.
-        var answer = try await upgrade(cluster.relayURL, token: leaving)
+        var answer = try await upgradeAnswer(cluster.relayURL, token: leaving)
         #expect(answer.status == 401 && answer.body.contains("token_revoked"), "\(answer.status) \(answer.body)")
 
         // After a restart the relay still refuses it, from its first connection.
         await cluster.stopRelay()
         try await cluster.startRelay()
         relay = try #require(cluster.relayRef.withLock { $0 })
-        answer = try await upgrade(cluster.relayURL, token: leaving)
+        answer = try await upgradeAnswer(cluster.relayURL, token: leaving)
         #expect(answer.status == 401 && answer.body.contains("token_revoked"), "\(answer.status) \(answer.body)")
-        #expect(try await upgrade(cluster.relayURL, token: cluster.token).status == 101)
+        #expect(try await upgradeAnswer(cluster.relayURL, token: cluster.token).status == 101)
         #expect(try await relay.storage.issuedTokens().map(\.id) == [leavingID])
     }
 }
