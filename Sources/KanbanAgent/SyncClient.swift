@@ -284,13 +284,17 @@ public struct SyncClient: Service {
 
 /// Maps a link failure to the shared `LinkProblem` classification (also used by `kanban doctor`).
 enum LinkFailure {
+    /// A refused upgrade whose cause the probes could not tell (or were not waited for).
+    static let upgradeRefused = LinkProblem(code: "upgrade_refused", message: "The WebSocket upgrade was refused.",
+                                            fix: "Run `kanban doctor --relay URL --token T`.")
+
     static func classify(_ error: any Error, url: String, token: String) async -> LinkProblem {
         if let wsError = error as? WebSocketClientError, wsError == .webSocketUpgradeFailed {
             // The probes block on sockets (up to 2 s each): on a Dispatch thread, not one of
             // Swift's few pool threads (the agent's API runs there), and a caller that is
             // cancelled (the agent stops) does not wait for them.
             return await Blocking.run { probeRefusedUpgrade(url: url, token: token) }
-                ?? LinkProblem(code: "upgrade_refused", message: "The WebSocket upgrade was refused.", fix: "Run `kanban doctor --relay URL --token T`.")
+                ?? upgradeRefused
         }
         return classifyLocally(error)
     }
@@ -300,7 +304,7 @@ enum LinkFailure {
     /// Upgrade; 200: it answered itself); an empty 400 says little, so then without the upgrade.
     private static func probeRefusedUpgrade(url: String, token: String) -> LinkProblem {
         guard case .success(let target) = RelayProbe.parse(url) else {
-            return LinkProblem(code: "upgrade_refused", message: "The WebSocket upgrade was refused.", fix: "Run `kanban doctor --relay URL --token T`.")
+            return upgradeRefused
         }
         if case .success(let answer) = RelayProbe.upgrade(target, token: token, asUpgrade: true, timeout: 2) {
             if answer.status == 101 {
@@ -314,7 +318,7 @@ enum LinkFailure {
                                                       fix: "Run `kanban doctor` for the details.")
                                         : .upgradeStatus(answer.status, body: answer.body)
         }
-        return LinkProblem(code: "upgrade_refused", message: "The WebSocket upgrade was refused.", fix: "Run `kanban doctor --relay URL --token T`.")
+        return upgradeRefused
     }
 
     /// Every failure but a refused upgrade: known from the error alone.

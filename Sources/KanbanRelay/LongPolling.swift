@@ -209,8 +209,8 @@ struct LongPolling {
                        metadata: ["session": "\(session.id.prefix(8))", "error": "\(error)"])
             session.reader = nil
             await end(session)
-            if relayStoreIsFull(error) {
-                return relayError(.internalServerError, code: "relay_error", "the relay could not store the operations: its disk is full",
+            if let failed = error as? AppendFailed, relayStoreIsFull(failed) {
+                return relayError(.internalServerError, code: "relay_error", failed.closeReason,
                                   hint: "Retry later; the operations stay queued on the agent until the relay stores them.")
             }
             return relayError(.internalServerError, code: "relay_error", "the relay could not handle the message",

@@ -178,10 +178,9 @@ public func buildRelayApplication(
         // Liveness is /health; this also asks the store, so a balancer or an orchestrator can
         // hold traffic while PostgreSQL (or the SQLite file) does not answer.
         // A store that reads but refuses writes (a full disk) is not ready either.
-        if let problem = await relay.hub.writes.problem() {
-            return relayJSON(["status": "unavailable", "store": problem], status: .serviceUnavailable)
-        }
-        if let problem = await relay.readiness.problem(relay.storage, within: .seconds(2)) {
+        var problem = await relay.hub.writes.problem()
+        if problem == nil { problem = await relay.readiness.problem(relay.storage, within: .seconds(2)) }
+        if let problem {
             return relayJSON(["status": "unavailable", "store": problem], status: .serviceUnavailable)
         }
         return relayJSON(["status": "ready", "store": "ok"])
