@@ -14,6 +14,9 @@ SIGKILLed: the always-visible relay indicator turns to reconnecting, an edit mad
 queued, and the troubleshooting panel shows the classified failure in plain words with its fix
 and the queued count (screenshot: artifacts/relay-outage.png). The relay restarts on the same
 port and data; "Reconnect now" reconnects before the agent's own next try, and the queue drains.
+Long-polling behind a proxy that drops `Upgrade` and a board the relay refuses are shown as
+such. Last, a burst: 201 changes from another agent are drawn at most once per animation frame
+and end equal to the agent's board, while that agent's page edits a task ("editing" on its card).
 
 Prints `browser: N passed, M failed` last and exits non-zero on any failure. Every wait is for a
 condition, with a timeout.
@@ -22,6 +25,7 @@ Run it with Tools/browser/run.sh, which installs Chromium and Playwright if miss
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -712,6 +716,118 @@ def long_polling_test(checks: Checks) -> None:
                 browser.close()
 
 
+# Counts the page's animation frames from now on (window.__frames).
+COUNT_FRAMES_JS = """() => { window.__frames = 0; const tick = () => { window.__frames++; requestAnimationFrame(tick); };
+  requestAnimationFrame(tick); }"""
+RENDERS_JS = "() => performance.getEntriesByName('kanban:render').length"
+TASK_BADGE_JS = """(t) => document.querySelector(`[data-testid="task"][data-id="${t}"] [data-testid="task-presence"]`)"""
+
+
+def first_difference(shown: dict, expected: dict) -> str:
+    """Where a page's state (PAGE_STATE_JS) first differs from a document's (document_state)."""
+    for key in ("orphans", "trash"):
+        if shown[key] != expected[key]:
+            return f"{key}: page {shown[key][:5]}, agent {expected[key][:5]}"
+    if [c["id"] for c in shown["columns"]] != [c["id"] for c in expected["columns"]]:
+        return "the columns differ"
+    for page_column, column in zip(shown["columns"], expected["columns"]):
+        if page_column["title"] != column["title"]:
+            return f"column {column['id']}: title {page_column['title']!r}, agent {column['title']!r}"
+        for i, (page_task, task) in enumerate(zip(page_column["tasks"], column["tasks"])):
+            if page_task != task:
+                return f"column {column['title']!r}, task {i}: page {page_task}, agent {task}"
+        if len(page_column["tasks"]) != len(column["tasks"]):
+            return f"column {column['title']!r}: page {len(page_column['tasks'])} tasks, agent {len(column['tasks'])}"
+    return "equal"
+
+
+def burst_test(checks: Checks) -> None:
+    """Two agents on a relay, a page on each. A burst of changes from the other agent (200
+    creates by 8 clients and a rename) reaches page A drawn at most once per animation frame
+    (not once per event) and ends equal to agent A's document; page B's open edit form shows
+    on A's card as "editing" while it is open and says what changed under it."""
+    relay_dir = tempfile.mkdtemp(prefix="kanban-browser-relay-")
+    dirs = [tempfile.mkdtemp(prefix="kanban-browser-agent-") for _ in range(2)]
+    processes: list[KanbanProcess] = []
+    page_errors: list[str] = []
+    with scenario(checks, "burst", processes, (relay_dir, *dirs)):
+        relay = Relay(relay_dir)
+        processes.append(relay)
+        token = subprocess.run([str(KANBAN_BIN), "relay", "token", "create", "--data", relay_dir, "--team", "browser"],
+                               capture_output=True, text=True, timeout=15, check=True).stdout.strip()
+        a_agent = Agent(dirs[0], ("--relay", relay.url, "--token", token))
+        processes.append(a_agent)
+        b_agent = Agent(dirs[1], ("--relay", relay.url, "--token", token))
+        processes.append(b_agent)
+        board = a_agent.api("POST", "/api/boards", {"title": "Burst"})
+        columns = [a_agent.api("POST", f"/api/boards/{board['id']}/columns", {"title": f"Column {i + 1}"})["id"] for i in range(3)]
+        first = [a_agent.api("POST", f"/api/columns/{columns[i % 3]}/tasks", {"title": f"Task {i}"}) for i in range(60)]
+        poll("agent B to have the board's 60 tasks",
+             lambda: any(b["id"] == board["id"] for b in b_agent.api("GET", "/api/boards"))
+             and sum(len(c["tasks"]) for c in b_agent.api("GET", f"/api/boards/{board['id']}")["columns"]) == 60, 15, interval=0.1)
+        edited = first[0]["id"]
+        with sync_playwright() as pw:
+            browser = launch(pw)
+            try:
+                page_a = open_board(browser, a_agent.base, board["id"], page_errors)
+                page_b = open_board(browser, b_agent.base, board["id"], page_errors)
+                for page in (page_a, page_b):
+                    page.wait_for_selector('[data-testid="stream-status"][data-state="live"]')
+                    page.wait_for_selector(task_selector(edited))
+
+                # Page B opens a task's editor: A's card says someone edits it.
+                page_b.click(f"{task_selector(edited)} [data-testid=task-title]")
+                page_b.wait_for_selector(f"{task_selector(edited)} [data-testid=edit-title-input]", state="visible")
+                try:
+                    page_a.wait_for_function(f"(t) => {{ const b = ({TASK_BADGE_JS})(t); return b && !b.hidden && /editing$/.test(b.textContent); }}",
+                                             arg=edited, timeout=WAIT_S * 1000)
+                    badge = page_a.evaluate(f"(t) => ({TASK_BADGE_JS})(t).textContent", edited)
+                except PlaywrightError as error:
+                    badge = f"not shown: {error.message.splitlines()[0]}"
+                checks.check("burst: a task open in another agent's page shows \"… editing\" on its card",
+                             badge.endswith("editing"), badge)
+
+                page_a.evaluate(COUNT_FRAMES_JS)
+                renders_before = page_a.evaluate(RENDERS_JS)
+                started = time.monotonic()
+                with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                    list(pool.map(lambda i: b_agent.api("POST", f"/api/columns/{columns[i % 3]}/tasks", {"title": f"Burst {i}"}), range(200)))
+                b_agent.api("PATCH", f"/api/tasks/{edited}", {"title": "Renamed in the burst"})
+                expected = poll("agent A to have the burst and the rename", lambda: (lambda doc: doc if sum(len(c["tasks"]) for c in doc["columns"]) == 260
+                                and any(t["title"] == "Renamed in the burst" for c in doc["columns"] for t in c["tasks"]) else None)(
+                                    document_state(a_agent.api("GET", f"/api/boards/{board['id']}"))), 20, interval=0.05)
+                shown = page_state_when(page_a, expected)
+                elapsed_ms = (time.monotonic() - started) * 1000
+                renders = page_a.evaluate(RENDERS_JS) - renders_before
+                frames = page_a.evaluate("window.__frames")
+                checks.check("burst: page A ends equal to agent A's board (260 tasks, the rename)", shown == expected,
+                             first_difference(shown, expected))
+                # One render per frame at most; the page's 250 ms timer (for pages without frames)
+                # may add one more per 250 ms.
+                bound = frames + 1 + int(elapsed_ms // 250)
+                checks.check("burst: 201 events drawn at most once per animation frame", 1 <= renders <= bound,
+                             f"{renders} renders for 201 events in {elapsed_ms:.0f} ms, {frames} frames")
+                print(f"burst: {renders} renders for 201 events in {elapsed_ms:.0f} ms ({frames} frames)", flush=True)
+
+                note = f"{task_selector(edited)} [data-testid=changed-elsewhere]"
+                try:
+                    page_b.wait_for_selector(note, state="visible", timeout=WAIT_S * 1000)
+                    text = page_b.inner_text(note)
+                except PlaywrightError as error:
+                    text = f"not shown: {error.message.splitlines()[0]}"
+                checks.check("burst: the open editor says its task was renamed during the burst", "Renamed in the burst" in text, text)
+                page_b.press(f"{task_selector(edited)} [data-testid=edit-title-input]", "Escape")
+                try:
+                    page_a.wait_for_function(f"(t) => ({TASK_BADGE_JS})(t).hidden", arg=edited, timeout=WAIT_S * 1000)
+                    gone = True
+                except PlaywrightError:
+                    gone = False
+                checks.check("burst: the card's \"editing\" badge goes when the other page closes the editor", gone)
+                checks.check("burst: no JavaScript errors", not page_errors, "; ".join(page_errors[:5]))
+            finally:
+                browser.close()
+
+
 def main() -> int:
     checks = Checks()
 
@@ -732,6 +848,7 @@ def main() -> int:
         relay_outage_test(checks)
         long_polling_test(checks)
         refused_board_test(checks)
+        burst_test(checks)
     finally:
         timer.cancel()
     print(f"took {time.monotonic() - started:.1f} s", flush=True)

@@ -133,7 +133,7 @@ function handleMessage(message) {
   }
   if (isEntityEvent(message) && state.model?.apply(message)) {
     state.lastEventAt = new Date();
-    renderBoard();
+    scheduleRender();
     if (message.board) renderBoardPicker();
     scheduleConflictRefresh();
   }
@@ -163,7 +163,37 @@ async function diagnoseStream() {
 
 // ---------------------------------------------------------------- rendering the board
 
+// Events are applied to the model as they come and the board is drawn at most once per frame:
+// a burst (a teammate's import, this agent catching up after a reconnect) is one render, not
+// one per event. The timer draws in a page that is not shown (no frames there), at the rate the
+// browser allows it.
+let pendingRender = null;
+
+function scheduleRender() {
+  if (pendingRender) return;
+  const draw = () => renderBoard();
+  pendingRender = { frame: requestAnimationFrame(draw), timer: setTimeout(draw, 250) };
+}
+
+let renders = 0;
+
 function renderBoard() {
+  const started = performance.now();
+  try {
+    drawBoard();
+  } finally {
+    // Each render's time, for Tools/browser/big_board.py; the newest thousand or fewer are kept.
+    if (++renders % 1000 === 0) performance.clearMeasures('kanban:render');
+    performance.measure('kanban:render', { start: started });
+  }
+}
+
+function drawBoard() {
+  if (pendingRender) {
+    cancelAnimationFrame(pendingRender.frame);
+    clearTimeout(pendingRender.timer);
+    pendingRender = null;
+  }
   const hasBoard = Boolean(state.model);
   const empty = $('empty-state');
   if (!hasBoard) {
@@ -183,11 +213,13 @@ function renderBoard() {
   if ($('board-title-input').hidden) setText($('board-title'), view.title || '(untitled)');
 
   const active = document.activeElement;
-  const editingBefore = new Set([...cache.tasks.values()].filter((el) => el.classList.contains('editing')).map((el) => el.dataset.id));
+  const editingBefore = [...cache.tasks].filter(([, el]) => el.editBase).map(([id]) => id);
+  const editors = editorsByTask();
 
   reconcile($('column-list'), view.columns, (c) => c.id, createColumn, updateColumn, cache.columns);
   for (const column of view.columns) {
-    reconcile(cache.columns.get(column.id).parts.list, column.tasks, (t) => t.id, createTask, updateTask, cache.tasks);
+    reconcile(cache.columns.get(column.id).parts.list, column.tasks, (t) => t.id, createTask,
+      (el, task) => updateTask(el, task, editors), cache.tasks);
   }
   pruneCache(cache.columns);
   for (const id of editingBefore) {
@@ -287,15 +319,23 @@ function createTaskForms(el) {
   return { editForm, titleInput, descriptionInput, changedNote, belowForm, belowInput };
 }
 
-function updateTask(el, task) {
+/**
+ * Brings a card up to `task`. The model replaces a task's object on every change to it, so a
+ * card drawn from this very object, with the same editors shown and no edit open, is current:
+ * on a large board nearly every card is skipped this way, without reading the DOM.
+ */
+function updateTask(el, task, editors) {
+  const presence = editors.get(task.id) ?? '';
+  if (el.drawn === task && el.presence === presence && !el.editBase) return;
+  el.drawn = task;
   const { title, description } = el.parts;
   setText(title, task.title || '(untitled)');
   setText(description, task.description);
   description.hidden = !task.description;
   el.setAttribute('aria-label', `Task ${task.title}. Alt+arrow keys move it.`);
   el.dataset.column = task.columnId;
-  showTaskPresence(el);
-  if (el.classList.contains('editing') && el.editBase) {
+  showTaskPresence(el, presence);
+  if (el.editBase) {
     const { changedNote } = el.parts;
     const changes = [];
     if (task.title !== el.editBase.title) changes.push(`title is now “${task.title}”`);
@@ -582,14 +622,26 @@ function renderPresence() {
   pill.hidden = others.length === 0;
   setText(pill.querySelector('.pill-text'), `${others.length} other${others.length === 1 ? '' : 's'} here`);
   pill.title = others.map((p) => presenceName(p) + (p.editing ? ' (editing)' : '')).join('\n');
-  for (const el of cache.tasks.values()) showTaskPresence(el);
+  const editors = editorsByTask();
+  for (const [id, el] of cache.tasks) showTaskPresence(el, editors.get(id) ?? '');
 }
 
-function showTaskPresence(el) {
-  const editors = othersHere().filter((p) => p.editing === el.dataset.id).map(presenceName);
-  el.parts.presence.hidden = editors.length === 0;
-  setText(el.parts.presence, editors.length ? `${editors.join(', ')} editing` : '');
-  el.classList.toggle('edited-elsewhere', editors.length > 0);
+/** Task ID → "Ann, Bo editing", for the tasks someone else has open. */
+function editorsByTask() {
+  const names = new Map();
+  for (const p of othersHere()) {
+    if (p.editing) names.set(p.editing, [...(names.get(p.editing) ?? []), presenceName(p)]);
+  }
+  return new Map([...names].map(([id, list]) => [id, `${list.join(', ')} editing`]));
+}
+
+/** Shows who else edits the card's task ("Ann editing", or '' for no one). */
+function showTaskPresence(el, text) {
+  if (el.presence === text) return;
+  el.presence = text;
+  el.parts.presence.hidden = !text;
+  el.parts.presence.textContent = text;
+  el.classList.toggle('edited-elsewhere', Boolean(text));
 }
 
 // ---------------------------------------------------------------- actions
