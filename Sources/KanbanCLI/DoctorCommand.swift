@@ -38,14 +38,18 @@ struct DoctorCommand: AsyncParsableCommand {
             findings.append(Finding(step: step, status: status, detail: detail, problem: problem))
         }
         let env = ProcessInfo.processInfo.environment
-        let relayURL = relay ?? env["KANBAN_RELAY"]
         let token = self.token ?? env["KANBAN_TOKEN"]
-        if let relayURL {
+        let agentBase = agentURL ?? env["KANBAN_AGENT"] ?? "http://127.0.0.1:7420"
+        // The agent first: without --relay, its relay is the one to check.
+        let agent = await AgentReport.read(agentBase)
+        if let relayURL = relay ?? env["KANBAN_RELAY"] {
             await checkRelay(relayURL, token: token, add: add)
+        } else if case .status(let status) = agent, let relayURL = status.relayURL {
+            await checkRelay(relayURL, token: token, agentBase: agentBase, add: add)
         } else {
-            add("config", "skip", "no relay configured (--relay or KANBAN_RELAY); the agent works alone")
+            add("config", "skip", "no relay given (--relay or KANBAN_RELAY) and none configured in an agent at \(agentBase)")
         }
-        await checkAgent(agentURL ?? env["KANBAN_AGENT"] ?? "http://127.0.0.1:7420", add: add)
+        agent.report(agentBase, add: add)
 
         if json {
             let encoder = JSONEncoder()
@@ -64,13 +68,15 @@ struct DoctorCommand: AsyncParsableCommand {
         if findings.contains(where: { $0.status == "fail" }) { throw ExitCode(1) }
     }
 
-    func checkRelay(_ url: String, token: String?, add: (String, String, String, LinkProblem?) -> Void) async {
+    /// `agentBase`: the URL came from that agent's status (no --relay), which does not show its token.
+    func checkRelay(_ url: String, token: String?, agentBase: String? = nil, add: (String, String, String, LinkProblem?) -> Void) async {
         let target: RelayProbe.Target
+        let origin = agentBase.map { " (the relay of the agent at \($0))" } ?? ""
         switch RelayProbe.parse(url) {
-        case .failure(let problem): add("config", "fail", url, problem); return
+        case .failure(let problem): add("config", "fail", url + origin, problem); return
         case .success(let t):
             target = t
-            add("config", "pass", "\(t.scheme)://\(t.host):\(t.port)\(t.path)" + (t.path == "/sync" ? "" : " (the relay serves /sync)"), nil)
+            add("config", "pass", "\(t.scheme)://\(t.host):\(t.port)\(t.path)" + (t.path == "/sync" ? "" : " (the relay serves /sync)") + origin, nil)
         }
         switch RelayProbe.resolve(target.host) {
         case .failure(let problem): add("dns", "fail", target.host, problem); return
@@ -100,7 +106,10 @@ struct DoctorCommand: AsyncParsableCommand {
                     answer = plain
                 }
                 let problem = LinkProblem.upgradeStatus(answer.status, body: answer.body)
-                if answer.status == 401 {
+                if answer.status == 401, token == nil, let agentBase {
+                    add("upgrade", "pass", "the relay answers (HTTP 401 without a token, as it should)", nil)
+                    add("token", "skip", "not checked: the agent at \(agentBase) does not show its token; pass --token or set KANBAN_TOKEN to check it and the protocol (the agent's own link is below)", nil)
+                } else if answer.status == 401 {
                     add("upgrade", "pass", "the relay refused the upgrade before switching protocols (HTTP 401 for the same request without Upgrade)", nil)
                     add("token", "fail", token == nil ? "no token sent" : "refused", problem)
                 } else {
@@ -196,19 +205,79 @@ struct DoctorCommand: AsyncParsableCommand {
         }
     }
 
-    func checkAgent(_ base: String, add: (String, String, String, LinkProblem?) -> Void) async {
-        guard let url = URL(string: base + "/health/websocket") else { add("agent", "fail", "bad agent URL \(base)", nil); return }
+}
+
+/// What the local agent says about its link (`GET /health/websocket`).
+enum AgentReport {
+    case absent
+    case unreadable(String)
+    case status(SyncStatus)
+
+    static func read(_ base: String) async -> AgentReport {
+        guard let url = URL(string: base.hasSuffix("/") ? base + "health/websocket" : base + "/health/websocket"),
+              url.scheme == "http" || url.scheme == "https" else {
+            return .unreadable("\(base) is not an http:// URL (the agent's is like http://127.0.0.1:7420)")
+        }
+        var request = URLRequest(url: url)
+        request.timeoutInterval = 5
+        let data: Data, response: URLResponse
         do {
-            let (data, _) = try await URLSession.shared.data(from: url)
-            let status = try JSONDecoder().decode(SyncStatus.self, from: data)
-            var detail = "\(base): link \(status.state.rawValue), \(status.queuedOperations) queued"
-            if let error = status.lastError { detail += ", last error: \(error)" }
-            add("agent", status.state == .connected || status.state == .disabled ? "pass" : "fail", detail,
-                status.state == .connected || status.state == .disabled ? nil
-                    : LinkProblem(code: "agent_not_synced", message: "The agent is not connected to its relay.",
-                                  fix: "See the relay checks above and the agent's troubleshooting panel."))
+            (data, response) = try await URLSession.shared.data(for: request)
         } catch {
-            add("agent", "skip", "no agent answered at \(base) (start one with `kanban agent`)", nil)
+            return .absent
+        }
+        let code = (response as? HTTPURLResponse)?.statusCode ?? 0
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601  // the agent writes dates as ISO 8601
+        guard code == 200 else {
+            return .unreadable("HTTP \(code) for /health/websocket: \(String(decoding: data.prefix(200), as: UTF8.self))")
+        }
+        do {
+            return .status(try decoder.decode(SyncStatus.self, from: data))
+        } catch {
+            return .unreadable("its /health/websocket is not a kanban agent's sync status (\(error)); is this a `kanban agent` of this version?")
+        }
+    }
+
+    func report(_ base: String, add: (String, String, String, LinkProblem?) -> Void) {
+        let status: SyncStatus
+        switch self {
+        case .absent:
+            add("agent", "skip", "no agent answered at \(base) (start one with `kanban agent`, or pass --agent URL)", nil)
+            return
+        case .unreadable(let why):
+            add("agent", "fail", "\(base): \(why)", LinkProblem(code: "agent_unreadable", message: "Something answers at the agent's address, but not as a kanban agent.",
+                                                                fix: "Check --agent / KANBAN_AGENT: the agent prints its URL when it starts (\"Board: http://127.0.0.1:PORT/\")."))
+            return
+        case .status(let s):
+            status = s
+        }
+        let queued = "\(status.queuedOperations) change\(status.queuedOperations == 1 ? "" : "s") queued"
+        switch status.state {
+        case .disabled:
+            add("agent", "pass", "\(base): no relay configured, the agent works alone (\(queued))", nil)
+        case .connected:
+            var detail = "\(base): connected to \(status.relayURL ?? "its relay")"
+            if status.transport == "long-polling" {
+                detail += " over HTTP long-polling" + (status.fallbackReason.map { " (the WebSocket upgrade failed: \($0))" } ?? "")
+            }
+            add("agent", "pass", detail + ", \(queued)", nil)
+        case .connecting, .reconnecting:
+            var detail = "\(base): \(status.state.rawValue) to \(status.relayURL ?? "its relay"), \(queued)"
+            if status.consecutiveFailures > 0 { detail += ", \(status.consecutiveFailures) failed attempt\(status.consecutiveFailures == 1 ? "" : "s") in a row" }
+            if let next = status.nextAttemptAt {
+                detail += ", next try in \(max(0, Int(next.timeIntervalSinceNow.rounded(.up)))) s"
+            }
+            let last = status.attempts.first
+            add("agent", "fail", detail,
+                last.map { LinkProblem(code: $0.errorClass, message: $0.message, fix: $0.fix ?? "See the relay checks above.") }
+                    ?? LinkProblem(code: "agent_not_synced", message: "The agent is not connected to its relay yet.",
+                                   fix: "See the relay checks above and the agent's troubleshooting panel."))
+        }
+        for refusal in status.refused {
+            let board = refusal.boardTitle.map { "“\($0)” (\(refusal.board))" } ?? refusal.board
+            add("refused", "fail", "the relay refuses this agent's changes to board \(board); they stay queued here",
+                LinkProblem(code: refusal.code, message: refusal.message, fix: refusal.fix))
         }
     }
 }

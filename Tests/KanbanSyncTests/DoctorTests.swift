@@ -7,12 +7,13 @@ struct DoctorTests {
     struct Finding: Decodable {
         let step: String
         let status: String
+        let detail: String
         let problem: Problem?
         struct Problem: Decodable { let code: String; let message: String; let fix: String }
     }
 
-    func doctor(_ args: [String]) async throws -> (Int32, [Finding]) {
-        let (status, out) = try await CLITests().run(["doctor", "--json", "--agent", "http://127.0.0.1:9"] + args)
+    func doctor(_ args: [String], agent: String = "http://127.0.0.1:9") async throws -> (Int32, [Finding]) {
+        let (status, out) = try await CLITests().run(["doctor", "--json", "--agent", agent] + args)
         let json = out.drop { $0 != "[" }
         let findings = try JSONDecoder().decode([Finding].self, from: Data(json.utf8))
         return (status, findings)
@@ -79,5 +80,60 @@ struct DoctorTests {
         #expect(findings.first { $0.status == "fail" }?.problem?.fix.contains("proxy_set_header Upgrade") == true)
         // ... and that agents still sync through it over HTTP long-polling.
         #expect(findings.contains { $0.step == "fallback" && $0.status == "pass" }, "\(findings.map { "\($0.step)=\($0.status)" })")
+    }
+
+    /// Without --relay the doctor checks the agent's own relay, and reports the agent's link as
+    /// the agent sees it: connected, refused boards, and the failure of a link that is down (it
+    /// said "no agent answered" for every connected agent before: their status has dates).
+    @Test func theAgentsOwnLinkIsChecked() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-doctor-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let token = try ProcessSyncTests().makeToken(relayData: root)
+        let (_, readOnlyOut) = try await CLITests().run(["relay", "token", "create", "--data", root, "--team", "t", "--read-only"])
+        let readOnly = readOnlyOut.trimmingCharacters(in: .whitespacesAndNewlines)
+        let relay = try ProcessSyncTests.Child(["relay", "--port", "0", "--data", root])
+        defer { relay.kill() }
+        let port = try await relay.port(after: "listening on ws://")
+        let relayURL = "ws://127.0.0.1:\(port)/sync"
+        let writer = try ProcessSyncTests.Child(["agent", "--port", "0", "--data", root + "/writer", "--relay", relayURL, "--token", token])
+        defer { writer.kill() }
+        let reader = try ProcessSyncTests.Child(["agent", "--port", "0", "--data", root + "/reader", "--relay", relayURL, "--token", readOnly])
+        defer { reader.kill() }
+        let writerURL = "http://127.0.0.1:\(try await writer.port(after: "Board:"))"
+        let readerURL = "http://127.0.0.1:\(try await reader.port(after: "Board:"))"
+        let http = ProcessSyncTests()
+        for url in [writerURL, readerURL] {
+            try await eventually("\(url) connected") { try await http.request("GET", url + "/health/websocket")["state"] as? String == "connected" }
+        }
+
+        var (status, findings) = try await doctor([], agent: writerURL)
+        #expect(status == 0, "\(findings.map { "\($0.step)=\($0.status) \($0.detail)" })")
+        #expect(findings.first { $0.step == "config" }?.detail.contains(relayURL) == true)
+        #expect(findings.first { $0.step == "upgrade" }?.status == "pass")
+        #expect(findings.first { $0.step == "token" }?.status == "skip")
+        let connected = try #require(findings.first { $0.step == "agent" })
+        #expect(connected.status == "pass" && connected.detail.contains("connected to \(relayURL)"), "\(connected.detail)")
+
+        // The read-only agent's own board is refused by the relay: named, with the relay's code.
+        _ = try await http.request("POST", readerURL + "/api/boards", ["title": "Mine"])
+        try await eventually("the relay to refuse the reader's board") {
+            !((try await http.request("GET", readerURL + "/health/websocket")["refused"] as? [Any]) ?? []).isEmpty
+        }
+        (status, findings) = try await doctor([], agent: readerURL)
+        #expect(status != 0)
+        let refused = try #require(findings.first { $0.step == "refused" })
+        #expect(refused.status == "fail" && refused.detail.contains("“Mine”") && refused.problem?.code == "read_only",
+                "\(refused.detail) \(refused.problem?.code ?? "-")")
+
+        // The relay goes away: the tcp check and the agent's own last failure say so.
+        relay.kill(SIGKILL)
+        try await eventually("the writer to reconnect") {
+            try await http.request("GET", writerURL + "/health/websocket")["state"] as? String == "reconnecting"
+        }
+        (status, findings) = try await doctor([], agent: writerURL)
+        #expect(status != 0)
+        #expect(failure(findings)?.step == "tcp" && failure(findings)?.code == "connection_refused")
+        let down = try #require(findings.first { $0.step == "agent" })
+        #expect(down.status == "fail" && down.detail.contains("reconnecting") && down.problem != nil, "\(down.detail)")
     }
 }
