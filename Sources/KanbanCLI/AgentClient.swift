@@ -58,13 +58,13 @@ struct AgentClient {
 
     struct Summary: Decodable { let id: String; let title: String }
 
-    /// The board named by an ID prefix or title; the only/first board when nil.
+    /// The board named by an ID or title; the only/first board when nil.
     func board(_ selector: String?) async throws -> BoardDocument {
         let boards = try await get("/api/boards", as: [Summary].self)
         guard !boards.isEmpty else { throw ValidationError("there are no boards yet; create one in the web board or with `kanban board --create TITLE`") }
         let chosen: Summary
         if let selector {
-            let matches = boards.filter { $0.id.hasPrefix(selector.lowercased()) || $0.title == selector }
+            let matches = boards.filter { ShortID.matches($0.id, selector) || $0.title == selector }
             guard matches.count == 1 else {
                 throw ValidationError(matches.isEmpty ? "no board matches '\(selector)'; `kanban board` lists them"
                                                       : "'\(selector)' matches \(matches.count) boards; give more of the ID")
@@ -76,13 +76,13 @@ struct AgentClient {
         return try await get("/api/boards/\(chosen.id)", as: BoardDocument.self)
     }
 
-    /// A task anywhere on any board, by ID prefix or exact title.
+    /// A task anywhere on any board, by ID (see ShortID) or exact title.
     func findTask(_ selector: String) async throws -> (BoardDocument, BoardDocument.TaskView) {
         var found: [(BoardDocument, BoardDocument.TaskView)] = []
         for summary in try await get("/api/boards", as: [Summary].self) {
             let doc = try await get("/api/boards/\(summary.id)", as: BoardDocument.self)
             for task in doc.columns.flatMap(\.tasks) + doc.orphans + doc.trash
-            where task.id.rawValue.hasPrefix(selector.lowercased()) || task.title == selector {
+            where ShortID.matches(task.id.rawValue, selector) || task.title == selector {
                 found.append((doc, task))
             }
         }
@@ -95,9 +95,9 @@ struct AgentClient {
 }
 
 extension BoardDocument.ColumnView {
-    /// A task of this column by ID prefix or exact title.
+    /// A task of this column by ID (see ShortID) or exact title.
     func task(_ selector: String) throws -> BoardDocument.TaskView {
-        guard let task = tasks.first(where: { $0.id.rawValue.hasPrefix(selector.lowercased()) || $0.title == selector }) else {
+        guard let task = tasks.first(where: { ShortID.matches($0.id.rawValue, selector) || $0.title == selector }) else {
             throw ValidationError("no task '\(selector)' in column \(title)")
         }
         return task
@@ -105,13 +105,30 @@ extension BoardDocument.ColumnView {
 }
 
 extension BoardDocument {
-    /// A column by ID prefix or exact (case-insensitive) title.
+    /// A column by ID (see ShortID) or exact (case-insensitive) title.
     func column(_ selector: String) throws -> ColumnView {
-        let matches = columns.filter { $0.id.rawValue.hasPrefix(selector.lowercased()) || $0.title.lowercased() == selector.lowercased() }
+        let matches = columns.filter { ShortID.matches($0.id.rawValue, selector) || $0.title.lowercased() == selector.lowercased() }
         guard matches.count == 1 else {
             throw ValidationError(matches.isEmpty ? "no column '\(selector)' on \(title); columns: \(columns.map(\.title).joined(separator: ", "))"
                                                   : "'\(selector)' matches \(matches.count) columns")
         }
         return matches[0]
     }
+}
+
+/// How the terminal commands show and find things by ID. IDs are time-ordered (UUIDv7): their
+/// first characters are the creation time, the same for everything made within a minute or so,
+/// so the short form is the last 8 characters (random). A selector may be the start of an ID
+/// (the whole ID included) or, from 4 characters, its end.
+enum ShortID {
+    static func of(_ raw: String) -> String { String(raw.suffix(8)) }
+
+    static func matches(_ raw: String, _ selector: String) -> Bool {
+        let s = selector.lowercased()
+        return !s.isEmpty && (raw.hasPrefix(s) || (s.count >= 4 && raw.hasSuffix(s)))
+    }
+}
+
+extension EntityID {
+    var short: String { ShortID.of(rawValue) }
 }

@@ -11,8 +11,8 @@ struct BoardCommand: AsyncParsableCommand {
         discussion: "Reads through the running agent; --offline reads the data directory instead."
     )
 
-    @Argument(help: "Board ID prefix or title.") var id: String?
-    @Flag(help: "Show task ID prefixes.") var ids = false
+    @Argument(help: "Board ID or title.") var id: String?
+    @Flag(help: "Show short task IDs (their last 8 characters).") var ids = false
     @Option(help: "Create a board with this title.") var create: String?
     @Flag(help: "Read the local replica directly (no agent needed).") var offline = false
     @OptionGroup var data: DataDirectory
@@ -28,7 +28,7 @@ struct BoardCommand: AsyncParsableCommand {
                 for b in boards { print("\(b.id)  \(b.title)") }
                 return
             }
-            let matches = boards.filter { $0.id.rawValue.hasPrefix(id.lowercased()) || $0.title == id }
+            let matches = boards.filter { ShortID.matches($0.id.rawValue, id) || $0.title == id }
             guard matches.count == 1, let doc = try store.document(matches[0].id) else {
                 throw ValidationError(matches.isEmpty ? "no board matches '\(id)'" : "'\(id)' matches \(matches.count) boards")
             }
@@ -60,7 +60,10 @@ enum BoardRenderer {
     static func render(_ doc: BoardDocument, width: Int, ids: Bool = false) -> String {
         var lines = ["\(doc.title)  (\(doc.id))", ""]
         let columns = doc.columns
-        guard !columns.isEmpty else { return (lines + ["(no columns)"]).joined(separator: "\n") }
+        guard !columns.isEmpty else {
+            lines.append("(no columns; add one: kanban column add TITLE --board \(doc.id.short))")
+            return (lines + deletedLines(doc)).joined(separator: "\n")
+        }
         let colWidth = max(12, min(32, width / columns.count - 2))
         func cell(_ text: String) -> String {
             let clipped = text.count > colWidth ? String(text.prefix(colWidth - 1)) + "…" : text
@@ -73,7 +76,7 @@ enum BoardRenderer {
             lines.append(columns.map { column -> String in
                 guard row < column.tasks.count else { return cell("") }
                 let task = column.tasks[row]
-                return cell((ids ? String(task.id.rawValue.prefix(8)) + " " : "• ") + task.title)
+                return cell((ids ? task.id.short + " " : "• ") + task.title)
             }.joined(separator: "  "))
         }
         if !doc.orphans.isEmpty {
@@ -83,6 +86,12 @@ enum BoardRenderer {
         if !doc.trash.isEmpty {
             lines.append("Trash: " + doc.trash.prefix(5).map(\.title).joined(separator: ", ") + (doc.trash.count > 5 ? ", …" : ""))
         }
-        return lines.joined(separator: "\n")
+        return (lines + deletedLines(doc)).joined(separator: "\n")
+    }
+
+    /// The deleted columns, with the short ID `kanban column restore` takes.
+    static func deletedLines(_ doc: BoardDocument) -> [String] {
+        guard !doc.deletedColumns.isEmpty else { return [] }
+        return ["Deleted columns: " + doc.deletedColumns.map { "\($0.title) (\($0.id.short))" }.joined(separator: ", ")]
     }
 }

@@ -7,7 +7,7 @@ import WSClient
 /// Redraws a board in the terminal on every change from the agent's event stream.
 struct WatchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "watch", abstract: "Show a board and redraw it live as it changes.")
-    @Argument(help: "Board ID prefix or title (default: the first board).") var board: String?
+    @Argument(help: "Board ID or title (default: the first board).") var board: String?
     @Option(help: "Stop after this many changes (for scripts and tests).") var changes: Int?
     @OptionGroup var agent: AgentOptions
 

@@ -35,12 +35,11 @@ struct CLITests {
 
         var (status, out) = try await run(["board", "--agent", url, "--create", "Plan"])
         #expect(status == 0 && out.contains("created"), "\(out)")
-        let board = String(out.split(separator: " ")[1])
-        var request = URLRequest(url: URL(string: "\(url)/api/boards/\(board)/columns")!)
-        request.httpMethod = "POST"
+        (status, out) = try await run(["add", "Too early", "--agent", url])
+        #expect(status != 0 && out.contains("kanban column add"), "a board without columns says how to add one: \(out)")
         for title in ["Todo", "Done"] {
-            request.httpBody = Data(#"{"title": "\#(title)"}"#.utf8)
-            _ = try await URLSession.shared.data(for: request)
+            (status, out) = try await run(["column", "add", title, "--agent", url])
+            #expect(status == 0 && out.contains("added column"), "\(out)")
         }
         (status, out) = try await run(["add", "Write tests", "--agent", url, "--column", "Todo"])
         #expect(status == 0 && out.contains("Write tests"), "\(out)")
@@ -78,6 +77,39 @@ struct CLITests {
         #expect(status == 0, "\(out)")
         (status, out) = try await run(["board", "Plan", "--agent", url])
         #expect(out.contains("Done (1)"), "\(out)")
+
+        // Columns: add in the middle, first, rename, move, delete (its task waits), restore.
+        (status, out) = try await run(["column", "add", "Doing", "--after", "todo", "--agent", url])
+        #expect(status == 0 && out.contains("right of Todo"), "\(out)")
+        (status, out) = try await run(["column", "add", "Ideas", "--first", "--agent", url])
+        #expect(status == 0, "\(out)")
+        (status, out) = try await run(["column", "rename", "Doing", "In progress", "--agent", url])
+        #expect(status == 0, "\(out)")
+        (status, out) = try await run(["column", "mv", "Ideas", "--after", "Done", "--agent", url])
+        #expect(status == 0, "\(out)")
+        (status, out) = try await run(["board", "Plan", "--agent", url])
+        let header = out.split(separator: "\n").first { $0.contains("Todo (") }.map(String.init) ?? ""
+        let order = ["Todo", "In progress", "Done", "Ideas"].map { header.range(of: $0 + " (")?.lowerBound }
+        #expect(!order.contains(nil) && order.map { $0! } == order.map { $0! }.sorted(), "columns in order: \(header)")
+        (status, out) = try await run(["column", "mv", "Ideas", "--agent", url])
+        #expect(status != 0 && out.contains("--after COLUMN or --first"), "\(out)")
+        (status, out) = try await run(["column", "rm", "Done", "--agent", url])
+        #expect(status == 0 && out.contains("its 1 task wait"), "\(out)")
+        (status, out) = try await run(["board", "Plan", "--agent", url])
+        #expect(out.contains("Tasks whose column was deleted: Ship it") && out.contains("Deleted columns: Done ("), "\(out)")
+        (status, out) = try await run(["column", "restore", "done", "--agent", url])
+        #expect(status == 0, "\(out)")
+        (status, out) = try await run(["board", "Plan", "--agent", url])
+        #expect(out.contains("Done (1)") && !out.contains("Deleted columns"), "\(out)")
+
+        // Short IDs: every task made above within a second has its own, and commands take it.
+        (status, out) = try await run(["board", "Plan", "--ids", "--agent", url])
+        let shortIDs = out.split(whereSeparator: \.isWhitespace).map(String.init).filter { $0.count == 8 && $0.allSatisfy(\.isHexDigit) }
+        #expect(shortIDs.count == 2 && Set(shortIDs).count == 2, "\(out)")
+        if let first = shortIDs.first {
+            (status, out) = try await run(["rm", first, "--agent", url])
+            #expect(status == 0 && out.contains("kanban restore \(first)"), "\(out)")
+        }
     }
 
     @Test func commandsSayClearlyWhenNoAgentIsRunning() async throws {
