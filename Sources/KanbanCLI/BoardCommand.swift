@@ -14,9 +14,16 @@ struct BoardCommand: AsyncParsableCommand {
     @Argument(help: "Board ID or title.") var id: String?
     @Flag(help: "Show short task IDs (their last 8 characters).") var ids = false
     @Option(help: "Create a board with this title.") var create: String?
+    @Option(help: "Rename the board given by ID or title to this title.") var rename: String?
     @Flag(help: "Read the local replica directly (no agent needed).") var offline = false
     @OptionGroup var data: DataDirectory
     @OptionGroup var agent: AgentOptions
+
+    func validate() throws {
+        if rename != nil && id == nil { throw ValidationError("--rename needs the board: kanban board BOARD --rename TITLE") }
+        if rename != nil && create != nil { throw ValidationError("give --create or --rename, not both") }
+        if offline && (rename != nil || create != nil) { throw ValidationError("--offline only reads; run the agent to --create or --rename") }
+    }
 
     func run() async throws {
         if offline {
@@ -39,6 +46,12 @@ struct BoardCommand: AsyncParsableCommand {
         if let create {
             let doc = try await client.send("POST", "/api/boards", body: ["title": create], as: BoardDocument.self)
             print("created \(doc.id)  \(doc.title)")
+            return
+        }
+        if let rename, let id {
+            let doc = try await client.board(id)
+            _ = try await client.send("PATCH", "/api/boards/\(doc.id)", body: ["title": rename], as: Ignored.self)
+            print("renamed board \(doc.title) → \(rename)")
             return
         }
         guard id != nil else {

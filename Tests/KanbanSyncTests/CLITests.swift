@@ -35,6 +35,12 @@ struct CLITests {
 
         var (status, out) = try await run(["board", "--agent", url, "--create", "Plan"])
         #expect(status == 0 && out.contains("created"), "\(out)")
+        (status, out) = try await run(["board", "Plan", "--rename", "The plan", "--agent", url])
+        #expect(status == 0 && out.contains("renamed board Plan → The plan"), "\(out)")
+        (status, out) = try await run(["board", "The plan", "--rename", "Plan", "--agent", url])
+        #expect(status == 0, "\(out)")
+        (status, out) = try await run(["board", "--rename", "Plan", "--agent", url])
+        #expect(status != 0 && out.contains("--rename needs the board"), "\(out)")
         (status, out) = try await run(["add", "Too early", "--agent", url])
         #expect(status != 0 && out.contains("kanban column add"), "a board without columns says how to add one: \(out)")
         for title in ["Todo", "Done"] {
