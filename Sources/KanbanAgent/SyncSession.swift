@@ -309,6 +309,10 @@ struct SyncSession {
                 }
             }
             logger.info("relay link up", metadata: ["team": "\(welcome.team)", "boards": "\(welcome.boards.count)"])
+            if abs(skew) > LinkProblem.clockSkewLimitMs {
+                logger.warning("this machine's clock is \(LinkProblem.describeSkew(skew)) \(skew > 0 ? "behind" : "ahead of") the relay's",
+                               metadata: ["skewMs": "\(skew)", "fix": "\(LinkProblem.clockSkew.fix)"])
+            }
         case .ops(let batch):
             try await applyOperations([batch], transport)
         case .ack(let ack):

@@ -198,10 +198,8 @@ struct DoctorCommand: AsyncParsableCommand {
             welcome.protocol == SyncMessage.protocolVersion ? nil : .versionMismatch)
         if let rtt { add("rtt", "pass", String(format: "%.1f ms round trip", rtt), nil) }
         if let skew {
-            let ok = abs(skew) < 2_000
-            add("clock", ok ? "pass" : "fail", "relay clock is \(skew) ms \(skew >= 0 ? "ahead" : "behind")",
-                ok ? nil : LinkProblem(code: "clock_skew", message: "This machine's clock differs from the relay's by more than 2 s.",
-                                       fix: "Enable NTP (timedatectl set-ntp true). Sync stays correct, but \"last writer\" follows clocks."))
+            let ok = abs(skew) < LinkProblem.clockSkewLimitMs
+            add("clock", ok ? "pass" : "fail", "relay clock is \(skew) ms \(skew >= 0 ? "ahead" : "behind")", ok ? nil : .clockSkew)
         }
     }
 

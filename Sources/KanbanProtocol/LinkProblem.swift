@@ -29,6 +29,18 @@ public struct LinkProblem: Error, Sendable, Hashable, Codable {
     public static let notWebSocket = LinkProblem(code: "no_upgrade",
         message: "The server answered a WebSocket request with a plain HTTP response: something in the way is not passing the upgrade through.",
         fix: "If a reverse proxy is in front of the relay, pass the Upgrade and Connection headers (nginx: proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\"). If this is a dev server or another app, point at the relay's own port.")
+    /// Beyond this difference between an agent's clock and its relay's, the agent warns and the
+    /// doctor fails its clock check (the web board uses the same figure in status.js).
+    public static let clockSkewLimitMs: Int64 = 2_000
+    public static let clockSkew = LinkProblem(code: "clock_skew", message: "This machine's clock differs from the relay's by more than 2 s.",
+        fix: "Enable NTP (timedatectl set-ntp true). Sync stays correct, but edits made at the same time on two machines are resolved by their clocks (\"last writer wins\"), so this machine's edits win or lose too often.")
+
+    /// "3 s", "5 min", "2 h", "4 days": a clock difference for people.
+    public static func describeSkew(_ ms: Int64) -> String {
+        let s = abs(ms) / 1000
+        return s < 120 ? "\(s) s" : s < 7_200 ? "\(s / 60) min" : s < 172_800 ? "\(s / 3600) h" : "\(s / 86_400) days"
+    }
+
     public static let versionMismatch = LinkProblem(code: "version_mismatch", message: "The agent and relay speak different protocol versions.",
         fix: "Upgrade the older of the two so both run the same kanban release.")
     public static let heartbeat = LinkProblem(code: "heartbeat_timeout", message: "The link stopped answering heartbeats.",

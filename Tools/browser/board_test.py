@@ -655,6 +655,15 @@ def refused_board_test(checks: Checks) -> None:
                 checks.check("refused: the panel lists the refusal, its code and what to do",
                              "Changes the relay refused" in page.inner_text(PANEL) and "forbidden_board" in refused
                              and "Private plans" in refused and "Ask for a token that includes it" in refused, refused[:300])
+                # The relay indicator's words for a clock that is off (status.js, as the page loads it).
+                texts = page.evaluate("""async () => { const { describeSync } = await import('/status.js');
+                    const at = (clockSkewMs, extra = {}) => describeSync({ state: 'connected', queuedOperations: 0, clockSkewMs, ...extra });
+                    return [at(300000), at(-7200000, { queuedOperations: 2 }), at(1500)].map((d) => [d.text, d.tone, d.hint ?? '']); }""")
+                checks.check("refused: a clock off by more than 2 s is named in the relay indicator, with what to do",
+                             texts[0][0] == "Synced · this computer's clock is 5 min behind the relay's" and texts[0][1] == "warn"
+                             and "NTP" in texts[0][2]
+                             and texts[1][0] == "Syncing – 2 changes queued · this computer's clock is 2 h ahead of the relay's"
+                             and texts[2][:2] == ["Synced", "good"], str(texts))
                 checks.check("refused: no JavaScript errors", not page_errors, "; ".join(page_errors[:5]))
             finally:
                 browser.close()

@@ -461,7 +461,7 @@ function renderStatus() {
   setText(syncPill.querySelector('.pill-text'), syncKnown || !state.sync ? sync.text : `${sync.text} (last known)`);
   syncPill.dataset.state = state.sync?.state ?? 'unknown';
   syncPill.dataset.tone = syncKnown ? sync.tone : 'muted';
-  syncPill.title = [state.sync?.relayURL && `Relay ${state.sync.relayURL}`, state.sync?.lastError && `Last error: ${state.sync.lastError}`]
+  syncPill.title = [state.sync?.relayURL && `Relay ${state.sync.relayURL}`, state.sync?.lastError && `Last error: ${state.sync.lastError}`, sync.hint]
     .filter(Boolean).join('\n') || 'Sync with the relay';
   $('sync-reconnect').hidden = !(syncKnown && sync.canReconnect && state.syncReconnectSupported);
 

@@ -3,6 +3,18 @@ import { h, relativeTime, secondsUntil } from './dom.js';
 
 const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
+// The agent warns past this difference between its clock and the relay's (LinkProblem.clockSkewLimitMs).
+const CLOCK_SKEW_LIMIT_MS = 2000;
+
+/** " · this computer's clock is 5 min behind the relay's", or '' while the clocks agree. */
+function clockWarning(skewMs) {
+  const skew = Number(skewMs ?? 0);
+  if (!Number.isFinite(skew) || Math.abs(skew) <= CLOCK_SKEW_LIMIT_MS) return '';
+  const s = Math.floor(Math.abs(skew) / 1000);
+  const size = s < 120 ? `${s} s` : s < 7200 ? `${Math.floor(s / 60)} min` : s < 172800 ? `${Math.floor(s / 3600)} h` : `${Math.floor(s / 86400)} days`;
+  return ` · this computer's clock is ${size} ${skew > 0 ? 'behind' : 'ahead of'} the relay's`;
+}
+
 /** Summary of the relay link for the status bar: {text, tone, countdown}. */
 export function describeSync(sync, now = Date.now()) {
   if (!sync) return { text: 'Relay: unknown', tone: 'muted', canReconnect: false };
@@ -16,16 +28,19 @@ export function describeSync(sync, now = Date.now()) {
       // Over long-polling the board still syncs; the status says so, since something in the way blocks WebSockets.
       const via = sync.transport === 'long-polling' ? ' (via HTTP long-polling)' : '';
       const refused = Array.isArray(sync.refused) ? sync.refused : [];
+      // A clock off by more than 2 s decides which of two concurrent edits wins: say so.
+      const clock = clockWarning(sync.clockSkewMs);
+      const hint = clock ? 'Enable NTP on this computer (timedatectl set-ntp true): edits made at the same time on two machines are resolved by their clocks.' : undefined;
       if (refused.length > 0) {
         // Changes the relay will not take stay queued: say why instead of "Syncing" forever.
         const why = refused.some((r) => r.code === 'read_only')
           ? 'read-only token: your changes stay on this machine'
           : `the relay refuses changes to ${refused.map((r) => `“${r.boardTitle ?? String(r.board).slice(0, 8)}”`).join(', ')}`;
-        return { text: `Connected · ${why}${queuedText}${via}`, tone: 'warn', canReconnect: false };
+        return { text: `Connected · ${why}${queuedText}${via}${clock}`, tone: 'warn', canReconnect: false, hint };
       }
       return queued > 0
-        ? { text: `Syncing${queuedText}${via}`, tone: 'busy', canReconnect: false }
-        : { text: `Synced${via}`, tone: via ? 'warn' : 'good', canReconnect: false };
+        ? { text: `Syncing${queuedText}${via}${clock}`, tone: clock ? 'warn' : 'busy', canReconnect: false, hint }
+        : { text: `Synced${via}${clock}`, tone: via || clock ? 'warn' : 'good', canReconnect: false, hint };
     }
     case 'connecting':
       return { text: `Connecting to relay…${queuedText}`, tone: 'busy', canReconnect: false };
