@@ -17,6 +17,8 @@ port and data; "Reconnect now" reconnects before the agent's own next try, and t
 Long-polling behind a proxy that drops `Upgrade` and a board the relay refuses are shown as
 such. Last, a burst: 201 changes from another agent are drawn at most once per animation frame
 and end equal to the agent's board, while that agent's page edits a task ("editing" on its card).
+And a conflict (one task renamed on two agents while the relay is down) is described in words
+in the Conflicts panel, and its Restore brings the lost title back everywhere.
 
 Prints `browser: N passed, M failed` last and exits non-zero on any failure. Every wait is for a
 condition, with a timeout.
@@ -837,6 +839,72 @@ def burst_test(checks: Checks) -> None:
                 browser.close()
 
 
+def conflict_test(checks: Checks) -> None:
+    """Two agents rename one task while the relay is down; once it is back, the page's Conflicts
+    panel says in words which title was kept and which was lost, and Restore brings the lost one
+    back on every replica."""
+    relay_dir = tempfile.mkdtemp(prefix="kanban-browser-relay-")
+    dirs = [tempfile.mkdtemp(prefix="kanban-browser-agent-") for _ in range(2)]
+    processes: list[KanbanProcess] = []
+    page_errors: list[str] = []
+    with scenario(checks, "conflict", processes, (relay_dir, *dirs)):
+        relay = Relay(relay_dir)
+        processes.append(relay)
+        token = subprocess.run([str(KANBAN_BIN), "relay", "token", "create", "--data", relay_dir, "--team", "browser"],
+                               capture_output=True, text=True, timeout=15, check=True).stdout.strip()
+        agents = [Agent(d, ("--relay", relay.url, "--token", token)) for d in dirs]
+        processes += agents
+        a_agent, b_agent = agents
+        board = a_agent.api("POST", "/api/boards", {"title": "Conflicts"})
+        column = a_agent.api("POST", f"/api/boards/{board['id']}/columns", {"title": "To do"})
+        task = a_agent.api("POST", f"/api/columns/{column['id']}/tasks", {"title": "Original"})
+        poll("agent B to have the task", lambda: any(b["id"] == board["id"] for b in b_agent.api("GET", "/api/boards"))
+             and task_titles(b_agent, board["id"]) == ["Original"], 15, interval=0.1)
+        relay.kill()
+        processes.remove(relay)
+        a_agent.api("PATCH", f"/api/tasks/{task['id']}", {"title": "Title from A"})
+        b_agent.api("PATCH", f"/api/tasks/{task['id']}", {"title": "Title from B"})
+        relay = Relay(relay_dir, relay.port)
+        processes.append(relay)
+        for agent in agents:
+            agent.api("POST", "/api/sync/reconnect")
+        conflicts = poll("agent A to record the conflict",
+                         lambda: a_agent.api("GET", f"/api/boards/{board['id']}/conflicts"), 20, interval=0.1)
+        kept, lost = conflicts[0]["winnerValue"], conflicts[0]["loserValue"]
+        with sync_playwright() as pw:
+            browser = launch(pw)
+            try:
+                page = open_board(browser, a_agent.base, board["id"], page_errors)
+                page.wait_for_selector('[data-testid="stream-status"][data-state="live"]')
+                page.wait_for_function("""() => document.querySelector('[data-testid="conflict-count"]').textContent === '1'""")
+                page.click('[data-testid="toggle-conflicts"]')
+                text = page.inner_text('[data-testid="conflict"]')
+                checks.check("conflict: the panel says which title was kept and which was lost, in words",
+                             f"Task “{kept}” – title" in text and f"Kept “{kept}”; lost “{lost}”" in text, text.replace("\n", " | "))
+                page.click('[data-testid="restore-conflict"]')
+                try:
+                    page.wait_for_function("""(t) => document.querySelector(`[data-testid="task"][data-id="${t[0]}"] [data-testid="task-title"]`)?.textContent === t[1]
+                        && document.querySelector('[data-testid="conflict-count"]').textContent === '0'""", arg=[task["id"], lost])
+                    restored = True
+                except PlaywrightError:
+                    restored = False
+                checks.check("conflict: Restore brings the lost title back and the conflict goes", restored,
+                             page.inner_text('[data-testid="conflict-list"]').replace("\n", " | "))
+                try:
+                    poll("agent B to have the restored title", lambda: task_titles(b_agent, board["id"]) == [lost], 10, interval=0.1)
+                    on_b = True
+                except TimeoutError:
+                    on_b = False
+                checks.check("conflict: the restored title reaches the other agent", on_b, str(task_titles(b_agent, board["id"])))
+                checks.check("conflict: no JavaScript errors", not page_errors, "; ".join(page_errors[:5]))
+            finally:
+                browser.close()
+
+
+def task_titles(agent: Agent, board_id: str) -> list[str]:
+    return [t["title"] for c in agent.api("GET", f"/api/boards/{board_id}")["columns"] for t in c["tasks"]]
+
+
 def main() -> int:
     checks = Checks()
 
@@ -858,6 +926,7 @@ def main() -> int:
         long_polling_test(checks)
         refused_board_test(checks)
         burst_test(checks)
+        conflict_test(checks)
     finally:
         timer.cancel()
     print(f"took {time.monotonic() - started:.1f} s", flush=True)

@@ -559,20 +559,20 @@ async function refreshConflicts() {
   renderConflicts();
 }
 
-/** `{"text": {"_0": "x"}}` and friends, as words. */
-function describeConflictValue(value) {
-  const [kind, payload] = Object.entries(value ?? {})[0] ?? [];
-  const inner = payload && typeof payload === 'object' && '_0' in payload ? payload._0 : payload;
-  switch (kind) {
-    case 'text': return `“${inner}”`;
-    case 'flag': return inner ? 'deleted' : 'not deleted';
-    case 'position': return `position ${inner}`;
-    case 'placement': {
-      const column = state.model?.columns.get(inner?.column);
-      return `in ${column ? `“${column.title}”` : 'another column'} at ${inner?.position}`;
-    }
-    default: return JSON.stringify(value);
+/**
+ * A conflict's value as words. The API gives the register's value as it is: a string (a title,
+ * a description, or a column's position key), `{column, position}` (where a task is), or a
+ * boolean (deleted).
+ */
+function describeConflictValue(field, value) {
+  if (typeof value === 'boolean') return value ? 'deleted' : 'not deleted';
+  if (value && typeof value === 'object') {
+    const column = state.model?.columns.get(value.column);
+    return `in ${column ? `“${column.title || '(untitled)'}”` : 'a column not on this board'}`;
   }
+  if (field === 'position') return 'another place in the order';
+  if (field === 'description' && value === '') return 'no description';
+  return `“${value}”`;
 }
 
 function renderConflicts() {
@@ -590,7 +590,7 @@ function renderConflicts() {
     const kind = c.entity.charAt(0).toUpperCase() + c.entity.slice(1);
     el.parts.text.replaceChildren(
       h('strong', {}, entity ? `${kind} “${entity.title}” – ${c.field}` : `${kind} – ${c.field}`),
-      h('span', {}, `Kept ${describeConflictValue(c.winnerValue)}; lost ${describeConflictValue(c.loserValue)}`),
+      h('span', {}, `Kept ${describeConflictValue(c.field, c.winnerValue)}; lost ${describeConflictValue(c.field, c.loserValue)}`),
       h('small', { className: 'muted' }, `Losing edit ${c.loser}`));
   }, cache.conflicts);
   pruneCache(cache.conflicts);
