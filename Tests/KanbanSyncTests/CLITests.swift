@@ -166,6 +166,53 @@ struct CLITests {
 
     /// `relay token create` records each token (its ID, not the token), `list` shows them,
     /// `revoke` takes an ID or the whole token, and says what it did or what is wrong.
+    /// Two agents rename one task while their relay is down: `kanban conflicts` lists the lost
+    /// title in words and `--restore` brings it back.
+    @Test func conflictsAreListedAndRestored() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-conflicts-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let token = try ProcessSyncTests().makeToken(relayData: root + "/relay")
+        let first = try ProcessSyncTests.Child(["relay", "--port", "0", "--data", root + "/relay"])
+        defer { first.kill() }
+        let port = try await first.port(after: "listening on ws://")
+        let relayURL = "ws://127.0.0.1:\(port)/sync"
+        let a = try ProcessSyncTests.Child(["agent", "--port", "0", "--data", root + "/a", "--relay", relayURL, "--token", token])
+        defer { a.kill() }
+        let b = try ProcessSyncTests.Child(["agent", "--port", "0", "--data", root + "/b", "--relay", relayURL, "--token", token])
+        defer { b.kill() }
+        let (urlA, urlB) = ("http://127.0.0.1:\(try await a.port(after: "Board:"))", "http://127.0.0.1:\(try await b.port(after: "Board:"))")
+        _ = try await run(["board", "--create", "Shared", "--agent", urlA])
+        _ = try await run(["column", "add", "Todo", "--agent", urlA])
+        _ = try await run(["add", "Original", "--agent", urlA])
+        try await eventually("B has the task") { try await run(["board", "Shared", "--agent", urlB]).1.contains("• Original") }
+
+        first.kill(SIGKILL)
+        var (status, out) = try await run(["edit", "Original", "--title", "From A", "--agent", urlA])
+        #expect(status == 0, "\(out)")
+        (status, out) = try await run(["edit", "Original", "--title", "From B", "--agent", urlB])
+        #expect(status == 0, "\(out)")
+        (status, out) = try await run(["conflicts", "Shared", "--agent", urlA])
+        #expect(status == 0 && out.contains("No conflicts on Shared."), "\(out)")
+        let relay = try ProcessSyncTests.Child(["relay", "--port", "\(port)", "--data", root + "/relay"])
+        defer { relay.kill() }
+        let http = ProcessSyncTests()
+        for url in [urlA, urlB] { _ = try await http.request("POST", url + "/api/sync/reconnect") }
+        try await eventually("A records the conflict") { try await run(["conflicts", "--agent", urlA]).1.contains("lost edit") }
+
+        (status, out) = try await run(["conflicts", "--agent", urlA])
+        let line = out.split(separator: "\n").first { $0.contains("lost edit") }.map(String.init) ?? ""
+        #expect(line.contains("title: kept “From B”, lost “From A”") || line.contains("title: kept “From A”, lost “From B”"), "\(out)")
+        let lostTitle = line.contains("lost “From A”") ? "From A" : "From B"
+        let op = try #require(line.range(of: "(lost edit ").map { String(line[$0.upperBound...].dropLast()) })
+        (status, out) = try await run(["conflicts", "--restore", op, "--agent", urlA])
+        #expect(status == 0 && out.contains("restored “\(lostTitle)” as the title of task"), "\(out)")
+        (status, out) = try await run(["conflicts", "--agent", urlA])
+        #expect(out.contains("No conflicts"), "\(out)")
+        try await eventually("B has the restored title") { try await run(["board", "Shared", "--agent", urlB]).1.contains("• \(lostTitle)") }
+        (status, out) = try await run(["conflicts", "--restore", "nobody:1", "--agent", urlA])
+        #expect(status != 0 && out.contains("no conflicts on Shared"), "\(out)")
+    }
+
     @Test func relayTokensAreListedAndRevoked() async throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-tokens-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: root) }
