@@ -2,14 +2,23 @@ import ArgumentParser
 import Foundation
 import KanbanModel
 import Logging
+import Synchronization
 import WSClient
 
-/// Redraws a board in the terminal on every change from the agent's event stream.
+/// Redraws a board in the terminal as it changes, from the agent's event stream: at once for a
+/// change after a quiet moment, and at most 10 times a second during a burst (a catch-up after a
+/// reconnect brings thousands of events; drawing each would print the whole board each time).
 struct WatchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "watch", abstract: "Show a board and redraw it live as it changes.")
     @Argument(help: "Board ID or title (default: the first board).") var board: String?
     @Option(help: "Stop after this many changes (for scripts and tests).") var changes: Int?
     @OptionGroup var agent: AgentOptions
+
+    static let frame: Duration = .milliseconds(100)
+
+    func validate() throws {
+        if let changes, changes < 1 { throw ValidationError("--changes must be at least 1") }
+    }
 
     func run() async throws {
         let doc = try await agent.client.board(board)
@@ -17,24 +26,44 @@ struct WatchCommand: AsyncParsableCommand {
         var logger = Logger(label: "kanban.watch")
         logger.logLevel = .warning
         let limit = changes
+        let live = SharedBoard()
+        // One pending "draw" at most: signals that come while a frame is drawn or waited out
+        // fold into one, and the last state is always drawn before the drawer ends.
+        let (draws, draw) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         try await WebSocketClient.connect(url: "\(wsBase)/api/events?board=\(doc.id)", logger: logger) { inbound, _, _ in
-            var live = LiveBoard()
-            var seen = 0
-            for try await message in inbound.messages(maxSize: 16 << 20) {
-                guard case .text(let text) = message else { continue }
-                guard live.apply(Data(text.utf8)) else { continue }
-                print("\u{1B}[2J\u{1B}[H" + BoardRenderer.render(live.document, width: terminalWidth()))
-                print("\n\(live.status)  (Ctrl-C to stop)")
-                fflush(nil)
-                if live.lastWasChange { seen += 1 }
-                if let limit, seen >= limit { return }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await _ in draws {
+                        let board = live.board.withLock { $0 }
+                        print("\u{1B}[2J\u{1B}[H" + BoardRenderer.render(board.document, width: terminalWidth()))
+                        print("\n\(board.status)  (Ctrl-C to stop)")
+                        fflush(nil)
+                        try await Task.sleep(for: Self.frame)
+                    }
+                }
+                var seen = 0
+                for try await message in inbound.messages(maxSize: 16 << 20) {
+                    guard case .text(let text) = message else { continue }
+                    let (changed, wasChange) = live.board.withLock { board in (board.apply(Data(text.utf8)), board.lastWasChange) }
+                    guard changed else { continue }
+                    draw.yield()
+                    if wasChange { seen += 1 }
+                    if let limit, seen >= limit { break }
+                }
+                draw.finish()
+                try await group.waitForAll()
             }
         }
     }
 }
 
+/// The board the stream updates and the drawer reads.
+final class SharedBoard: Sendable {
+    let board = Mutex(LiveBoard())
+}
+
 /// A board kept up to date from stream events alone (no refetch), ordered like the agent does.
-struct LiveBoard {
+struct LiveBoard: Sendable {
     var id: EntityID?
     var title = ""
     var version: Int64 = 0
