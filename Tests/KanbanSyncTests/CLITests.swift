@@ -3,6 +3,7 @@ import Foundation
 import FoundationNetworking
 #endif
 import KanbanRelay
+import Synchronization
 import Testing
 
 /// The terminal commands against a real `kanban agent` process.
@@ -166,6 +167,59 @@ struct CLITests {
 
     /// `relay token create` records each token (its ID, not the token), `list` shows them,
     /// `revoke` takes an ID or the whole token, and says what it did or what is wrong.
+    /// A burst of 300 creates is drawn by `kanban watch` at most once per 100 ms frame (plus the
+    /// first draw), not once per event, and the last drawing has all of them.
+    @Test func watchDrawsABurstInFrames() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-watch-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let agent = try ProcessSyncTests.Child(["agent", "--port", "0", "--data", root])
+        defer { agent.kill() }
+        let url = "http://127.0.0.1:\(try await agent.port(after: "Board:"))"
+        _ = try await run(["board", "--create", "Burst", "--agent", url])
+        _ = try await run(["column", "add", "Todo", "--agent", url])
+        let (list, _) = try await URLSession.shared.data(from: URL(string: url + "/api/boards")!)
+        let boardID = try #require(((try JSONSerialization.jsonObject(with: list) as? [[String: Any]])?.first?["id"]) as? String)
+        let doc = try await ProcessSyncTests().request("GET", url + "/api/boards/\(boardID)")
+        let board = try #require(((doc["columns"] as? [[String: Any]])?.first?["id"]) as? String)
+
+        let watch = Process()
+        watch.executableURL = try ProcessSyncTests.kanbanBinary()
+        watch.arguments = ["watch", "Burst", "--agent", url, "--changes", "300"]
+        let output = Pipe()
+        watch.standardOutput = output
+        try watch.run()
+        defer { if watch.isRunning { watch.terminate() } }
+        // Read as it comes, so a full pipe never holds the watcher up.
+        final class Collected: Sendable { let data = Mutex(Data()) }
+        let collected = Collected()
+        output.fileHandleForReading.readabilityHandler = { handle in
+            let chunk = handle.availableData
+            collected.data.withLock { $0.append(chunk) }
+        }
+        try await eventually("watch draws the board") { collected.data.withLock { !$0.isEmpty } }
+
+        let started = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for client in 0..<8 {
+                group.addTask {
+                    for i in stride(from: client, to: 300, by: 8) {
+                        _ = try await ProcessSyncTests().request("POST", "\(url)/api/columns/\(board)/tasks", ["title": "B\(i)"])
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        try await eventually("watch exits after 300 changes") { !watch.isRunning }
+        let elapsed = ContinuousClock.now - started
+        output.fileHandleForReading.readabilityHandler = nil
+        let text = String(decoding: collected.data.withLock { $0 } + output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let draws = text.components(separatedBy: "\u{1B}[2J").count - 1
+        let frames = Int(elapsed / .milliseconds(100)) + 2  // WatchCommand.frame, and the first draw
+        #expect(draws >= 2 && draws <= frames && draws < 300, "\(draws) draws in \(elapsed)")
+        let last = text.components(separatedBy: "\u{1B}[2J").last ?? ""
+        #expect(last.contains("Todo (300)"), "the last drawing has every task: \(last.prefix(300))")
+    }
+
     /// Two agents rename one task while their relay is down: `kanban conflicts` lists the lost
     /// title in words and `--restore` brings it back.
     @Test func conflictsAreListedAndRestored() async throws {
