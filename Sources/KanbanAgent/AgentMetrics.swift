@@ -15,6 +15,7 @@ public final class AgentMetrics: Sendable {
     let queued: CoreMetrics.Gauge
     let localClients: CoreMetrics.Gauge
     let linkUp: CoreMetrics.Gauge
+    let clockSkew: CoreMetrics.Gauge
     /// WebSocket message payloads on the relay link, as the agent writes and reads them (before
     /// permessage-deflate compresses them and without frame headers). One atomic add per message.
     let linkBytesSent: Prometheus.Counter
@@ -44,6 +45,8 @@ public final class AgentMetrics: Sendable {
         queued = gauge("kanban_queued_operations", "Operations written here and not yet acknowledged by the relay (the outbox).")
         localClients = gauge("kanban_local_clients", "Local event-stream WebSocket clients (open web boards and `kanban watch`).")
         linkUp = gauge("kanban_link_up", "1 while the relay link is up (welcomed), else 0.")
+        clockSkew = gauge("kanban_link_clock_skew_seconds",
+                          "The relay's clock minus this agent's, measured at the welcome and each ping (0 until measured).")
         linkBytesSent = registry.makeCounter(descriptor: .kanban("kanban_link_bytes_sent_total", "Payload bytes of WebSocket messages sent to the relay, before compression."))
         linkBytesReceived = registry.makeCounter(descriptor: .kanban("kanban_link_bytes_received_total", "Payload bytes of WebSocket messages received from the relay, after decompression."))
         linkMessagesSent = registry.makeCounter(descriptor: .kanban("kanban_link_messages_sent_total", "WebSocket messages sent to the relay."))

@@ -292,6 +292,7 @@ struct SyncSession {
             agent.metrics.linkConnects.increment()
             agent.metrics.linkUp.record(1)
             let skew = welcome.serverTime - Int64(Date().timeIntervalSince1970 * 1000)
+            agent.metrics.clockSkew.record(Double(skew) / 1000)
             agent.updateSyncStatus { status in
                 status.state = .connected
                 status.connectedSince = Date()
@@ -335,9 +336,11 @@ struct SyncSession {
         case .pong(let pong):
             let now = Int64(Date().timeIntervalSince1970 * 1000)
             let rtt = Double(now - pong.t)
+            let skew = pong.serverTime - (pong.t + Int64(rtt / 2))
+            agent.metrics.clockSkew.record(Double(skew) / 1000)
             agent.updateSyncStatus(publish: false) { status in
                 status.roundTripMs = rtt
-                status.clockSkewMs = pong.serverTime - (pong.t + Int64(rtt / 2))
+                status.clockSkewMs = skew
             }
         case .presence(let presence):
             agent.hub.publishPresence(presence)
