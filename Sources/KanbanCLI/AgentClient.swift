@@ -56,7 +56,7 @@ struct AgentClient {
         return try JSONDecoder().decode(T.self, from: data)
     }
 
-    struct Summary: Decodable { let id: String; let title: String }
+    struct Summary: Codable { let id: String; let title: String }
 
     /// The board named by an ID or title; the only/first board when nil.
     func board(_ selector: String?) async throws -> BoardDocument {

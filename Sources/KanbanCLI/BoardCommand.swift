@@ -13,6 +13,7 @@ struct BoardCommand: AsyncParsableCommand {
 
     @Argument(help: "Board ID or title.") var id: String?
     @Flag(help: "Show short task IDs (their last 8 characters).") var ids = false
+    @Flag(help: "Print the board document (or the list of boards) as JSON, as the agent's API gives it.") var json = false
     @Option(help: "Create a board with this title.") var create: String?
     @Option(help: "Rename the board given by ID or title to this title.") var rename: String?
     @Flag(help: "Read the local replica directly (no agent needed).") var offline = false
@@ -31,6 +32,7 @@ struct BoardCommand: AsyncParsableCommand {
             defer { try? store.close() }
             let boards = try store.boards()
             guard let id else {
+                if json { return try printJSON(boards.map { AgentClient.Summary(id: $0.id.rawValue, title: $0.title) }) }
                 if boards.isEmpty { print("No boards yet.") }
                 for b in boards { print("\(b.id)  \(b.title)") }
                 return
@@ -39,6 +41,7 @@ struct BoardCommand: AsyncParsableCommand {
             guard matches.count == 1, let doc = try store.document(matches[0].id) else {
                 throw ValidationError(matches.isEmpty ? "no board matches '\(id)'" : "'\(id)' matches \(matches.count) boards")
             }
+            if json { return try printJSON(doc) }
             print(BoardRenderer.render(doc, width: 100, ids: ids))
             return
         }
@@ -56,11 +59,20 @@ struct BoardCommand: AsyncParsableCommand {
         }
         guard id != nil else {
             let boards = try await client.get("/api/boards", as: [AgentClient.Summary].self)
+            if json { return try printJSON(boards) }
             if boards.isEmpty { print("No boards yet. Create one: kanban board --create \"My board\"") }
             for b in boards { print("\(b.id)  \(b.title)") }
             return
         }
-        print(BoardRenderer.render(try await client.board(id), width: terminalWidth(), ids: ids))
+        let doc = try await client.board(id)
+        if json { return try printJSON(doc) }
+        print(BoardRenderer.render(doc, width: terminalWidth(), ids: ids))
+    }
+
+    private func printJSON(_ value: some Encodable) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        print(String(decoding: try encoder.encode(value), as: UTF8.self))
     }
 }
 

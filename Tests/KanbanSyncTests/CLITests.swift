@@ -109,6 +109,12 @@ struct CLITests {
         (status, out) = try await run(["board", "Plan", "--agent", url])
         #expect(out.contains("Done (1)") && !out.contains("Deleted columns"), "\(out)")
 
+        // --json prints the board document as the API gives it.
+        (status, out) = try await run(["board", "Plan", "--json", "--agent", url])
+        let printed = try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any]
+        let served = try await ProcessSyncTests().request("GET", "\(url)/api/boards/\(printed?["id"] as? String ?? "-")")
+        #expect(status == 0 && printed.map { NSDictionary(dictionary: $0).isEqual(to: served) } == true, "\(out)")
+
         // Short IDs: every task made above within a second has its own, and commands take it.
         (status, out) = try await run(["board", "Plan", "--ids", "--agent", url])
         let shortIDs = out.split(whereSeparator: \.isWhitespace).map(String.init).filter { $0.count == 8 && $0.allSatisfy(\.isHexDigit) }
