@@ -8,6 +8,7 @@ public final class AgentMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
 
     let linkAttempts: CoreMetrics.Counter
+    let relayBehind: CoreMetrics.Counter
     let linkConnects: CoreMetrics.Counter
     let opsAuthored: CoreMetrics.Counter
     let opsReceived: CoreMetrics.Counter
@@ -35,6 +36,8 @@ public final class AgentMetrics: Sendable {
             .init(label: name, dimensions: [], aggregate: false, handler: registry.makeGauge(descriptor: .kanban(name, help)), factory: factory)
         }
         linkAttempts = counter("kanban_link_attempts_total", "Connection attempts to the relay.")
+        relayBehind = counter("kanban_link_relay_behind_total",
+                              "Boards the relay held fewer operations of than this agent had received (a relay restored from an older copy); their operations were pushed again.")
         linkConnects = counter("kanban_link_connects_total", "Connections to the relay that got as far as its welcome.")
         opsAuthored = counter("kanban_operations_authored_total", "Operations written by this agent (committed locally).")
         opsReceived = counter("kanban_operations_received_total", "Operations of other replicas applied here.")

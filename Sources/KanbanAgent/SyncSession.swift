@@ -230,6 +230,24 @@ struct SyncSession {
         acknowledged.fire()
     }
 
+    /// A board whose head at the relay is below this agent's cursor: the relay lost operations it
+    /// had acknowledged or sent (its data restored from an older copy). It catches this agent up
+    /// from the start (the relay sees the same cursor); the agent forgets its cursor and pushes
+    /// every operation of the board it has, so the relay stores again what it lost and every
+    /// replica gets it. Without this, the lost operations stayed on the replicas that had them,
+    /// and this agent, its cursor above the relay's new sequences, skipped the next ones.
+    private func pushAgainWhatTheRelayLost(_ heads: [SyncMessage.BoardHead]) async throws {
+        let cursors = try store.cursors()
+        for head in heads {
+            guard let cursor = cursors[head.id], cursor > head.head else { continue }
+            let queued = try await store.requeueForRelay(head.id)
+            agent.metrics.relayBehind.increment()
+            agent.updateSyncStatus(publish: false) { $0.cursors[head.id.rawValue] = nil }
+            logger.warning("the relay has fewer of this board's operations than this agent received from it (restored from an older copy?); pushing them again",
+                           metadata: ["board": "\(head.id)", "relayHead": "\(head.head)", "cursor": "\(cursor)", "queued": "\(queued)"])
+        }
+    }
+
     /// Every message to the relay goes through here, so the byte and message counters see it.
     func send(_ message: SyncMessage, _ transport: SyncTransport) async throws {
         try await send(text: message.text, transport)
@@ -288,6 +306,8 @@ struct SyncSession {
             guard welcome.protocol == SyncMessage.protocolVersion else {
                 throw ProtocolViolation(.versionMismatch, "relay speaks protocol \(welcome.protocol), agent \(SyncMessage.protocolVersion)")
             }
+            // Before pushing starts on this link (it starts once `welcomed` is set).
+            try await pushAgainWhatTheRelayLost(welcome.boards)
             welcomed.welcomed.store(true, ordering: .relaxed)
             agent.metrics.linkConnects.increment()
             agent.metrics.linkUp.record(1)

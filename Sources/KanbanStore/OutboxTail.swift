@@ -54,6 +54,15 @@ struct OutboxTail {
         }
     }
 
+    /// Entries at or below `seq` leave the tail and `floor` rises to it: from now on those rows
+    /// are read from the table (used when older log rows join the outbox again).
+    mutating func raiseFloor(to seq: Int64) {
+        guard seq > floor else { return }
+        floor = seq
+        entries.removeAll { $0.seq <= seq }
+        bytes = entries.reduce(0) { $0 + $1.json.count }
+    }
+
     /// Up to `limit` outbox entries above `after`, or nil when the tail does not cover them all.
     func entries(after: Int64, limit: Int) -> [(seq: Int64, json: [UInt8])]? {
         guard after >= floor else { return nil }

@@ -95,6 +95,30 @@ extension ReplicaStore {
         }
     }
 
+    /// For a relay that holds fewer of the board's operations than this replica received from it
+    /// (restored from an older copy of its log): forgets the board's relay cursor, so that the
+    /// relay's catch-up from its start is taken in and the cursor is rebuilt from it, and queues
+    /// every operation of the board in this log, this replica's and others', to be pushed again.
+    /// The relay stores the ones it lost (with new sequences, so every replica gets them) and
+    /// acknowledges the others with their first sequence. Returns how many joined the outbox.
+    /// Operations that reached this replica only folded into a relay snapshot cannot be pushed.
+    public func requeueForRelay(_ board: EntityID) async throws -> Int {
+        try await writer.writeWithoutTransaction { db in
+            try self.transaction(db) { db in
+                // Acknowledgments recorded before (their cursors from the relay's lost history)
+                // were written by this transaction first; the cursor goes after them.
+                try db.execute(sql: "DELETE FROM cursor WHERE board_id = ?", arguments: [board.rawValue])
+                let top = try Int64.fetchOne(db, sql: "SELECT max(seq) FROM op") ?? 0
+                try db.execute(sql: "INSERT OR IGNORE INTO outbox (seq) SELECT seq FROM op WHERE board_id = ?",
+                               arguments: [board.rawValue])
+                let queued = db.changesCount
+                // The tail holds the newest outbox rows only: these older ones are read from the table.
+                self.outboxTail.withLock { $0.raiseFloor(to: top) }
+                return queued
+            }
+        }
+    }
+
     public func outboxCount() throws -> Int {
         // Acknowledged operations are not counted: written first if any are only recorded.
         try writeRecordedAcknowledgments()

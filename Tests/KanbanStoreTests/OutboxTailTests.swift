@@ -24,6 +24,32 @@ struct OutboxTailTests {
         }
     }
 
+    /// A board queued again for a relay that lost operations (`requeueForRelay`): every one of
+    /// its operations is in the outbox again, a push reads them all in log order (the tail no
+    /// longer covers them: read from the table), and the board's cursor is gone.
+    @Test func aBoardQueuedAgainIsPushedWhole() async throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("replica.sqlite").path
+        let store = try ReplicaStore(path: path, configuration: .init(durability: .normal))
+        let board = EntityID.make(), other = EntityID.make()
+        try await store.author(board: board) { _ in .createBoard(title: "Plan") }
+        try await store.author(board: other) { _ in .createBoard(title: "Other") }
+        for i in 1...4 { try await store.author(board: board) { _ in .renameBoard(title: "Plan \(i)") } }
+        let sent = try store.outbox()
+        try await store.acknowledge(sent.map(\.id), cursors: [board: 9, other: 3])
+        #expect(try store.outboxJSON(after: 0, limit: 100).isEmpty)
+        try await store.author(board: board) { _ in .renameBoard(title: "Plan 5") }  // in the tail, unacknowledged
+
+        let queued = try await store.requeueForRelay(board)
+        #expect(queued == 5)  // the five acknowledged operations of the board; the sixth was still queued
+        let pushed = try store.outboxJSON(after: 0, limit: 100)
+        #expect(pushed.map(\.seq) == (try table(path)).map(\.seq))
+        #expect(pushed.count == 6 && pushed.allSatisfy { String(decoding: $0.json, as: UTF8.self).contains(board.rawValue) })
+        let cursors = try store.cursors()
+        #expect(cursors[board] == nil && cursors[other] == 3)
+    }
+
     /// What a push reads (`outboxJSON`) is what the table holds, less what was acknowledged,
     /// whether it comes from the tail in memory or from the table: through local edits alone and
     /// several in one transaction, refused edits that roll back, acknowledgments recorded and

@@ -143,6 +143,69 @@ struct ProcessSyncTests {
         }
     }
 
+    /// The relay's data is put back to an older copy (a restore from backup) after agents got
+    /// operations it no longer has. The agents notice (the relay's head below their cursor), push
+    /// the board again, and every replica, one that joins later included, ends with everything;
+    /// new operations after that reach everyone (a cursor left above the relay's new sequences
+    /// skipped them before).
+    @Test func aRelayRestoredFromAnOlderCopyGetsBackWhatItLost() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-proc-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let relayData = root + "/relay", backup = root + "/relay-backup"
+        let token = try makeToken(relayData: relayData)
+        var relay = try Child(["relay", "--port", "0", "--data", relayData])
+        let relayPort = try await relay.port(after: "listening on ws://")
+        let relayURL = "ws://127.0.0.1:\(relayPort)/sync"
+        let a = try Child(["agent", "--port", "0", "--data", root + "/a", "--relay", relayURL, "--token", token])
+        let b = try Child(["agent", "--port", "0", "--data", root + "/b", "--relay", relayURL, "--token", token])
+        defer { a.kill(); b.kill(); relay.kill() }
+        let (pa, pb) = (try await a.port(after: "Board:"), try await b.port(after: "Board:"))
+        func add(_ port: Int, _ column: String, _ title: String) async throws {
+            _ = try await request("POST", "http://127.0.0.1:\(port)/api/columns/\(column)/tasks", ["title": title])
+        }
+        func restartRelay() async throws {
+            relay = try Child(["relay", "--port", String(relayPort), "--data", relayData])
+            _ = try await relay.port(after: "listening on ws://")
+            for port in [pa, pb] { _ = try await request("POST", "http://127.0.0.1:\(port)/api/sync/reconnect") }
+        }
+
+        let board = try await request("POST", "http://127.0.0.1:\(pa)/api/boards", ["title": "Shared"])["id"] as! String
+        let column = try await request("POST", "http://127.0.0.1:\(pa)/api/boards/\(board)/columns", ["title": "Todo"])["id"] as! String
+        for i in 1...3 { try await add(pa, column, "early \(i)") }
+        try await eventually("B has the early tasks") { (try? await taskTitles(pb, board))?.count == 3 }
+        relay.kill()  // SIGTERM: a clean copy of its data
+        try FileManager.default.copyItem(atPath: relayData, toPath: backup)
+        try await restartRelay()
+        for i in 1...3 { try await add(pa, column, "late A\(i)") }
+        try await add(pb, column, "late B")
+        try await eventually("A and B have the late tasks") {
+            let (ta, tb) = (try await taskTitles(pa, board), try await taskTitles(pb, board))
+            return ta.count == 7 && tb.count == 7
+        }
+
+        // The relay's data goes back to the copy: it lost the four late tasks.
+        relay.kill()
+        try FileManager.default.removeItem(atPath: relayData)
+        try FileManager.default.copyItem(atPath: backup, toPath: relayData)
+        try await restartRelay()
+        try await add(pb, column, "after the restore")
+        let c = try Child(["agent", "--port", "0", "--data", root + "/c", "--relay", relayURL, "--token", token])
+        defer { c.kill() }
+        let pc = try await c.port(after: "Board:")
+        try await eventually("a new agent gets every task, the lost ones too", timeout: .seconds(30)) {
+            (try? await taskTitles(pc, board))?.count == 8
+        }
+        for i in 1...4 { try await add(pc, column, "from C \(i)") }
+        try await eventually("every replica has all 12 tasks and the same digest", timeout: .seconds(30)) {
+            var digests: Set<String> = []
+            for port in [pa, pb, pc] {
+                guard (try? await taskTitles(port, board))?.count == 12 else { return false }
+                digests.insert(try await request("GET", "http://127.0.0.1:\(port)/api/boards/\(board)/digest")["digest"] as? String ?? "")
+            }
+            return digests.count == 1
+        }
+    }
+
     /// An agent whose board rows were damaged while it was stopped (the log intact) reconnects,
     /// gets a digest mismatch after catch-up, and rebuilds the board from its log.
     @Test func aDamagedReplicaIsRepairedAfterReconnecting() async throws {
