@@ -154,6 +154,12 @@ class StripUpgradeProxy(KanbanProcess):
         self.url = f"ws://127.0.0.1:{self.match.group(1)}/sync"
 
 
+def make_token(relay_dir: str, *args: str) -> str:
+    """`kanban relay token create --data RELAY_DIR --team browser [ARGS]`: the token alone."""
+    return subprocess.run([str(KANBAN_BIN), "relay", "token", "create", "--data", relay_dir, "--team", "browser", *args],
+                          capture_output=True, text=True, timeout=15, check=True).stdout.strip()
+
+
 def poll(what: str, condition, timeout: float, interval: float = 0.05):
     """Calls `condition` until it returns something truthy (returned) or `timeout` s pass (raises)."""
     deadline = time.monotonic() + timeout
@@ -496,8 +502,7 @@ def relay_outage_test(checks: Checks) -> None:
     page_errors: list[str] = []
     try:
         relay = Relay(relay_dir)
-        token = subprocess.run([str(KANBAN_BIN), "relay", "token", "create", "--data", relay_dir, "--team", "browser"],
-                               capture_output=True, text=True, timeout=15, check=True).stdout.strip()
+        token = make_token(relay_dir)
         agent = Agent(agent_dir, ("--relay", relay.url, "--token", token))
         print(f"relay at {relay.url} (pid {relay.proc.pid}), agent at {agent.base} (pid {agent.proc.pid})", flush=True)
         status = lambda: agent.api("GET", "/health/websocket")  # noqa: E731
@@ -636,8 +641,7 @@ def refused_board_test(checks: Checks) -> None:
         shared = alone.api("POST", "/api/boards", {"title": "Shared"})
         private = alone.api("POST", "/api/boards", {"title": "Private plans"})
         alone.stop()
-        token = subprocess.run([str(KANBAN_BIN), "relay", "token", "create", "--data", relay_dir, "--team", "browser",
-                                "--board", shared["id"]], capture_output=True, text=True, timeout=15, check=True).stdout.strip()
+        token = make_token(relay_dir, "--board", shared["id"])
         agent = Agent(agent_dir, ("--relay", relay.url, "--token", token))
         processes.append(agent)
         poll("the relay to refuse the private board",
@@ -684,8 +688,7 @@ def long_polling_test(checks: Checks) -> None:
         processes.append(relay)
         proxy = StripUpgradeProxy(relay.port)
         processes.append(proxy)
-        token = subprocess.run([str(KANBAN_BIN), "relay", "token", "create", "--data", relay_dir, "--team", "browser"],
-                               capture_output=True, text=True, timeout=15, check=True).stdout.strip()
+        token = make_token(relay_dir)
         behind = Agent(dirs[0], ("--relay", proxy.url, "--token", token))
         direct = Agent(dirs[1], ("--relay", relay.url, "--token", token))
         processes += [behind, direct]
@@ -764,8 +767,7 @@ def burst_test(checks: Checks) -> None:
     with scenario(checks, "burst", processes, (relay_dir, *dirs)):
         relay = Relay(relay_dir)
         processes.append(relay)
-        token = subprocess.run([str(KANBAN_BIN), "relay", "token", "create", "--data", relay_dir, "--team", "browser"],
-                               capture_output=True, text=True, timeout=15, check=True).stdout.strip()
+        token = make_token(relay_dir)
         a_agent = Agent(dirs[0], ("--relay", relay.url, "--token", token))
         processes.append(a_agent)
         b_agent = Agent(dirs[1], ("--relay", relay.url, "--token", token))
@@ -850,8 +852,7 @@ def conflict_test(checks: Checks) -> None:
     with scenario(checks, "conflict", processes, (relay_dir, *dirs)):
         relay = Relay(relay_dir)
         processes.append(relay)
-        token = subprocess.run([str(KANBAN_BIN), "relay", "token", "create", "--data", relay_dir, "--team", "browser"],
-                               capture_output=True, text=True, timeout=15, check=True).stdout.strip()
+        token = make_token(relay_dir)
         agents = [Agent(d, ("--relay", relay.url, "--token", token)) for d in dirs]
         processes += agents
         a_agent, b_agent = agents
