@@ -357,6 +357,11 @@ final class LinkFlags: Sendable {
     let progressed = Atomic<Bool>(false)
     /// Local seq of the last outbox entry sent on this connection.
     let pushed = Mutex<Int64>(0)
+    /// Older outbox rows were queued again: the next push starts over from the outbox's start
+    /// (set by whoever queued them, taken by the push loop, the only writer of `pushed`).
+    let repush = Atomic<Bool>(false)
+    /// The relay's welcome said this token may write.
+    let writable = Atomic<Bool>(true)
     /// Boards whose digest was already compared on this connection.
     let digested = Mutex<Set<EntityID>>([])
 }

@@ -236,11 +236,12 @@ struct SyncSession {
     /// every operation of the board it has, so the relay stores again what it lost and every
     /// replica gets it. Without this, the lost operations stayed on the replicas that had them,
     /// and this agent, its cursor above the relay's new sequences, skipped the next ones.
-    private func pushAgainWhatTheRelayLost(_ heads: [SyncMessage.BoardHead]) async throws {
+    /// With a read-only token the relay would refuse the pushes: the cursor is forgotten only.
+    private func pushAgainWhatTheRelayLost(_ heads: [SyncMessage.BoardHead], writable: Bool) async throws {
         let cursors = try store.cursors()
         for head in heads {
             guard let cursor = cursors[head.id], cursor > head.head else { continue }
-            let queued = try await store.requeueForRelay(head.id)
+            let queued = try await store.requeueForRelay(head.id, push: writable)
             agent.metrics.relayBehind.increment()
             agent.updateSyncStatus(publish: false) { $0.cursors[head.id.rawValue] = nil }
             logger.warning("the relay has fewer of this board's operations than this agent received from it (restored from an older copy?); pushing them again",
@@ -263,6 +264,7 @@ struct SyncSession {
 
     func pushOutbox(_ transport: SyncTransport) async throws {
         while true {
+            if welcomed.repush.exchange(false, ordering: .relaxed) { welcomed.pushed.withLock { $0 = 0 } }
             let after = welcomed.pushed.withLock { $0 }
             // The operations' JSON as logged: nothing is decoded and encoded again.
             let batch = try store.outboxJSON(after: after, limit: configuration.pushBatch)
@@ -307,7 +309,8 @@ struct SyncSession {
                 throw ProtocolViolation(.versionMismatch, "relay speaks protocol \(welcome.protocol), agent \(SyncMessage.protocolVersion)")
             }
             // Before pushing starts on this link (it starts once `welcomed` is set).
-            try await pushAgainWhatTheRelayLost(welcome.boards)
+            welcomed.writable.store(welcome.writable, ordering: .relaxed)
+            try await pushAgainWhatTheRelayLost(welcome.boards, writable: welcome.writable)
             welcomed.welcomed.store(true, ordering: .relaxed)
             agent.metrics.linkConnects.increment()
             agent.metrics.linkUp.record(1)
@@ -351,6 +354,15 @@ struct SyncSession {
                 if try store.rematerialize(result.board) {
                     logger.warning("board rebuilt from its operation log", metadata: ["board": "\(result.board)"])
                     agent.hub.publishResync(board: result.board)
+                }
+                // The digest was taken at the relay's head with nothing of this board queued, so
+                // the relay has everything this replica got from it: a difference means this
+                // replica has operations the relay lacks (lost in a restore, with the board).
+                // They are pushed again; the relay stores what it lacks and acknowledges the rest.
+                if welcomed.writable.load(ordering: .relaxed),
+                   try await store.requeueForRelay(result.board, forgetCursor: false) > 0 {
+                    welcomed.repush.store(true, ordering: .relaxed)
+                    agent.localChange.fire()
                 }
             }
         case .pong(let pong):

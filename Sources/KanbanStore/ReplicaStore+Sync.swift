@@ -102,12 +102,18 @@ extension ReplicaStore {
     /// The relay stores the ones it lost (with new sequences, so every replica gets them) and
     /// acknowledges the others with their first sequence. Returns how many joined the outbox.
     /// Operations that reached this replica only folded into a relay snapshot cannot be pushed.
-    public func requeueForRelay(_ board: EntityID) async throws -> Int {
+    /// `forgetCursor: false` keeps the cursor (a digest mismatch with the cursor at the relay's
+    /// head: the relay has everything up to it, this replica may have more); `push: false` only
+    /// forgets it (a read-only token: the relay would refuse the pushes).
+    public func requeueForRelay(_ board: EntityID, forgetCursor: Bool = true, push: Bool = true) async throws -> Int {
         try await writer.writeWithoutTransaction { db in
             try self.transaction(db) { db in
                 // Acknowledgments recorded before (their cursors from the relay's lost history)
                 // were written by this transaction first; the cursor goes after them.
-                try db.execute(sql: "DELETE FROM cursor WHERE board_id = ?", arguments: [board.rawValue])
+                if forgetCursor {
+                    try db.execute(sql: "DELETE FROM cursor WHERE board_id = ?", arguments: [board.rawValue])
+                }
+                guard push else { return 0 }
                 let top = try Int64.fetchOne(db, sql: "SELECT max(seq) FROM op") ?? 0
                 try db.execute(sql: "INSERT OR IGNORE INTO outbox (seq) SELECT seq FROM op WHERE board_id = ?",
                                arguments: [board.rawValue])

@@ -8,7 +8,8 @@ agent stays on one instance until it is down, as Tools/nginx/kanban-relays.conf 
 --pinned, agent i always goes to relay i mod N),
 drives random operations through every agent's HTTP API while it injects faults (proxy delay
 with jitter, pause, cut after N bytes, reset, refuse; agents SIGKILLed and restarted; a relay
-SIGKILLed or SIGTERMed and restarted), then heals everything and checks:
+SIGKILLed or SIGTERMed and restarted; with --faults ...,relay_rollback also the relay's data put
+back to an earlier copy), then heals everything and checks:
 
   * every replica converges (bounded wait): same boards, identical board documents (minus the
     per-agent `version` counter), identical digests;
@@ -324,6 +325,9 @@ class View:
 # ---------------------------------------------------------------------------------------------
 
 FAULT_KINDS = ("delay", "pause", "cut", "reset", "refuse", "agent_kill", "relay_restart")
+# Only when asked for with --faults: the relay's SQLite data put back to an earlier copy (a
+# restore from backup), which loses operations the relay had acknowledged; the agents push them again.
+OPTIONAL_FAULTS = ("relay_rollback",)
 
 WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike "
          "november oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
@@ -760,8 +764,9 @@ class Soak:
 
     def inject(self) -> None:
         rng, a = self.fault_rng, self.args
-        weights = {"delay": 18, "pause": 16, "cut": 16, "reset": 16, "refuse": 10, "agent_kill": 14, "relay_restart": 10}
-        kinds = [k for k in FAULT_KINDS if k in a.faults]
+        weights = {"delay": 18, "pause": 16, "cut": 16, "reset": 16, "refuse": 10, "agent_kill": 14, "relay_restart": 10,
+                   "relay_rollback": 6}
+        kinds = [k for k in FAULT_KINDS + OPTIONAL_FAULTS if k in a.faults]
         if not kinds:
             return
         kind = rng.choices(kinds, weights=[weights[k] for k in kinds])[0]
@@ -791,6 +796,25 @@ class Soak:
             self.harvest_agent(ag)
             self.kill(ag, signal.SIGKILL if rng.random() < 0.85 else signal.SIGTERM)
             self.schedule(rng.uniform(0.1, 3), "restart", (ag,))
+        elif kind == "relay_rollback":
+            # A relay stopped cleanly, its data copied aside the first time; from then on, the
+            # copy put back (and, now and then, a newer copy taken first).
+            relay = self.relays[0]
+            if not relay.alive():
+                return
+            self.harvest_relay(relay)
+            self.kill(relay, signal.SIGTERM)
+            backup = os.path.join(self.dir, "relay-backup")
+            if not os.path.isdir(backup) or rng.random() < 0.25:
+                shutil.rmtree(backup, ignore_errors=True)
+                shutil.copytree(relay.data, backup)
+                self.note(f"{relay.name} data copied aside")
+            else:
+                shutil.rmtree(relay.data)
+                shutil.copytree(backup, relay.data)
+                self.events["rollback of the relay data"] += 1
+                self.note(f"{relay.name} data put back to the copy")
+            self.schedule(rng.uniform(0.1, 3), "restart", (relay,))
         elif kind == "relay_restart":
             relay = self.relays[rng.randrange(len(self.relays))] if len(self.relays) > 1 else self.relays[0]
             if not relay.alive():
@@ -1036,14 +1060,18 @@ def main() -> int:
                     help="postgres://USER@HOST:PORT/DATABASE: the relays keep their log in this PostgreSQL "
                          "(Tools/postgres/start.sh starts a throwaway one) instead of SQLite in the run directory")
     ap.add_argument("--faults", default=",".join(FAULT_KINDS),
-                    help="fault kinds to inject, comma-separated (default: all: %(default)s)")
+                    help="fault kinds to inject, comma-separated (default: %(default)s; also "
+                         f"{', '.join(OPTIONAL_FAULTS)}: one relay on SQLite put back to an earlier copy of its data)")
     args = ap.parse_args()
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1, 1 << 31)
     args.binary = os.path.abspath(args.binary)
     args.faults = [f.strip() for f in args.faults.split(",") if f.strip()]
-    if set(args.faults) - set(FAULT_KINDS):
-        ap.error(f"unknown fault kinds {sorted(set(args.faults) - set(FAULT_KINDS))}; known: {','.join(FAULT_KINDS)}")
+    if set(args.faults) - set(FAULT_KINDS + OPTIONAL_FAULTS):
+        ap.error(f"unknown fault kinds {sorted(set(args.faults) - set(FAULT_KINDS + OPTIONAL_FAULTS))}; "
+                 f"known: {','.join(FAULT_KINDS + OPTIONAL_FAULTS)}")
+    if "relay_rollback" in args.faults and (args.store or args.relays > 1):
+        ap.error("relay_rollback puts one relay's SQLite data back to a copy: not with --store or --relays")
     if args.agents < 2:
         ap.error("--agents must be at least 2")
     if not 0 <= args.long_polling <= args.agents:
