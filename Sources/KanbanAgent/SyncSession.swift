@@ -47,7 +47,9 @@ struct SyncSession {
     func run(_ transport: SyncTransport) async throws {
         // Acknowledged operations of an earlier link leave the outbox before this link pushes it.
         try await store.flushAcknowledgments()
-        let hello = SyncMessage.hello(.init(replica: store.replicaID, cursors: try store.cursors(), client: "kanban-agent"))
+        let cursors = try store.cursors()
+        welcomed.cursors.withLock { $0 = cursors }
+        let hello = SyncMessage.hello(.init(replica: store.replicaID, cursors: cursors, client: "kanban-agent"))
         try await Self.fresh { try await send(hello, transport) }
         try await withThrowingTaskGroup(of: Void.self) { group in
             // One task reads (and decodes) what the relay sends, another handles it in order:
@@ -185,6 +187,16 @@ struct SyncSession {
             if let last = batch.ops.last { cursors[batch.board] = max(cursors[batch.board] ?? 0, last.seq) }
             heads[batch.board] = batch.head
         }
+        // A head below this link's cursor: the relay lost operations while this link was up
+        // (or a board it lost came back with a new first operation). Before they are applied,
+        // so that the cursor is rebuilt from these sequences.
+        let linkCursors = welcomed.cursors.withLock { $0 }
+        for batch in run where batch.head < linkCursors[batch.board] ?? 0 {
+            try await relayLost(batch.board, head: batch.head, cursor: linkCursors[batch.board] ?? 0)
+        }
+        welcomed.cursors.withLock { link in
+            for (board, seq) in cursors { link[board] = max(link[board] ?? 0, seq) }
+        }
         if !ops.isEmpty {
             try await store.apply(ops, cursors: cursors)
             welcomed.progressed.store(true, ordering: .relaxed)
@@ -216,6 +228,9 @@ struct SyncSession {
         let acks = run.flatMap(\.acks)
         for entry in acks { cursors[entry.board] = max(cursors[entry.board] ?? 0, entry.seq) }
         store.acknowledgeLater(acks.map(\.op), cursors: cursors)
+        welcomed.cursors.withLock { link in
+            for (board, seq) in cursors { link[board] = max(link[board] ?? 0, seq) }
+        }
         if !acks.isEmpty { welcomed.progressed.store(true, ordering: .relaxed) }
         var refusalsCleared = false
         agent.updateSyncStatus(publish: false) { status in
@@ -237,15 +252,30 @@ struct SyncSession {
     /// replica gets it. Without this, the lost operations stayed on the replicas that had them,
     /// and this agent, its cursor above the relay's new sequences, skipped the next ones.
     /// With a read-only token the relay would refuse the pushes: the cursor is forgotten only.
+    /// (The same signal can come later, on a live `ops` message: see `applyOperations`.)
     private func pushAgainWhatTheRelayLost(_ heads: [SyncMessage.BoardHead], writable: Bool) async throws {
-        let cursors = try store.cursors()
+        let cursors = welcomed.cursors.withLock { $0 }
         for head in heads {
             guard let cursor = cursors[head.id], cursor > head.head else { continue }
-            let queued = try await store.requeueForRelay(head.id, push: writable)
-            agent.metrics.relayBehind.increment()
-            agent.updateSyncStatus(publish: false) { $0.cursors[head.id.rawValue] = nil }
-            logger.warning("the relay has fewer of this board's operations than this agent received from it (restored from an older copy?); pushing them again",
-                           metadata: ["board": "\(head.id)", "relayHead": "\(head.head)", "cursor": "\(cursor)", "queued": "\(queued)"])
+            try await relayLost(head.id, head: head.head, cursor: cursor)
+        }
+    }
+
+    /// The relay's head for `board` is below this replica's cursor: forget the cursor and, with
+    /// a token that may write, queue the board's operations to be pushed again (from the start
+    /// of the outbox on this link, if it is already pushing).
+    private func relayLost(_ board: EntityID, head: Int64, cursor: Int64) async throws {
+        let writable = welcomed.writable.load(ordering: .relaxed)
+        let queued = try await store.requeueForRelay(board, push: writable)
+        welcomed.cursors.withLock { $0[board] = nil }
+        agent.metrics.relayBehind.increment()
+        agent.updateSyncStatus(publish: false) { $0.cursors[board.rawValue] = nil }
+        let action = writable ? "pushing them again" : "not pushed: the token is read-only"
+        logger.warning("the relay has fewer of this board's operations than this agent received from it (restored from an older copy?); \(action)",
+                       metadata: ["board": "\(board)", "relayHead": "\(head)", "cursor": "\(cursor)", "queued": "\(queued)"])
+        if queued > 0 && welcomed.welcomed.load(ordering: .relaxed) {
+            welcomed.repush.store(true, ordering: .relaxed)
+            agent.localChange.fire()
         }
     }
 

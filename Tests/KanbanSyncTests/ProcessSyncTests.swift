@@ -178,9 +178,14 @@ struct ProcessSyncTests {
         try await restartRelay()
         for i in 1...3 { try await add(pa, column, "late A\(i)") }
         try await add(pb, column, "late B")
-        try await eventually("A and B have the late tasks") {
+        // A board the copy will not have at all.
+        let later = try await request("POST", "http://127.0.0.1:\(pa)/api/boards", ["title": "Later"])["id"] as! String
+        let laterColumn = try await request("POST", "http://127.0.0.1:\(pa)/api/boards/\(later)/columns", ["title": "Todo"])["id"] as! String
+        for i in 1...2 { try await add(pa, laterColumn, "later \(i)") }
+        try await eventually("A and B have the late tasks and the later board") {
             let (ta, tb) = (try await taskTitles(pa, board), try await taskTitles(pb, board))
-            return ta.count == 7 && tb.count == 7
+            let tl = (try? await taskTitles(pb, later)) ?? []
+            return ta.count == 7 && tb.count == 7 && tl.count == 2
         }
 
         // The relay's data goes back to the copy: it lost the four late tasks.
@@ -189,11 +194,16 @@ struct ProcessSyncTests {
         try FileManager.default.copyItem(atPath: backup, toPath: relayData)
         try await restartRelay()
         try await add(pb, column, "after the restore")
+        // The relay has the later board again from this one task on; the agents that had it
+        // push the rest once they see it (a reconnect shows its head below their cursor).
+        try await add(pb, laterColumn, "later from B")
+        for port in [pa, pb] { _ = try await request("POST", "http://127.0.0.1:\(port)/api/sync/reconnect") }
         let c = try Child(["agent", "--port", "0", "--data", root + "/c", "--relay", relayURL, "--token", token])
         defer { c.kill() }
         let pc = try await c.port(after: "Board:")
         try await eventually("a new agent gets every task, the lost ones too", timeout: .seconds(30)) {
-            (try? await taskTitles(pc, board))?.count == 8
+            let (tc, tl) = ((try? await taskTitles(pc, board)) ?? [], (try? await taskTitles(pc, later)) ?? [])
+            return tc.count == 8 && tl.count == 3
         }
         for i in 1...4 { try await add(pc, column, "from C \(i)") }
         try await eventually("every replica has all 12 tasks and the same digest", timeout: .seconds(30)) {
