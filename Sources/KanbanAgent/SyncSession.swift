@@ -273,10 +273,13 @@ struct SyncSession {
         let action = writable ? "pushing them again" : "not pushed: the token is read-only"
         logger.warning("the relay has fewer of this board's operations than this agent received from it (restored from an older copy?); \(action)",
                        metadata: ["board": "\(board)", "relayHead": "\(head)", "cursor": "\(cursor)", "queued": "\(queued)"])
-        if queued > 0 && welcomed.welcomed.load(ordering: .relaxed) {
-            welcomed.repush.store(true, ordering: .relaxed)
-            agent.localChange.fire()
-        }
+        if queued > 0 && welcomed.welcomed.load(ordering: .relaxed) { pushFromTheStart() }
+    }
+
+    /// Older outbox rows were queued again: the push loop starts over from the outbox's start.
+    private func pushFromTheStart() {
+        welcomed.repush.store(true, ordering: .relaxed)
+        agent.localChange.fire()
     }
 
     /// Every message to the relay goes through here, so the byte and message counters see it.
@@ -391,8 +394,7 @@ struct SyncSession {
                 // They are pushed again; the relay stores what it lacks and acknowledges the rest.
                 if welcomed.writable.load(ordering: .relaxed),
                    try await store.requeueForRelay(result.board, forgetCursor: false) > 0 {
-                    welcomed.repush.store(true, ordering: .relaxed)
-                    agent.localChange.fire()
+                    pushFromTheStart()
                 }
             }
         case .pong(let pong):

@@ -106,7 +106,11 @@ struct LongPollingTests {
     }
 
     @Test func badMessagesCloseTheSessionAndIdleSessionsExpire() async throws {
-        let cluster = try await SyncCluster(agents: 0, relayConfiguration: Self.relayConfiguration)
+        // Sessions expire after 5 s here, not 1: in a loaded CI run the 1 MiB post below came
+        // more than 1 s after its session opened, which had expired by then (404, not 413).
+        var configuration = Self.relayConfiguration
+        configuration.pollSessionTimeoutSeconds = 5
+        let cluster = try await SyncCluster(agents: 0, relayConfiguration: configuration)
         defer { Task { await cluster.shutdown() } }
         let port = cluster.relayPort.withLock { $0 }
         let base = "http://127.0.0.1:\(port)/sync/poll"
@@ -128,7 +132,7 @@ struct LongPollingTests {
 
         // Sessions nobody polls expire and leave the hub.
         let health = "http://127.0.0.1:\(port)/health/websocket"
-        try await eventually("idle sessions expire", timeout: .seconds(10)) {
+        try await eventually("idle sessions expire", timeout: .seconds(20)) {
             let answer = try await call("GET", health, token: nil)
             return answer.json["pollSessions"] as? Int == 0 && answer.json["connections"] as? Int == 0
         }
