@@ -49,7 +49,7 @@ struct DoctorCommand: AsyncParsableCommand {
         } else {
             add("config", "skip", "no relay given (--relay or KANBAN_RELAY) and none configured in an agent at \(agentBase)")
         }
-        agent.report(agentBase, add: add)
+        agent.report(agentBase, clockChecked: findings.contains { $0.step == "clock" }, add: add)
 
         if json {
             let encoder = JSONEncoder()
@@ -237,7 +237,9 @@ enum AgentReport {
         }
     }
 
-    func report(_ base: String, add: (String, String, String, LinkProblem?) -> Void) {
+    /// `clockChecked`: the relay checks measured the clock already (they had a token); if not,
+    /// the agent's own measurement of its link is the clock check.
+    func report(_ base: String, clockChecked: Bool, add: (String, String, String, LinkProblem?) -> Void) {
         let status: SyncStatus
         switch self {
         case .absent:
@@ -260,6 +262,11 @@ enum AgentReport {
                 detail += " over HTTP long-polling" + (status.fallbackReason.map { " (the WebSocket upgrade failed: \($0))" } ?? "")
             }
             add("agent", "pass", detail + ", \(queued)", nil)
+            if !clockChecked, let skew = status.clockSkewMs {
+                let ok = abs(skew) <= LinkProblem.clockSkewLimitMs
+                add("clock", ok ? "pass" : "fail",
+                    "relay clock is \(skew) ms \(skew >= 0 ? "ahead" : "behind") (measured by the agent)", ok ? nil : .clockSkew)
+            }
         case .connecting, .reconnecting:
             var detail = "\(base): \(status.state.rawValue) to \(status.relayURL ?? "its relay"), \(queued)"
             if status.consecutiveFailures > 0 { detail += ", \(status.consecutiveFailures) failed attempt\(status.consecutiveFailures == 1 ? "" : "s") in a row" }

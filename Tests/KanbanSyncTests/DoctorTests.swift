@@ -113,6 +113,9 @@ struct DoctorTests {
         #expect(findings.first { $0.step == "token" }?.status == "skip")
         let connected = try #require(findings.first { $0.step == "agent" })
         #expect(connected.status == "pass" && connected.detail.contains("connected to \(relayURL)"), "\(connected.detail)")
+        // Without a token the clock is the agent's own measurement (same machine: in range).
+        let clock = try #require(findings.first { $0.step == "clock" })
+        #expect(clock.status == "pass" && clock.detail.contains("measured by the agent"), "\(clock.detail)")
 
         // The read-only agent's own board is refused by the relay: named, with the relay's code.
         _ = try await http.request("POST", readerURL + "/api/boards", ["title": "Mine"])
