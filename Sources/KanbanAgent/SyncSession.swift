@@ -187,9 +187,13 @@ struct SyncSession {
             if let last = batch.ops.last { cursors[batch.board] = max(cursors[batch.board] ?? 0, last.seq) }
             heads[batch.board] = batch.head
         }
-        // A head below this link's cursor: the relay lost operations while this link was up
-        // (or a board it lost came back with a new first operation). Before they are applied,
-        // so that the cursor is rebuilt from these sequences.
+        // A head below this link's cursor: the relay lost operations this replica had from it
+        // (its data restored from an older copy). The catch-up after the welcome shows it (the
+        // relay sends every board's head, from its start when the hello's cursor is above it),
+        // and so does the first operation of a board the copy lacked entirely. Checked before
+        // the operations are applied, so that the cursor is rebuilt from these sequences.
+        // Without this, the lost operations stayed on the replicas that had them, and this
+        // agent, its cursor above the relay's new sequences, skipped the next ones.
         let linkCursors = welcomed.cursors.withLock { $0 }
         for batch in run where batch.head < linkCursors[batch.board] ?? 0 {
             try await relayLost(batch.board, head: batch.head, cursor: linkCursors[batch.board] ?? 0)
@@ -245,25 +249,10 @@ struct SyncSession {
         acknowledged.fire()
     }
 
-    /// A board whose head at the relay is below this agent's cursor: the relay lost operations it
-    /// had acknowledged or sent (its data restored from an older copy). It catches this agent up
-    /// from the start (the relay sees the same cursor); the agent forgets its cursor and pushes
-    /// every operation of the board it has, so the relay stores again what it lost and every
-    /// replica gets it. Without this, the lost operations stayed on the replicas that had them,
-    /// and this agent, its cursor above the relay's new sequences, skipped the next ones.
-    /// With a read-only token the relay would refuse the pushes: the cursor is forgotten only.
-    /// (The same signal can come later, on a live `ops` message: see `applyOperations`.)
-    private func pushAgainWhatTheRelayLost(_ heads: [SyncMessage.BoardHead], writable: Bool) async throws {
-        let cursors = welcomed.cursors.withLock { $0 }
-        for head in heads {
-            guard let cursor = cursors[head.id], cursor > head.head else { continue }
-            try await relayLost(head.id, head: head.head, cursor: cursor)
-        }
-    }
-
     /// The relay's head for `board` is below this replica's cursor: forget the cursor and, with
-    /// a token that may write, queue the board's operations to be pushed again (from the start
-    /// of the outbox on this link, if it is already pushing).
+    /// a token that may write, queue every operation of the board it has to be pushed again
+    /// (from the start of the outbox on this link); the relay stores what it lost and every
+    /// replica gets it. With a read-only token the relay would refuse them: the cursor only.
     private func relayLost(_ board: EntityID, head: Int64, cursor: Int64) async throws {
         let writable = welcomed.writable.load(ordering: .relaxed)
         let queued = try await store.requeueForRelay(board, push: writable)
@@ -273,7 +262,7 @@ struct SyncSession {
         let action = writable ? "pushing them again" : "not pushed: the token is read-only"
         logger.warning("the relay has fewer of this board's operations than this agent received from it (restored from an older copy?); \(action)",
                        metadata: ["board": "\(board)", "relayHead": "\(head)", "cursor": "\(cursor)", "queued": "\(queued)"])
-        if queued > 0 && welcomed.welcomed.load(ordering: .relaxed) { pushFromTheStart() }
+        if queued > 0 { pushFromTheStart() }
     }
 
     /// Older outbox rows were queued again: the push loop starts over from the outbox's start.
@@ -341,9 +330,7 @@ struct SyncSession {
             guard welcome.protocol == SyncMessage.protocolVersion else {
                 throw ProtocolViolation(.versionMismatch, "relay speaks protocol \(welcome.protocol), agent \(SyncMessage.protocolVersion)")
             }
-            // Before pushing starts on this link (it starts once `welcomed` is set).
             welcomed.writable.store(welcome.writable, ordering: .relaxed)
-            try await pushAgainWhatTheRelayLost(welcome.boards, writable: welcome.writable)
             welcomed.welcomed.store(true, ordering: .relaxed)
             agent.metrics.linkConnects.increment()
             agent.metrics.linkUp.record(1)

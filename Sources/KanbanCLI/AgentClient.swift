@@ -116,6 +116,13 @@ extension BoardDocument {
     }
 }
 
+/// What `--json` prints (`kanban board`, `kanban doctor`): sorted keys, indented, slashes as is.
+func printJSON(_ value: some Encodable) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
 /// How the terminal commands show and find things by ID. IDs are time-ordered (UUIDv7): their
 /// first characters are the creation time, the same for everything made within a minute or so,
 /// so the short form is the last 8 characters (random). A selector may be the start of an ID

@@ -68,12 +68,6 @@ struct BoardCommand: AsyncParsableCommand {
         if json { return try printJSON(doc) }
         print(BoardRenderer.render(doc, width: terminalWidth(), ids: ids))
     }
-
-    private func printJSON(_ value: some Encodable) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        print(String(decoding: try encoder.encode(value), as: UTF8.self))
-    }
 }
 
 func terminalWidth() -> Int {

@@ -52,9 +52,7 @@ struct DoctorCommand: AsyncParsableCommand {
         agent.report(agentBase, clockChecked: findings.contains { $0.step == "clock" }, add: add)
 
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            print(String(decoding: try encoder.encode(findings), as: UTF8.self))
+            try printJSON(findings)
         } else {
             for f in findings {
                 let mark = f.status == "pass" ? "✔" : f.status == "skip" ? "–" : "✘"
@@ -197,12 +195,16 @@ struct DoctorCommand: AsyncParsableCommand {
             "protocol \(welcome.protocol), team \(welcome.team), \(welcome.boards.count) boards, \(welcome.writable ? "read-write" : "read-only")",
             welcome.protocol == SyncMessage.protocolVersion ? nil : .versionMismatch)
         if let rtt { add("rtt", "pass", String(format: "%.1f ms round trip", rtt), nil) }
-        if let skew {
-            let ok = abs(skew) < LinkProblem.clockSkewLimitMs
-            add("clock", ok ? "pass" : "fail", "relay clock is \(skew) ms \(skew >= 0 ? "ahead" : "behind")", ok ? nil : .clockSkew)
-        }
+        if let skew { addClockFinding(skew, add: add) }
     }
 
+}
+
+/// The `clock` finding for a measured difference (the relay's clock minus this machine's, ms).
+func addClockFinding(_ skew: Int64, by source: String? = nil, add: (String, String, String, LinkProblem?) -> Void) {
+    let ok = abs(skew) < LinkProblem.clockSkewLimitMs
+    add("clock", ok ? "pass" : "fail", "relay clock is \(skew) ms \(skew >= 0 ? "ahead" : "behind")" + (source.map { " (\($0))" } ?? ""),
+        ok ? nil : .clockSkew)
 }
 
 /// What the local agent says about its link (`GET /health/websocket`).
@@ -262,11 +264,7 @@ enum AgentReport {
                 detail += " over HTTP long-polling" + (status.fallbackReason.map { " (the WebSocket upgrade failed: \($0))" } ?? "")
             }
             add("agent", "pass", detail + ", \(queued)", nil)
-            if !clockChecked, let skew = status.clockSkewMs {
-                let ok = abs(skew) <= LinkProblem.clockSkewLimitMs
-                add("clock", ok ? "pass" : "fail",
-                    "relay clock is \(skew) ms \(skew >= 0 ? "ahead" : "behind") (measured by the agent)", ok ? nil : .clockSkew)
-            }
+            if !clockChecked, let skew = status.clockSkewMs { addClockFinding(skew, by: "measured by the agent", add: add) }
         case .connecting, .reconnecting:
             var detail = "\(base): \(status.state.rawValue) to \(status.relayURL ?? "its relay"), \(queued)"
             if status.consecutiveFailures > 0 { detail += ", \(status.consecutiveFailures) failed attempt\(status.consecutiveFailures == 1 ? "" : "s") in a row" }

@@ -195,7 +195,7 @@ struct ProcessSyncTests {
         try await restartRelay()
         try await add(pb, column, "after the restore")
         // The relay has the later board again from this one task on; the agents that had it
-        // push the rest once they see it (a reconnect shows its head below their cursor).
+        // push the rest once an `ops` shows its head below their cursor.
         try await add(pb, laterColumn, "later from B")
         for port in [pa, pb] { _ = try await request("POST", "http://127.0.0.1:\(port)/api/sync/reconnect") }
         let c = try Child(["agent", "--port", "0", "--data", root + "/c", "--relay", relayURL, "--token", token])
