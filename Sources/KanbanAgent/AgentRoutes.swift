@@ -50,6 +50,9 @@ struct AgentRoutes {
             return try json(try await agent.restoreConflict(board: try id(context, "id"), loser: op))
         }
 
+        api.get("boards/:id/queued") { _, context in try json(try agent.queued(try id(context, "id"))) }
+        api.post("boards/:id/queued/discard") { _, context in try json(try await agent.discardQueued(try id(context, "id"))) }
+
         api.patch("columns/:id") { request, context in
             let body = try await JSONBody.read(request, limit: limit, allowed: ["title", "after"])
             return try json(try await agent.updateColumn(try id(context, "id"), title: try body.optionalString("title"),

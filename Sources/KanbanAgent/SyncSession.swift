@@ -313,11 +313,13 @@ struct SyncSession {
         switch code {
         case "forbidden_board":
             "Your relay token does not cover this board, so its changes stay on this machine. Ask for a token that includes it "
-                + "(`kanban relay token create --board ID`, or one without --board for the whole team), then restart the agent with it."
+                + "(`kanban relay token create --board ID`, or one without --board for the whole team), then restart the agent with it; "
+                + "or throw the changes away: `kanban queued BOARD --discard`."
         case "read_only":
-            "Your relay token may only read: changes made here stay on this machine. Ask for a read-write token, then restart the agent with it."
+            "Your relay token may only read: changes made here stay on this machine. Ask for a read-write token, then restart the agent with it; "
+                + "or throw the changes away and take the team's board again: `kanban queued BOARD --discard`."
         default:
-            "Check the relay's log; the changes stay queued on this machine."
+            "Check the relay's log; the changes stay queued on this machine (`kanban queued BOARD` lists them)."
         }
     }
 
@@ -397,9 +399,11 @@ struct SyncSession {
             agent.hub.publishPresence(presence)
         case .error(let error):
             logger.warning("relay refused", metadata: ["code": "\(error.code)", "message": "\(error.message)"])
-            let refusal = error.board.map { board in
-                SyncStatus.Refusal(board: board.rawValue, boardTitle: try? store.document(board)?.title, code: error.code,
-                                   message: error.message, fix: Self.fix(forRefusal: error.code), at: Date())
+            // A refused push whose operations were discarded meanwhile (it was on its way) leaves nothing to report.
+            let refusal = error.board.flatMap { board -> SyncStatus.Refusal? in
+                guard (try? store.queuedCount(board)) != 0 else { return nil }
+                return SyncStatus.Refusal(board: board.rawValue, boardTitle: try? store.document(board)?.title, code: error.code,
+                                          message: error.message, fix: Self.fix(forRefusal: error.code), at: Date())
             }
             agent.updateSyncStatus { status in
                 status.lastError = "\(error.code): \(error.message)"

@@ -9,6 +9,6 @@ struct Kanban: AsyncParsableCommand {
             Run `kanban agent` to start your local agent and open the board URL it prints.
             The other commands talk to that agent.
             """,
-        subcommands: [AgentCommand.self, RelayCommand.self, DemoCommand.self, DoctorCommand.self, BoardCommand.self, ColumnCommand.self, AddCommand.self, MoveCommand.self, EditCommand.self, RemoveCommand.self, RestoreCommand.self, ConflictsCommand.self, WatchCommand.self, DebugCommand.self]
+        subcommands: [AgentCommand.self, RelayCommand.self, DemoCommand.self, DoctorCommand.self, BoardCommand.self, ColumnCommand.self, AddCommand.self, MoveCommand.self, EditCommand.self, RemoveCommand.self, RestoreCommand.self, ConflictsCommand.self, QueuedCommand.self, WatchCommand.self, DebugCommand.self]
     )
 }

@@ -74,24 +74,87 @@ extension ReplicaStore {
     /// all known changes nothing: this does. Returns whether the state changed.
     @discardableResult
     public func rematerialize(_ board: EntityID) throws -> Bool {
-        try write { db in
-            try self.ensureLoaded(board, in: db)
-            let rebuilt = try Self.stateFromLog(board, in: db)
-            let changed = self.cache.withLock { cache -> Bool in
-                guard cache.boards[board]?.digest != rebuilt.digest else { return false }
-                cache.touched.insert(board)
-                cache.boards[board] = rebuilt
-                return true
-            }
-            guard changed else { return false }
-            // The rebuilt board may lack entities the index has seen in it (kept answers must stay true).
-            self.boardIndex.withLock { index in index = index.filter { $0.value != board } }
-            try db.execute(sql: "DELETE FROM tasks WHERE board_id = ?", arguments: [board.rawValue])
-            try db.execute(sql: "DELETE FROM board_columns WHERE board_id = ?", arguments: [board.rawValue])
-            try Self.save(.board(board), of: rebuilt, in: db)
-            for id in rebuilt.columns.keys { try Self.save(.column(id), of: rebuilt, in: db) }
-            for id in rebuilt.tasks.keys { try Self.save(.task(id), of: rebuilt, in: db) }
+        try write { db in try self.rebuildFromLog(board, in: db) }
+    }
+
+    /// Inside a write transaction: replaces the board's rows and mirror with the state its log
+    /// (and snapshot) gives, if that differs. Returns whether it did.
+    private func rebuildFromLog(_ board: EntityID, in db: Database) throws -> Bool {
+        try ensureLoaded(board, in: db)
+        let rebuilt = try Self.stateFromLog(board, in: db)
+        let changed = cache.withLock { cache -> Bool in
+            guard cache.boards[board]?.digest != rebuilt.digest else { return false }
+            cache.touched.insert(board)
+            cache.boards[board] = rebuilt
             return true
+        }
+        guard changed else { return false }
+        // The rebuilt board may lack entities the index has seen in it (kept answers must stay true).
+        boardIndex.withLock { index in index = index.filter { $0.value != board } }
+        try db.execute(sql: "DELETE FROM tasks WHERE board_id = ?", arguments: [board.rawValue])
+        try db.execute(sql: "DELETE FROM board_columns WHERE board_id = ?", arguments: [board.rawValue])
+        try Self.save(.board(board), of: rebuilt, in: db)
+        for id in rebuilt.columns.keys { try Self.save(.column(id), of: rebuilt, in: db) }
+        for id in rebuilt.tasks.keys { try Self.save(.task(id), of: rebuilt, in: db) }
+        return true
+    }
+
+    /// How many of this replica's own operations on the board wait for a relay's acknowledgment.
+    public func queuedCount(_ board: EntityID) throws -> Int {
+        try writeRecordedAcknowledgments()
+        return try writer.read { db in
+            try Int.fetchOne(db, sql: """
+                SELECT COUNT(*) FROM outbox JOIN op ON op.seq = outbox.seq WHERE op.board_id = ? AND op.local = 1
+                """, arguments: [board.rawValue]) ?? 0
+        }
+    }
+
+    /// This replica's own operations on the board that wait for a relay's acknowledgment, oldest first.
+    public func queuedOperations(_ board: EntityID) throws -> [BoardOperation] {
+        try writeRecordedAcknowledgments()
+        return try writer.read { db in
+            try String.fetchAll(db, sql: """
+                SELECT op.body FROM outbox JOIN op ON op.seq = outbox.seq WHERE op.board_id = ? AND op.local = 1 ORDER BY op.seq
+                """, arguments: [board.rawValue]).map { try Self.decodeLogged($0) }
+        }
+    }
+
+    /// Throws away this replica's own operations on the board that no relay has acknowledged
+    /// (what a relay refuses, a read-only token's edits, offline edits the user does not want),
+    /// and rebuilds the board from the rest of its log, in one transaction. Returns how many
+    /// went. A board this replica created and never got acknowledged is gone afterwards.
+    ///
+    /// The rows stay in the log under a marker (`board_id` and `id` prefixed with
+    /// `discarded:`), so no board reads them, their IDs are free again, and the log's sequence
+    /// (its largest rowid plus one, a version clients compare) never goes back. An operation
+    /// the relay had stored although its acknowledgment never arrived comes back with the
+    /// relay's catch-up and is applied again: nothing the team has is undone here.
+    public func discardQueued(_ board: EntityID) async throws -> [OperationID] {
+        try await writer.writeWithoutTransaction { db in
+            // `transaction` writes recorded acknowledgments first: those operations are kept.
+            try self.transaction(db) { db in
+                let rows = try Row.fetchAll(db, sql: """
+                    SELECT op.seq, op.id FROM outbox JOIN op ON op.seq = outbox.seq
+                    WHERE op.board_id = ? AND op.local = 1 ORDER BY op.seq
+                    """, arguments: [board.rawValue])
+                guard !rows.isEmpty else { return [] }
+                var discarded: [OperationID] = []
+                for row in rows {
+                    let seq: Int64 = row["seq"]
+                    let text: String = row["id"]
+                    guard let id = OperationID(text) else { throw StoreError.corrupt("operation ID '\(text)' in the outbox does not parse") }
+                    try db.execute(sql: "DELETE FROM outbox WHERE seq = ?", arguments: [seq])
+                    try db.execute(sql: """
+                        UPDATE op SET id = 'discarded:' || seq || ':' || id, board_id = 'discarded:' || board_id WHERE seq = ?
+                        """, arguments: [seq])
+                    discarded.append(id)
+                }
+                _ = try self.rebuildFromLog(board, in: db)
+                // After the commit: a rollback must leave the tail covering the rows it kept.
+                let gone = discarded
+                db.afterNextTransaction(onCommit: { _ in self.outboxTail.withLock { $0.remove(gone) } })
+                return gone
+            }
         }
     }
 

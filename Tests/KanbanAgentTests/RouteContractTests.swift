@@ -19,6 +19,8 @@ struct RouteContractTests {
         Route("GET", "/api/boards/{id}/conflicts"),
         Route("GET", "/api/boards/{id}/digest"),
         Route("GET", "/api/boards/{id}/operations"),
+        Route("GET", "/api/boards/{id}/queued"),
+        Route("POST", "/api/boards/{id}/queued/discard"),
         Route("POST", "/api/boards/{id}/conflicts/{op}/restore"),
         Route("PATCH", "/api/columns/{id}"),
         Route("DELETE", "/api/columns/{id}"),
@@ -188,6 +190,9 @@ struct RouteContractTests {
                 Call("DELETE", "/api/columns/{id}", ["id": done], expect: 200),
                 Call("POST", "/api/columns/{id}/restore", ["id": done], expect: 200),
                 Call("POST", "/api/sync/reconnect", expect: 202),
+                Call("GET", "/api/boards/{id}/queued", b, expect: 200),
+                // Last but one: the board was made here and never synced, so this discards all of it.
+                Call("POST", "/api/boards/{id}/queued/discard", b, expect: 200),
                 Call("GET", "/api/events", query: "?board=\(board)", expect: 426),
             ]
             #expect(Set(calls.map(\.route)) == document.routes, "every documented route is called once")

@@ -140,3 +140,61 @@ struct RematerializeTests {
         #expect(try store.integrityCheck() == "ok")
     }
 }
+
+/// `discardQueued`: a board's unacknowledged local operations leave the board, which is rebuilt
+/// from the rest of its log; acknowledged ones stay, sequences never go back, and an operation
+/// thrown away here is taken again when a relay sends it (it had stored it after all).
+struct DiscardQueuedTests {
+    @Test func queuedOperationsLeaveAndTheRestStays() async throws {
+        let store = try ReplicaStore.inMemory()
+        let board = EntityID.make(), other = EntityID.make(), column = EntityID.make(), task = EntityID.make()
+        var acknowledged: [OperationID] = []
+        for action: BoardOperation.Action in [
+            .createBoard(title: "Plan"),
+            .createColumn(column: column, title: "Todo", position: PositionKey("V")!),
+            .createTask(task: task, column: column, position: PositionKey("V")!, title: "Write", description: ""),
+        ] {
+            acknowledged.append(try await store.author(board: board) { _ in action }.operation.id)
+        }
+        try await store.acknowledge(acknowledged, cursors: [board: 3])
+        // A remote operation between local ones, then local edits nobody acknowledges.
+        var remote = Author(replica: ReplicaID("r2")!)
+        let fromTeam = remote.make(.createTask(task: EntityID.make(), column: column, position: PositionKey("k")!, title: "Team", description: ""),
+                                   board: board, nowMillis: 1_000)
+        let rename = try await store.author(board: board) { _ in .updateTask(task: task, title: "Mine", description: nil) }
+        _ = try await store.apply([fromTeam], cursors: [board: 4])
+        let delete = try await store.author(board: board) { _ in .deleteTask(task: task) }
+        let elsewhere = try await store.author(board: other) { _ in .createBoard(title: "Other") }
+        let top = store.version
+        #expect(try store.queuedCount(board) == 2)
+        #expect(try store.queuedOperations(board).map(\.id) == [rename.operation.id, delete.operation.id])
+
+        let discarded = try await store.discardQueued(board)
+        #expect(discarded == [rename.operation.id, delete.operation.id])
+        let titles = try #require(try store.document(board)).columns.flatMap(\.tasks).map(\.title)
+        #expect(Set(titles) == ["Write", "Team"], "the team's task stays, the local edits are gone: \(titles)")
+        #expect(try store.stateFromDisk(board).digest == store.stateFromLog(board).digest, "rows and log agree")
+        #expect(try store.queuedCount(board) == 0 && store.queuedCount(other) == 1, "the other board's queue is untouched")
+        #expect(try store.outboxJSON(after: 0, limit: 100).count == 1, "nothing discarded is pushed")
+        #expect(try !store.contains(rename.operation.id))
+        #expect(try await store.discardQueued(board).isEmpty)
+
+        // The relay had the rename after all: it comes back with the catch-up and applies.
+        let back = try await store.apply([rename.operation], cursors: [board: 5])
+        #expect(back.count == 1 && back[0].changed)
+        #expect(try store.document(board)?.columns.flatMap(\.tasks).contains { $0.title == "Mine" } == true)
+        let next = try await store.author(board: other) { _ in .renameBoard(title: "Other 2") }
+        #expect(next.seq > top, "sequence \(next.seq) after the discard, \(top) before it")
+
+        // A board that only the discarded operations made is gone.
+        let newest = store.version
+        #expect(try await store.discardQueued(other).count == 2)
+        #expect(try store.document(other) == nil)
+        #expect(try store.boards().map(\.id) == [board])
+        // They were the log's newest rows, and still the next operation's sequence (a version
+        // pages and streams compare) is above them.
+        let after = try await store.author(board: EntityID.make()) { _ in .createBoard(title: "New") }
+        #expect(after.seq > newest, "sequence \(after.seq) after discarding the newest rows, \(newest) before")
+        #expect(try store.integrityCheck() == "ok")
+    }
+}

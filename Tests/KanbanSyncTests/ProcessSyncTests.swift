@@ -83,6 +83,16 @@ struct ProcessSyncTests {
         return (try JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
     }
 
+    /// `request` for an answer that is a JSON array of objects.
+    func requestArray(_ method: String, _ url: String) async throws -> [[String: Any]] {
+        var request = URLRequest(url: URL(string: url)!, timeoutInterval: 10)
+        request.httpMethod = method
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        guard (200..<300).contains(status) else { throw TestError("\(method) \(url) → \(status): \(String(decoding: data, as: UTF8.self))") }
+        return (try JSONSerialization.jsonObject(with: data) as? [[String: Any]]) ?? []
+    }
+
     func taskTitles(_ port: Int, _ board: String) async throws -> [String] {
         let doc = try await request("GET", "http://127.0.0.1:\(port)/api/boards/\(board)")
         return ((doc["columns"] as? [[String: Any]]) ?? []).flatMap { ($0["tasks"] as? [[String: Any]]) ?? [] }.compactMap { $0["title"] as? String }

@@ -670,6 +670,23 @@ def refused_board_test(checks: Checks) -> None:
                              and "NTP" in texts[0][2]
                              and texts[1][0] == "Syncing – 2 changes queued · this computer's clock is 2 h ahead of the relay's"
                              and texts[2][:2] == ["Synced", "good"], str(texts))
+                # "Discard them": after a confirmation naming what goes, the board that existed only
+                # here is gone, the page moves to the remaining board, and nothing is refused any more.
+                discard = page.locator('[data-testid="sync-discard"]')
+                checks.check("refused: the relay indicator offers to discard the refused changes", discard.is_visible())
+                asked: list[str] = []
+                page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+                discard.click()
+                page.wait_for_function("id => new URLSearchParams(location.search).get('board') === id", arg=shared["id"],
+                                       timeout=WAIT_S * 1000)
+                status = poll("the refusal to clear", lambda: (lambda s: s if not s.get("refused") else None)(
+                    agent.api("GET", "/health/websocket")), 10)
+                boards = [b["id"] for b in agent.api("GET", "/api/boards")]
+                checks.check("refused: discarding asks first, naming the changes and the board",
+                             len(asked) == 1 and "Discard 1 change made here to “Private plans”" in asked[0], str(asked))
+                checks.check("refused: after the discard the private board is gone, nothing is queued, the page shows the other board",
+                             boards == [shared["id"]] and status.get("queuedOperations") == 0 and not discard.is_visible(),
+                             f"boards {boards}, queued {status.get('queuedOperations')}")
                 checks.check("refused: no JavaScript errors", not page_errors, "; ".join(page_errors[:5]))
             finally:
                 browser.close()

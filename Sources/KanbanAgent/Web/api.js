@@ -80,6 +80,11 @@ export const api = {
   restoreConflict: (boardId, loserOpId) =>
     request('POST', `/api/boards/${enc(boardId)}/conflicts/${enc(loserOpId)}/restore`),
 
+  /** This agent's changes to the board that the relay does not have yet, and its refusals of them. */
+  queued: (boardId) => request('GET', `/api/boards/${enc(boardId)}/queued`),
+  /** Throws those changes away; the board goes back to what the relay has. */
+  discardQueued: (boardId) => request('POST', `/api/boards/${enc(boardId)}/queued/discard`),
+
   health: () => request('GET', '/health'),
   syncHealth: () => request('GET', '/health/websocket'),
   /** Asks the agent to retry the relay now. The agent may not have this route yet (404 no_route). */

@@ -467,6 +467,9 @@ function renderStatus() {
   syncPill.title = [state.sync?.relayURL && `Relay ${state.sync.relayURL}`, state.sync?.lastError && `Last error: ${state.sync.lastError}`, sync.hint]
     .filter(Boolean).join('\n') || 'Sync with the relay';
   $('sync-reconnect').hidden = !(syncKnown && sync.canReconnect && state.syncReconnectSupported);
+  // The relay refuses this board's changes for good (read-only token, board outside the token): they can be thrown away.
+  const refusedHere = (Array.isArray(state.sync?.refused) ? state.sync.refused : []).some((r) => r.board === state.boardId);
+  $('sync-discard').hidden = !(syncKnown && refusedHere);
 
   const banner = $('stream-banner');
   const down = stream && stream.state !== 'live' && (state.model || state.streamProblem) && (stream.connects > 1 || stream.state === 'stopped');
@@ -657,6 +660,37 @@ async function run(action, { ok } = {}) {
   } catch (error) {
     reportError(error);
     return undefined;
+  }
+}
+
+/** Throws away this board's changes that the relay refuses, after saying what goes and asking. */
+async function discardRefused() {
+  const boardId = state.boardId;
+  if (!boardId) return;
+  try {
+    const queued = await api.queued(boardId);
+    const count = queued.operations.length;
+    if (count === 0) {
+      toast('Nothing made here on this board is waiting for the relay any more.');
+      return;
+    }
+    const title = state.model?.title ?? 'this board';
+    const why = queued.refused[0]?.message ?? 'the relay refuses them';
+    const changes = count === 1 ? '1 change' : `${count} changes`;
+    if (!window.confirm(`Discard ${changes} made here to “${title}”? The relay refuses them (${why}). `
+      + 'What the relay has stays; this cannot be undone.')) return;
+    const result = await api.discardQueued(boardId);
+    const gone = result.discarded.length === 1 ? '1 change' : `${result.discarded.length} changes`;
+    if (result.document) {
+      toast(`Discarded ${gone}: “${result.document.title}” is as the relay has it.`);
+    } else {
+      // The board existed only through what was discarded.
+      toast(`Discarded ${gone}: “${title}” existed only on this machine and is gone.`);
+      await loadBoards();
+      selectBoard(state.boards[0]?.id ?? null);
+    }
+  } catch (error) {
+    reportError(error);
   }
 }
 
@@ -926,6 +960,7 @@ function bindEvents() {
       } else reportError(error);
     }
   });
+  $('sync-discard').addEventListener('click', () => discardRefused());
   for (const button of document.querySelectorAll('[data-panel]')) {
     button.addEventListener('click', () => togglePanel(button.dataset.panel));
   }

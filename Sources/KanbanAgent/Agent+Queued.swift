@@ -1,0 +1,41 @@
+public import KanbanModel
+import KanbanStore
+
+/// What this agent holds that the relay does not have yet: a board's queued operations, and
+/// throwing them away when the relay will never take them (a read-only token, a board outside
+/// the token) or the user does not want them.
+extension Agent {
+    public struct QueuedChanges: Encodable, Sendable {
+        public let board: EntityID
+        /// This agent's own operations on the board that no relay has acknowledged, oldest first.
+        public let operations: [BoardOperation]
+        /// Why the relay refuses them, when it does.
+        public let refused: [SyncStatus.Refusal]
+    }
+
+    public struct DiscardedChanges: Encodable, Sendable {
+        public let board: EntityID
+        /// The operations thrown away, oldest first (empty when nothing was queued).
+        public let discarded: [OperationID]
+        /// The board as it is now, or nil when it existed only through what was discarded.
+        public let document: BoardDocument?
+    }
+
+    public func queued(_ board: EntityID) throws -> QueuedChanges {
+        let operations = try store.queuedOperations(board)
+        if operations.isEmpty { _ = try document(board) }  // 404 for a board this agent does not know
+        return QueuedChanges(board: board, operations: operations,
+                             refused: syncStatus.refused.filter { $0.board == board.rawValue })
+    }
+
+    public func discardQueued(_ board: EntityID) async throws -> DiscardedChanges {
+        let discarded = try await store.discardQueued(board)
+        let document = try store.document(board)
+        if discarded.isEmpty && document == nil { throw AgentError.notFound("board", board.rawValue) }
+        guard !discarded.isEmpty else { return DiscardedChanges(board: board, discarded: [], document: document) }
+        // Pages on the board redraw it from a fresh snapshot; the refusal has nothing left to refuse.
+        hub.publishResync(board: board)
+        updateSyncStatus { status in status.refused.removeAll { $0.board == board.rawValue } }
+        return DiscardedChanges(board: board, discarded: discarded, document: document)
+    }
+}
