@@ -1,5 +1,6 @@
 public import KanbanModel
 import KanbanStore
+import HTTPTypes
 
 /// What this agent holds that the relay does not have yet: a board's queued operations, and
 /// throwing them away when the relay will never take them (a read-only token, a board outside
@@ -28,7 +29,18 @@ extension Agent {
                              refused: syncStatus.refused.filter { $0.board == board.rawValue })
     }
 
+    /// Refused while the link is up and the relay takes the board's operations: a push of them
+    /// may be on its way, and its acknowledgment would move the board's cursor past operations
+    /// this replica no longer has. What the relay refuses is never stored, and while the link is
+    /// down nothing is in flight (a push stored before the link fell comes back in catch-up).
     public func discardQueued(_ board: EntityID) async throws -> DiscardedChanges {
+        let status = syncStatus
+        if status.state == .connected, !status.refused.contains(where: { $0.board == board.rawValue }),
+           try store.queuedCount(board) > 0 {
+            throw AgentError(.conflict, code: "syncing",
+                             "this board's queued changes are being sent to the relay, which takes them",
+                             hint: "Discarding is for changes the relay refuses, or for changes made offline while the agent is not connected.")
+        }
         let discarded = try await store.discardQueued(board)
         let document = try store.document(board)
         if discarded.isEmpty && document == nil { throw AgentError.notFound("board", board.rawValue) }
