@@ -36,41 +36,42 @@ struct FlappingLinkTests {
     @Test func linksThatFailEveryPushGrowTheBackoff() async throws {
         let storage = FailingAppends()
         let cluster = try await SyncCluster(agents: 1, wrapStorage: storage.wrap)
-        defer { Task { await cluster.shutdown() } }
-        let agent = cluster.agents[0]
-        let board = try await agent.boardWithTasks(3, title: "Queued")
-        try await cluster.connect(0)  // backoff 20 ms base, 300 ms cap
+        try await cluster.whileRunning {
+            let agent = cluster.agents[0]
+            let board = try await agent.boardWithTasks(3, title: "Queued")
+            try await cluster.connect(0)  // backoff 20 ms base, 300 ms cap
 
-        // Each link is welcomed, pushes, and is closed by the relay. Reset on every welcome, the
-        // count of consecutive failures would stay at 1.
-        // (The status is read once per check: a new link's welcome clears both fields.)
-        var seen: SyncStatus?
-        try await eventually("the backoff grows across welcomed links that store nothing") {
-            let status = agent.syncStatus
-            if status.consecutiveFailures >= 4 { seen = status }
-            return seen != nil
+            // Each link is welcomed, pushes, and is closed by the relay. Reset on every welcome, the
+            // count of consecutive failures would stay at 1.
+            // (The status is read once per check: a new link's welcome clears both fields.)
+            var seen: SyncStatus?
+            try await eventually("the backoff grows across welcomed links that store nothing") {
+                let status = agent.syncStatus
+                if status.consecutiveFailures >= 4 { seen = status }
+                return seen != nil
+            }
+            #expect(storage.refused.load(ordering: .relaxed) >= 4)
+            #expect(seen?.lastError?.contains("its disk is full") == true, "\(seen?.lastError ?? "no error")")
+            #expect(try agent.store.outboxCount() == 5)
+
+            // The relay says so: not ready (its store reads fine but takes no writes), and counted.
+            let relayURL = "http://127.0.0.1:\(cluster.relayPort.withLock { $0 })"
+            let (ready, readyBody) = try await httpGet(relayURL + "/health/ready")
+            #expect(ready == 503 && readyBody.contains("its disk is full") && readyBody.contains("failed appends"), "\(ready) \(readyBody)")
+            let metrics = try await httpGet(relayURL + "/metrics").1
+            #expect(metrics.contains("kanban_relay_log_writes_failing 1"), "\(metrics)")
+            #expect(metricValue(metrics, "kanban_relay_append_failures").map { $0 >= 4 } == true)
+
+            storage.failing.store(false, ordering: .releasing)
+            try await eventually("the queue drains once the relay stores again", timeout: .seconds(20)) {
+                try agent.store.outboxCount() == 0 && agent.syncStatus.state == .connected
+            }
+            #expect(agent.syncStatus.consecutiveFailures == 0)
+            let relay = try #require(cluster.relayRef.withLock { $0 })
+            #expect(try await relay.storage.head(of: board) == 5)
+            #expect(try await httpGet(relayURL + "/health/ready").0 == 200)
+            #expect(try await httpGet(relayURL + "/metrics").1.contains("kanban_relay_log_writes_failing 0"))
         }
-        #expect(storage.refused.load(ordering: .relaxed) >= 4)
-        #expect(seen?.lastError?.contains("its disk is full") == true, "\(seen?.lastError ?? "no error")")
-        #expect(try agent.store.outboxCount() == 5)
-
-        // The relay says so: not ready (its store reads fine but takes no writes), and counted.
-        let relayURL = "http://127.0.0.1:\(cluster.relayPort.withLock { $0 })"
-        let (ready, readyBody) = try await httpGet(relayURL + "/health/ready")
-        #expect(ready == 503 && readyBody.contains("its disk is full") && readyBody.contains("failed appends"), "\(ready) \(readyBody)")
-        let metrics = try await httpGet(relayURL + "/metrics").1
-        #expect(metrics.contains("kanban_relay_log_writes_failing 1"), "\(metrics)")
-        #expect(metricValue(metrics, "kanban_relay_append_failures").map { $0 >= 4 } == true)
-
-        storage.failing.store(false, ordering: .releasing)
-        try await eventually("the queue drains once the relay stores again", timeout: .seconds(20)) {
-            try agent.store.outboxCount() == 0 && agent.syncStatus.state == .connected
-        }
-        #expect(agent.syncStatus.consecutiveFailures == 0)
-        let relay = try #require(cluster.relayRef.withLock { $0 })
-        #expect(try await relay.storage.head(of: board) == 5)
-        #expect(try await httpGet(relayURL + "/health/ready").0 == 200)
-        #expect(try await httpGet(relayURL + "/metrics").1.contains("kanban_relay_log_writes_failing 0"))
     }
 }
 

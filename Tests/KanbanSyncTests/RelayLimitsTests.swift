@@ -19,20 +19,21 @@ struct RelayLimitsTests {
         var configuration = RelayConfiguration()
         configuration.maxConnectionsPerToken = 2
         let cluster = try await SyncCluster(agents: 3, relayConfiguration: configuration)
-        defer { Task { await cluster.shutdown() } }
-        for i in 0..<3 { try await cluster.connect(i) }
-        let connected = { cluster.agents.indices.filter { cluster.agents[$0].syncStatus.state == .connected } }
-        try await eventually("two agents connected, the third refused with 4029") {
-            connected().count == 2 && cluster.agents.contains { $0.syncStatus.attempts.contains { $0.errorClass == "close_4029" } }
-        }
-        let refused = try #require(cluster.agents.indices.first { !connected().contains($0) })
-        #expect(cluster.agents[refused].syncStatus.attempts.first?.fix?.contains("max-connections-per-token") == true)
-        let relay = try #require(cluster.relayRef.withLock { $0 })
-        #expect(await relay.hub.stats.connections <= 2)
+        try await cluster.whileRunning {
+            for i in 0..<3 { try await cluster.connect(i) }
+            let connected = { cluster.agents.indices.filter { cluster.agents[$0].syncStatus.state == .connected } }
+            try await eventually("two agents connected, the third refused with 4029") {
+                connected().count == 2 && cluster.agents.contains { $0.syncStatus.attempts.contains { $0.errorClass == "close_4029" } }
+            }
+            let refused = try #require(cluster.agents.indices.first { !connected().contains($0) })
+            #expect(cluster.agents[refused].syncStatus.attempts.first?.fix?.contains("max-connections-per-token") == true)
+            let relay = try #require(cluster.relayRef.withLock { $0 })
+            #expect(await relay.hub.stats.connections <= 2)
 
-        await cluster.disconnect(connected().first { $0 != refused }!)
-        try await eventually("the refused agent connects once a slot is free") {
-            cluster.agents[refused].syncStatus.state == .connected
+            await cluster.disconnect(connected().first { $0 != refused }!)
+            try await eventually("the refused agent connects once a slot is free") {
+                cluster.agents[refused].syncStatus.state == .connected
+            }
         }
     }
 
@@ -40,19 +41,20 @@ struct RelayLimitsTests {
         var configuration = RelayConfiguration()
         configuration.maxOperationsPerSecond = 200
         let cluster = try await SyncCluster(agents: 1, relayConfiguration: configuration)
-        defer { Task { await cluster.shutdown() } }
-        let a = cluster.agents[0]
-        _ = try await a.boardWithTasks(598, title: "Rate")
-        #expect(try a.store.outboxCount() == 600)
+        try await cluster.whileRunning {
+            let a = cluster.agents[0]
+            _ = try await a.boardWithTasks(598, title: "Rate")
+            #expect(try a.store.outboxCount() == 600)
 
-        let start = ContinuousClock.now
-        try await cluster.connect(0)
-        try await eventually("all 600 operations acknowledged", timeout: .seconds(30)) { try a.store.outboxCount() == 0 }
-        let elapsed = ContinuousClock.now - start
-        // One second of burst (200), then 400 more at 200/s: at least ~2 s; unlimited it takes well under 1 s.
-        #expect(elapsed >= .milliseconds(1_500), "600 operations at 200/s took only \(elapsed)")
-        let relay = try #require(cluster.relayRef.withLock { $0 })
-        #expect(try await relay.storage.operationCount() == 600)
+            let start = ContinuousClock.now
+            try await cluster.connect(0)
+            try await eventually("all 600 operations acknowledged", timeout: .seconds(30)) { try a.store.outboxCount() == 0 }
+            let elapsed = ContinuousClock.now - start
+            // One second of burst (200), then 400 more at 200/s: at least ~2 s; unlimited it takes well under 1 s.
+            #expect(elapsed >= .milliseconds(1_500), "600 operations at 200/s took only \(elapsed)")
+            let relay = try #require(cluster.relayRef.withLock { $0 })
+            #expect(try await relay.storage.operationCount() == 600)
+        }
     }
 
     @Test func theOutboundQueueIsBoundedByMessagesAndBytes() async {
@@ -149,34 +151,35 @@ struct SlowSubscriberTests {
         var configuration = RelayConfiguration()
         configuration.maxQueuedBytes = 64 << 10
         let cluster = try await SyncCluster(agents: 2, relayConfiguration: configuration)
-        defer { Task { await cluster.shutdown() } }
-        let relay = try #require(cluster.relayRef.withLock { $0 })
-        let (writer, late) = (cluster.agents[0], cluster.agents[1])
-        try await cluster.connect(0)
-        let board = try await writer.createBoard(title: "Firehose").id
-        guard case .column(let column) = try await writer.createColumn(board: board, title: "C", after: nil) else { throw TestError("column") }
-        try await eventually("the board reaches the relay") { try writer.store.outboxCount() == 0 }
+        try await cluster.whileRunning {
+            let relay = try #require(cluster.relayRef.withLock { $0 })
+            let (writer, late) = (cluster.agents[0], cluster.agents[1])
+            try await cluster.connect(0)
+            let board = try await writer.createBoard(title: "Firehose").id
+            guard case .column(let column) = try await writer.createColumn(board: board, title: "C", after: nil) else { throw TestError("column") }
+            try await eventually("the board reaches the relay") { try writer.store.outboxCount() == 0 }
 
-        let stalled = try StalledClient(port: cluster.relayPort.withLock { $0 }, token: cluster.token)
-        try await eventually("the stalled client joined") { await relay.hub.stats.connections == 2 }
-        // About 12 MB, more than the kernel buffers between relay and client (4 MiB each way at most).
-        let description = String(repeating: "d", count: 20_000)
-        for i in 0..<600 {
-            _ = try await writer.createTask(column: column.id, title: "T\(i)", description: description, after: nil)
-        }
-        try await eventually("the relay drops the stalled subscriber", timeout: .seconds(60)) {
-            await relay.metricsText().contains("kanban_relay_slow_closes_total 1")
-        }
-        try await eventually("the writer is still served", timeout: .seconds(60)) { try writer.store.outboxCount() == 0 }
-        #expect(await relay.hub.stats.connections == 1)
-        // What reached the client was bounded by the kernel's buffers plus at most 64 KiB queued,
-        // far less than the ~12 MB written; then the connection ends.
-        let buffered = await stalled.drain(timeout: .seconds(10))
-        #expect(buffered >= 0 && buffered < 9_000_000, "read \(buffered) bytes before the close")
+            let stalled = try StalledClient(port: cluster.relayPort.withLock { $0 }, token: cluster.token)
+            try await eventually("the stalled client joined") { await relay.hub.stats.connections == 2 }
+            // About 12 MB, more than the kernel buffers between relay and client (4 MiB each way at most).
+            let description = String(repeating: "d", count: 20_000)
+            for i in 0..<600 {
+                _ = try await writer.createTask(column: column.id, title: "T\(i)", description: description, after: nil)
+            }
+            try await eventually("the relay drops the stalled subscriber", timeout: .seconds(60)) {
+                await relay.metricsText().contains("kanban_relay_slow_closes_total 1")
+            }
+            try await eventually("the writer is still served", timeout: .seconds(60)) { try writer.store.outboxCount() == 0 }
+            #expect(await relay.hub.stats.connections == 1)
+            // What reached the client was bounded by the kernel's buffers plus at most 64 KiB queued,
+            // far less than the ~12 MB written; then the connection ends.
+            let buffered = await stalled.drain(timeout: .seconds(10))
+            #expect(buffered >= 0 && buffered < 9_000_000, "read \(buffered) bytes before the close")
 
-        // An agent (on the same token) that was away catches up from its cursor.
-        try await cluster.connect(1)
-        try await cluster.waitForConvergence(board: board, among: [0, 1])
-        #expect(try late.document(board).columns.first?.tasks.count == 600)
+            // An agent (on the same token) that was away catches up from its cursor.
+            try await cluster.connect(1)
+            try await cluster.waitForConvergence(board: board, among: [0, 1])
+            #expect(try late.document(board).columns.first?.tasks.count == 600)
+        }
     }
 }

@@ -142,6 +142,21 @@ final class SyncCluster: Sendable {
         await server?.stop()
     }
 
+    /// Runs `body`, then shuts the cluster down and waits for that (servers stopped, the relay's
+    /// directory removed), whether `body` returned or threw. A `defer` cannot await: a shutdown
+    /// started from one in a new task was often cut off by the test process's exit.
+    func whileRunning<T>(_ body: () async throws -> T) async throws -> T {
+        let result: T
+        do {
+            result = try await body()
+        } catch {
+            await shutdown()
+            throw error
+        }
+        await shutdown()
+        return result
+    }
+
     func shutdown() async {
         for i in agents.indices { await disconnect(i) }
         await stopRelay()

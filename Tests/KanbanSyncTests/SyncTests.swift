@@ -48,40 +48,41 @@ func taskTitle(_ entity: EntitySnapshot) -> String? {
 struct SyncTests {
     @Test func everyKindOfChangeReachesTheOtherAgentsLive() async throws {
         let cluster = try await SyncCluster(agents: 3)
-        defer { Task { await cluster.shutdown() } }
-        for i in 0..<3 { try await cluster.connect(i) }
-        let (a, b, c) = (cluster.agents[0], cluster.agents[1], cluster.agents[2])
-        let recorders = [EventRecorder(b), EventRecorder(c)]
+        try await cluster.whileRunning {
+            for i in 0..<3 { try await cluster.connect(i) }
+            let (a, b, c) = (cluster.agents[0], cluster.agents[1], cluster.agents[2])
+            let recorders = [EventRecorder(b), EventRecorder(c)]
 
-        let board = try await a.createBoard(title: "Shared").id
-        let todo = try await a.createColumn(board: board, title: "Todo", after: nil)
-        guard case .column(let todoColumn) = todo else { throw TestError("expected a column") }
-        let done = try await a.createColumn(board: board, title: "Done", after: todoColumn.id)
-        guard case .column(let doneColumn) = done else { throw TestError("expected a column") }
-        guard case .task(let task) = try await a.createTask(column: todoColumn.id, title: "Write spec", description: nil, after: nil) else {
-            throw TestError("expected a task")
-        }
-        for r in recorders {
-            try await eventually("task:created reaches the others") { r.has("task:created") { taskTitle($0) == "Write spec" } }
-        }
-        _ = try await a.updateTask(task.id, title: "Write the spec", description: "v1")
-        _ = try await a.moveTask(task.id, to: doneColumn.id, after: nil)
-        _ = try await a.deleteTask(task.id)
-        _ = try await a.restoreTask(task.id)
-        _ = try await a.deleteColumn(todoColumn.id)
-        for r in recorders {
-            for type in ["board:created", "column:created", "task:updated", "task:moved", "task:deleted", "task:restored", "column:deleted"] {
-                try await eventually("\(type) reaches the others") { r.has(type) }
+            let board = try await a.createBoard(title: "Shared").id
+            let todo = try await a.createColumn(board: board, title: "Todo", after: nil)
+            guard case .column(let todoColumn) = todo else { throw TestError("expected a column") }
+            let done = try await a.createColumn(board: board, title: "Done", after: todoColumn.id)
+            guard case .column(let doneColumn) = done else { throw TestError("expected a column") }
+            guard case .task(let task) = try await a.createTask(column: todoColumn.id, title: "Write spec", description: nil, after: nil) else {
+                throw TestError("expected a task")
             }
+            for r in recorders {
+                try await eventually("task:created reaches the others") { r.has("task:created") { taskTitle($0) == "Write spec" } }
+            }
+            _ = try await a.updateTask(task.id, title: "Write the spec", description: "v1")
+            _ = try await a.moveTask(task.id, to: doneColumn.id, after: nil)
+            _ = try await a.deleteTask(task.id)
+            _ = try await a.restoreTask(task.id)
+            _ = try await a.deleteColumn(todoColumn.id)
+            for r in recorders {
+                for type in ["board:created", "column:created", "task:updated", "task:moved", "task:deleted", "task:restored", "column:deleted"] {
+                    try await eventually("\(type) reaches the others") { r.has(type) }
+                }
+            }
+            // B's own edit reaches A and C; nobody gets an echo of its own operation as remote.
+            _ = try await b.updateTask(task.id, title: "Edited by B", description: nil)
+            try await eventually("B's edit reaches C") { recorders[1].has("task:updated") { taskTitle($0) == "Edited by B" } }
+            #expect(!recorders[0].has("task:updated") { taskTitle($0) == "Edited by B" }, "B must not receive its own edit as remote")
+            try await cluster.waitForConvergence(board: board)
+            var fromB = try b.document(board), fromC = try c.document(board)
+            (fromB.version, fromC.version) = (0, 0)
+            #expect(fromB == fromC)
         }
-        // B's own edit reaches A and C; nobody gets an echo of its own operation as remote.
-        _ = try await b.updateTask(task.id, title: "Edited by B", description: nil)
-        try await eventually("B's edit reaches C") { recorders[1].has("task:updated") { taskTitle($0) == "Edited by B" } }
-        #expect(!recorders[0].has("task:updated") { taskTitle($0) == "Edited by B" }, "B must not receive its own edit as remote")
-        try await cluster.waitForConvergence(board: board)
-        var fromB = try b.document(board), fromC = try c.document(board)
-        (fromB.version, fromC.version) = (0, 0)
-        #expect(fromB == fromC)
     }
 
     /// Acknowledgments are recorded and written by the next transaction; with no further edit
@@ -89,81 +90,84 @@ struct SyncTests {
     /// something reads the outbox count.
     @Test func acknowledgmentsAreWrittenWithoutAnotherEdit() async throws {
         let cluster = try await SyncCluster(agents: 1)
-        defer { Task { await cluster.shutdown() } }
-        try await cluster.connect(0)
-        let a = cluster.agents[0]
-        let board = try await a.createBoard(title: "Acknowledged").id
-        for i in 1...5 { _ = try await a.renameBoard(board, title: "Acknowledged \(i)") }
-        // `outboxJSON` reads the table as it is, without writing recorded acknowledgments first.
-        try await eventually("the acknowledged operations leave the outbox table") {
-            try a.store.outboxJSON(after: 0, limit: 100).isEmpty
+        try await cluster.whileRunning {
+            try await cluster.connect(0)
+            let a = cluster.agents[0]
+            let board = try await a.createBoard(title: "Acknowledged").id
+            for i in 1...5 { _ = try await a.renameBoard(board, title: "Acknowledged \(i)") }
+            // `outboxJSON` reads the table as it is, without writing recorded acknowledgments first.
+            try await eventually("the acknowledged operations leave the outbox table") {
+                try a.store.outboxJSON(after: 0, limit: 100).isEmpty
+            }
+            #expect(try a.store.cursors()[board] == 6)
         }
-        #expect(try a.store.cursors()[board] == 6)
     }
 
     @Test func anAgentThatWasOfflineFor1000ChangesConverges() async throws {
         let cluster = try await SyncCluster(agents: 3)
-        defer { Task { await cluster.shutdown() } }
-        try await cluster.connect(0)
-        try await cluster.connect(1)
-        let (a, b, c) = (cluster.agents[0], cluster.agents[1], cluster.agents[2])
-        let board = try await a.createBoard(title: "Shared").id
-        guard case .column(let column) = try await a.createColumn(board: board, title: "Todo", after: nil) else { throw TestError("column") }
-        try await cluster.connect(2)
-        try await cluster.waitForConvergence(board: board)
-        await cluster.disconnect(2)
+        try await cluster.whileRunning {
+            try await cluster.connect(0)
+            try await cluster.connect(1)
+            let (a, b, c) = (cluster.agents[0], cluster.agents[1], cluster.agents[2])
+            let board = try await a.createBoard(title: "Shared").id
+            guard case .column(let column) = try await a.createColumn(board: board, title: "Todo", after: nil) else { throw TestError("column") }
+            try await cluster.connect(2)
+            try await cluster.waitForConvergence(board: board)
+            await cluster.disconnect(2)
 
-        // C works offline: 1,000 changes, all queued.
-        var mine: [EntityID] = []
-        var live: [EntityID] = []
-        for i in 0..<1_000 {
-            if i % 4 == 0 || live.isEmpty {
-                guard case .task(let t) = try await c.createTask(column: column.id, title: "C \(i)", description: nil, after: live.last) else { continue }
-                mine.append(t.id)
-                live.append(t.id)
-            } else if i % 4 == 1 {
-                _ = try await c.updateTask(mine.randomElement()!, title: "C edit \(i)", description: nil)
-            } else if i % 4 == 2 {
-                _ = try await c.moveTask(live.randomElement()!, to: column.id, after: nil)
-            } else {
-                let victim = live.remove(at: Int.random(in: 0..<live.count))
-                _ = try await c.deleteTask(victim)
+            // C works offline: 1,000 changes, all queued.
+            var mine: [EntityID] = []
+            var live: [EntityID] = []
+            for i in 0..<1_000 {
+                if i % 4 == 0 || live.isEmpty {
+                    guard case .task(let t) = try await c.createTask(column: column.id, title: "C \(i)", description: nil, after: live.last) else { continue }
+                    mine.append(t.id)
+                    live.append(t.id)
+                } else if i % 4 == 1 {
+                    _ = try await c.updateTask(mine.randomElement()!, title: "C edit \(i)", description: nil)
+                } else if i % 4 == 2 {
+                    _ = try await c.moveTask(live.randomElement()!, to: column.id, after: nil)
+                } else {
+                    let victim = live.remove(at: Int.random(in: 0..<live.count))
+                    _ = try await c.deleteTask(victim)
+                }
             }
+            #expect(try c.store.outboxCount() == 1_000)
+            // Meanwhile A and B change the same board, including inserts at the same spot.
+            for i in 0..<50 {
+                _ = try await a.createTask(column: column.id, title: "A \(i)", description: nil, after: nil)
+                _ = try await b.createTask(column: column.id, title: "B \(i)", description: nil, after: nil)
+            }
+            try await cluster.connect(2)
+            try await cluster.waitForConvergence(board: board, timeout: .seconds(60))
+            let doc = try a.document(board)
+            let titles = Set(doc.columns.flatMap(\.tasks).map(\.title) + doc.trash.map(\.title))
+            #expect(titles.contains("A 49") && titles.contains("B 0"))
+            let ids = Set(doc.columns.flatMap(\.tasks).map(\.id) + doc.trash.map(\.id))
+            #expect(ids.isSuperset(of: mine), "every task C made offline is on A")
+            #expect(Set(doc.trash.map(\.id)) == Set(mine).subtracting(live), "exactly C's deletions are in the trash")
+            #expect(doc.columns.flatMap(\.tasks).count + doc.trash.count == 100 + mine.count)
         }
-        #expect(try c.store.outboxCount() == 1_000)
-        // Meanwhile A and B change the same board, including inserts at the same spot.
-        for i in 0..<50 {
-            _ = try await a.createTask(column: column.id, title: "A \(i)", description: nil, after: nil)
-            _ = try await b.createTask(column: column.id, title: "B \(i)", description: nil, after: nil)
-        }
-        try await cluster.connect(2)
-        try await cluster.waitForConvergence(board: board, timeout: .seconds(60))
-        let doc = try a.document(board)
-        let titles = Set(doc.columns.flatMap(\.tasks).map(\.title) + doc.trash.map(\.title))
-        #expect(titles.contains("A 49") && titles.contains("B 0"))
-        let ids = Set(doc.columns.flatMap(\.tasks).map(\.id) + doc.trash.map(\.id))
-        #expect(ids.isSuperset(of: mine), "every task C made offline is on A")
-        #expect(Set(doc.trash.map(\.id)) == Set(mine).subtracting(live), "exactly C's deletions are in the trash")
-        #expect(doc.columns.flatMap(\.tasks).count + doc.trash.count == 100 + mine.count)
     }
 
     @Test func aRelayRestartLosesNothingAndAgentsReconnectByThemselves() async throws {
         let cluster = try await SyncCluster(agents: 2)
-        defer { Task { await cluster.shutdown() } }
-        try await cluster.connect(0)
-        try await cluster.connect(1)
-        let (a, b) = (cluster.agents[0], cluster.agents[1])
-        let board = try await a.createBoard(title: "Shared").id
-        guard case .column(let column) = try await a.createColumn(board: board, title: "Todo", after: nil) else { throw TestError("column") }
-        try await cluster.waitForConvergence(board: board)
-        await cluster.stopRelay()
-        for i in 0..<20 { _ = try await a.createTask(column: column.id, title: "while down \(i)", description: nil, after: nil) }
-        try await eventually("A reports the link down") { a.syncStatus.state != .connected }
-        #expect(try a.store.outboxCount() == 20)
-        try await cluster.startRelay()
-        try await cluster.waitForConvergence(board: board)
-        #expect(try b.document(board).columns.first?.tasks.count == 20)
-        #expect(a.syncStatus.state == .connected)
+        try await cluster.whileRunning {
+            try await cluster.connect(0)
+            try await cluster.connect(1)
+            let (a, b) = (cluster.agents[0], cluster.agents[1])
+            let board = try await a.createBoard(title: "Shared").id
+            guard case .column(let column) = try await a.createColumn(board: board, title: "Todo", after: nil) else { throw TestError("column") }
+            try await cluster.waitForConvergence(board: board)
+            await cluster.stopRelay()
+            for i in 0..<20 { _ = try await a.createTask(column: column.id, title: "while down \(i)", description: nil, after: nil) }
+            try await eventually("A reports the link down") { a.syncStatus.state != .connected }
+            #expect(try a.store.outboxCount() == 20)
+            try await cluster.startRelay()
+            try await cluster.waitForConvergence(board: board)
+            #expect(try b.document(board).columns.first?.tasks.count == 20)
+            #expect(a.syncStatus.state == .connected)
+        }
     }
 
     @Test func agentsBehindTheCompactionHorizonCatchUpFromASnapshot() async throws {
@@ -171,33 +175,34 @@ struct SyncTests {
         relayConfiguration.compactionThreshold = 60
         relayConfiguration.compactionKeep = 10
         let cluster = try await SyncCluster(agents: 3, relayConfiguration: relayConfiguration)
-        defer { Task { await cluster.shutdown() } }
-        let (a, b, c) = (cluster.agents[0], cluster.agents[1], cluster.agents[2])
-        try await cluster.connect(0)
-        try await cluster.connect(1)
-        let board = try await a.createBoard(title: "Long history").id
-        guard case .column(let column) = try await a.createColumn(board: board, title: "Todo", after: nil) else { throw TestError("column") }
-        try await cluster.waitForConvergence(board: board, among: [0, 1])
-        await cluster.disconnect(1)
-        // B works offline while A's history grows past the horizon.
-        let offline = try await b.createTask(column: column.id, title: "B offline", description: nil, after: nil)
-        for i in 0..<150 {
-            guard case .task(let t) = try await a.createTask(column: column.id, title: "A \(i)", description: nil, after: nil) else { continue }
-            if i % 3 == 0 { _ = try await a.updateTask(t.id, title: "A \(i) edited", description: nil) }
+        try await cluster.whileRunning {
+            let (a, b, c) = (cluster.agents[0], cluster.agents[1], cluster.agents[2])
+            try await cluster.connect(0)
+            try await cluster.connect(1)
+            let board = try await a.createBoard(title: "Long history").id
+            guard case .column(let column) = try await a.createColumn(board: board, title: "Todo", after: nil) else { throw TestError("column") }
+            try await cluster.waitForConvergence(board: board, among: [0, 1])
+            await cluster.disconnect(1)
+            // B works offline while A's history grows past the horizon.
+            let offline = try await b.createTask(column: column.id, title: "B offline", description: nil, after: nil)
+            for i in 0..<150 {
+                guard case .task(let t) = try await a.createTask(column: column.id, title: "A \(i)", description: nil, after: nil) else { continue }
+                if i % 3 == 0 { _ = try await a.updateTask(t.id, title: "A \(i) edited", description: nil) }
+            }
+            try await eventually("A's work reaches the relay") { try a.store.outboxCount() == 0 }
+            let relay = try #require(cluster.relayRef.withLock { $0 })
+            // Compaction runs in the background, after the commit that crossed the threshold.
+            try await eventually("the relay compacted the board") { await relay.hub.compactions > 0 }
+            #expect(try await relay.storage.snapshot(board: board) != nil)
+            // B (cursor behind the horizon) and C (never synced) catch up through the snapshot.
+            try await cluster.connect(1)
+            try await cluster.connect(2)
+            try await cluster.waitForConvergence(board: board)
+            guard case .task(let offlineTask) = offline else { throw TestError("task") }
+            #expect(try c.document(board).columns[0].tasks.contains { $0.id == offlineTask.id })
+            #expect(try c.store.stateFromLog(board) == c.store.stateFromDisk(board), "snapshot + log replays to the tables")
+            #expect(try c.document(board).columns[0].tasks.count == 151)
         }
-        try await eventually("A's work reaches the relay") { try a.store.outboxCount() == 0 }
-        let relay = try #require(cluster.relayRef.withLock { $0 })
-        // Compaction runs in the background, after the commit that crossed the threshold.
-        try await eventually("the relay compacted the board") { await relay.hub.compactions > 0 }
-        #expect(try await relay.storage.snapshot(board: board) != nil)
-        // B (cursor behind the horizon) and C (never synced) catch up through the snapshot.
-        try await cluster.connect(1)
-        try await cluster.connect(2)
-        try await cluster.waitForConvergence(board: board)
-        guard case .task(let offlineTask) = offline else { throw TestError("task") }
-        #expect(try c.document(board).columns[0].tasks.contains { $0.id == offlineTask.id })
-        #expect(try c.store.stateFromLog(board) == c.store.stateFromDisk(board), "snapshot + log replays to the tables")
-        #expect(try c.document(board).columns[0].tasks.count == 151)
     }
 
     /// Compaction runs beside the board's lock, so it can fold the operations a catch-up is
@@ -208,214 +213,219 @@ struct SyncTests {
         var relayConfiguration = RelayConfiguration()
         relayConfiguration.compactionThreshold = 0  // only the compaction this test sets off
         let cluster = try await SyncCluster(agents: 2, relayConfiguration: relayConfiguration) { racing.wrap($0) }
-        defer { Task { await cluster.shutdown() } }
-        let (a, c) = (cluster.agents[0], cluster.agents[1])
-        try await cluster.connect(0)
-        let board = try await a.createBoard(title: "Racing").id
-        guard case .column(let column) = try await a.createColumn(board: board, title: "Todo", after: nil) else { throw TestError("column") }
-        for i in 0..<100 { _ = try await a.createTask(column: column.id, title: "T \(i)", description: nil, after: nil) }
-        try await eventually("A's work reaches the relay") { try a.store.outboxCount() == 0 }
-        // A leaves (its room closes), so the next read of the board's operations is C's catch-up.
-        await cluster.disconnect(0)
-        racing.arm(board: board, through: 80)
-        try await cluster.connect(1)
-        try await eventually("C has every task") { (try? c.document(board))?.columns.first?.tasks.count == 100 }
-        #expect(racing.fired, "the compaction ran between the catch-up's snapshot and its operations")
-        let failures = c.syncStatus.attempts.map(\.message)
-        #expect(failures.isEmpty, "C's first link caught up")
-        #expect(try c.store.digest(board) == a.store.digest(board))
+        try await cluster.whileRunning {
+            let (a, c) = (cluster.agents[0], cluster.agents[1])
+            try await cluster.connect(0)
+            let board = try await a.createBoard(title: "Racing").id
+            guard case .column(let column) = try await a.createColumn(board: board, title: "Todo", after: nil) else { throw TestError("column") }
+            for i in 0..<100 { _ = try await a.createTask(column: column.id, title: "T \(i)", description: nil, after: nil) }
+            try await eventually("A's work reaches the relay") { try a.store.outboxCount() == 0 }
+            // A leaves (its room closes), so the next read of the board's operations is C's catch-up.
+            await cluster.disconnect(0)
+            racing.arm(board: board, through: 80)
+            try await cluster.connect(1)
+            try await eventually("C has every task") { (try? c.document(board))?.columns.first?.tasks.count == 100 }
+            #expect(racing.fired, "the compaction ran between the catch-up's snapshot and its operations")
+            let failures = c.syncStatus.attempts.map(\.message)
+            #expect(failures.isEmpty, "C's first link caught up")
+            #expect(try c.store.digest(board) == a.store.digest(board))
+        }
     }
 
     @Test func presenceIsRelayedLiveAndExpiresWithTheConnection() async throws {
         let cluster = try await SyncCluster(agents: 2)
-        defer { Task { await cluster.shutdown() } }
-        try await cluster.connect(0)
-        try await cluster.connect(1)
-        let (a, b) = (cluster.agents[0], cluster.agents[1])
-        let board = try await a.createBoard(title: "Shared").id
-        guard case .column(let column) = try await a.createColumn(board: board, title: "Todo", after: nil),
-              case .task(let task) = try await a.createTask(column: column.id, title: "T", description: nil, after: nil)
-        else { throw TestError("setup") }
-        try await cluster.waitForConvergence(board: board)
-        final class Seen: Sendable { let list = Mutex<[SyncMessage.Presence]>([]) }
-        let seen = Seen()
-        let (_, stream) = b.hub.subscribe(board: board)
-        let watcher = Task {
-            for await message in stream { if case .presence(let p) = message { seen.list.withLock { $0.append(p) } } }
-        }
-        defer { watcher.cancel() }
-        // A's web page opens the board and starts editing the task (what EventStream does).
-        a.updatePresence(board: board, client: 1, viewing: true, editing: task.id)
-        try await eventually("B sees A editing the task") {
-            seen.list.withLock { $0.contains { $0.viewing && $0.editing == task.id && $0.replica == a.store.replicaID } }
-        }
-        #expect(try a.store.operationCount() == b.store.operationCount(), "presence is never written to the op log")
-        // A's link dies: B is told A left.
-        await cluster.disconnect(0)
-        try await eventually("B sees A leave") {
-            seen.list.withLock { $0.last.map { !$0.viewing && $0.replica == a.store.replicaID } ?? false }
+        try await cluster.whileRunning {
+            try await cluster.connect(0)
+            try await cluster.connect(1)
+            let (a, b) = (cluster.agents[0], cluster.agents[1])
+            let board = try await a.createBoard(title: "Shared").id
+            guard case .column(let column) = try await a.createColumn(board: board, title: "Todo", after: nil),
+                  case .task(let task) = try await a.createTask(column: column.id, title: "T", description: nil, after: nil)
+            else { throw TestError("setup") }
+            try await cluster.waitForConvergence(board: board)
+            final class Seen: Sendable { let list = Mutex<[SyncMessage.Presence]>([]) }
+            let seen = Seen()
+            let (_, stream) = b.hub.subscribe(board: board)
+            let watcher = Task {
+                for await message in stream { if case .presence(let p) = message { seen.list.withLock { $0.append(p) } } }
+            }
+            defer { watcher.cancel() }
+            // A's web page opens the board and starts editing the task (what EventStream does).
+            a.updatePresence(board: board, client: 1, viewing: true, editing: task.id)
+            try await eventually("B sees A editing the task") {
+                seen.list.withLock { $0.contains { $0.viewing && $0.editing == task.id && $0.replica == a.store.replicaID } }
+            }
+            #expect(try a.store.operationCount() == b.store.operationCount(), "presence is never written to the op log")
+            // A's link dies: B is told A left.
+            await cluster.disconnect(0)
+            try await eventually("B sees A leave") {
+                seen.list.withLock { $0.last.map { !$0.viewing && $0.replica == a.store.replicaID } ?? false }
+            }
         }
     }
 
     @Test func agentAndRelayExposePrometheusMetrics() async throws {
         let cluster = try await SyncCluster(agents: 1)
-        defer { Task { await cluster.shutdown() } }
-        try await cluster.connect(0)
-        let a = cluster.agents[0]
-        let board = try await a.createBoard(title: "Metrics").id
-        _ = try await a.createColumn(board: board, title: "Todo", after: nil)
-        try await eventually("operations reach the relay") { try a.store.outboxCount() == 0 && a.syncStatus.state == .connected }
-        func scrape(_ port: Int) async throws -> String {
-            let (data, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/metrics")!)
-            #expect((response as? HTTPURLResponse)?.value(forHTTPHeaderField: "Content-Type")?.hasPrefix("text/plain") == true)
-            return String(decoding: data, as: UTF8.self)
-        }
-        let agentPort = try #require(cluster.syncServers.withLock { $0[0]?.port })
-        let agentText = try await scrape(agentPort)
-        #expect(agentText.contains("kanban_operations_authored_total 2"), "\(agentText)")
-        #expect(agentText.contains("kanban_link_connects_total 1"))
-        #expect(agentText.contains("kanban_link_up 1"))
-        #expect(agentText.contains("kanban_queued_operations 0"))
-        #expect(agentText.contains("kanban_operation_commit_seconds_count 2"))
-        let relayText = try await scrape(cluster.relayPort.withLock { $0 })
-        #expect(relayText.contains("kanban_relay_connections 1"), "\(relayText)")
-        #expect(relayText.contains("kanban_relay_log_operations 2"))
-        #expect(relayText.contains("kanban_relay_slow_closes_total 0"))
-
-        // Traffic counters: message payload bytes and messages, both directions, on both sides.
-        let linkNames = ["kanban_link_bytes_sent_total", "kanban_link_bytes_received_total",
-                         "kanban_link_messages_sent_total", "kanban_link_messages_received_total"]
-        let relayNames = ["kanban_relay_bytes_sent_total", "kanban_relay_bytes_received_total",
-                          "kanban_relay_messages_sent_total", "kanban_relay_messages_received_total"]
-        func values(_ text: String, _ names: [String]) -> [Double] {
-            names.map { name in
-                text.split(separator: "\n").first { $0.hasPrefix(name + " ") }
-                    .flatMap { Double($0.split(separator: " ")[1]) } ?? -1
+        try await cluster.whileRunning {
+            try await cluster.connect(0)
+            let a = cluster.agents[0]
+            let board = try await a.createBoard(title: "Metrics").id
+            _ = try await a.createColumn(board: board, title: "Todo", after: nil)
+            try await eventually("operations reach the relay") { try a.store.outboxCount() == 0 && a.syncStatus.state == .connected }
+            func scrape(_ port: Int) async throws -> String {
+                let (data, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/metrics")!)
+                #expect((response as? HTTPURLResponse)?.value(forHTTPHeaderField: "Content-Type")?.hasPrefix("text/plain") == true)
+                return String(decoding: data, as: UTF8.self)
             }
-        }
-        #expect(agentText.contains("# HELP kanban_link_bytes_sent_total Payload bytes of WebSocket messages sent to the relay, before compression."))
-        #expect(relayText.contains("# HELP kanban_relay_bytes_sent_total Payload bytes of WebSocket messages sent to agents, before compression."))
-        // Once nothing is in flight, what one side sent is what the other received (one agent).
-        func quiescent() async throws -> (agent: [Double], relay: [Double]) {
-            var last: ([Double], [Double]) = ([], [])
-            try await eventually("agent and relay agree on the traffic between them") {
-                let agent = values(try await scrape(agentPort), linkNames)
-                let relay = values(try await scrape(cluster.relayPort.withLock { $0 }), relayNames)
-                last = (agent, relay)
-                return agent[0] == relay[1] && agent[1] == relay[0] && agent[2] == relay[3] && agent[3] == relay[2]
-            }
-            return last
-        }
-        let before = try await quiescent()
-        // hello + push from the agent; welcome, catch-up and ack from the relay.
-        #expect(before.agent.allSatisfy { $0 > 0 }, "\(linkNames) = \(before.agent)")
-        #expect(before.relay.allSatisfy { $0 > 0 }, "\(relayNames) = \(before.relay)")
-        #expect(before.agent[0] > before.agent[2] * 10, "bytes, not messages: \(before.agent)")
+            let agentPort = try #require(cluster.syncServers.withLock { $0[0]?.port })
+            let agentText = try await scrape(agentPort)
+            #expect(agentText.contains("kanban_operations_authored_total 2"), "\(agentText)")
+            #expect(agentText.contains("kanban_link_connects_total 1"))
+            #expect(agentText.contains("kanban_link_up 1"))
+            #expect(agentText.contains("kanban_queued_operations 0"))
+            #expect(agentText.contains("kanban_operation_commit_seconds_count 2"))
+            let relayText = try await scrape(cluster.relayPort.withLock { $0 })
+            #expect(relayText.contains("kanban_relay_connections 1"), "\(relayText)")
+            #expect(relayText.contains("kanban_relay_log_operations 2"))
+            #expect(relayText.contains("kanban_relay_slow_closes_total 0"))
 
-        let title = String(repeating: "x", count: 400)
-        for i in 0..<5 { _ = try await a.createColumn(board: board, title: "\(title) \(i)", after: nil) }
-        try await eventually("the new columns reach the relay") { try a.store.outboxCount() == 0 }
-        let after = try await quiescent()
-        // Five pushes of at least 400 bytes each went out, and acks came back.
-        #expect(after.agent[0] - before.agent[0] >= 5 * 400, "\(before.agent) -> \(after.agent)")
-        #expect(after.agent[2] > before.agent[2])
-        #expect(after.agent[1] > before.agent[1] && after.agent[3] > before.agent[3])
-        #expect(after.relay[1] - before.relay[1] >= 5 * 400, "\(before.relay) -> \(after.relay)")
+            // Traffic counters: message payload bytes and messages, both directions, on both sides.
+            let linkNames = ["kanban_link_bytes_sent_total", "kanban_link_bytes_received_total",
+                             "kanban_link_messages_sent_total", "kanban_link_messages_received_total"]
+            let relayNames = ["kanban_relay_bytes_sent_total", "kanban_relay_bytes_received_total",
+                              "kanban_relay_messages_sent_total", "kanban_relay_messages_received_total"]
+            func values(_ text: String, _ names: [String]) -> [Double] {
+                names.map { name in
+                    text.split(separator: "\n").first { $0.hasPrefix(name + " ") }
+                        .flatMap { Double($0.split(separator: " ")[1]) } ?? -1
+                }
+            }
+            #expect(agentText.contains("# HELP kanban_link_bytes_sent_total Payload bytes of WebSocket messages sent to the relay, before compression."))
+            #expect(relayText.contains("# HELP kanban_relay_bytes_sent_total Payload bytes of WebSocket messages sent to agents, before compression."))
+            // Once nothing is in flight, what one side sent is what the other received (one agent).
+            func quiescent() async throws -> (agent: [Double], relay: [Double]) {
+                var last: ([Double], [Double]) = ([], [])
+                try await eventually("agent and relay agree on the traffic between them") {
+                    let agent = values(try await scrape(agentPort), linkNames)
+                    let relay = values(try await scrape(cluster.relayPort.withLock { $0 }), relayNames)
+                    last = (agent, relay)
+                    return agent[0] == relay[1] && agent[1] == relay[0] && agent[2] == relay[3] && agent[3] == relay[2]
+                }
+                return last
+            }
+            let before = try await quiescent()
+            // hello + push from the agent; welcome, catch-up and ack from the relay.
+            #expect(before.agent.allSatisfy { $0 > 0 }, "\(linkNames) = \(before.agent)")
+            #expect(before.relay.allSatisfy { $0 > 0 }, "\(relayNames) = \(before.relay)")
+            #expect(before.agent[0] > before.agent[2] * 10, "bytes, not messages: \(before.agent)")
+
+            let title = String(repeating: "x", count: 400)
+            for i in 0..<5 { _ = try await a.createColumn(board: board, title: "\(title) \(i)", after: nil) }
+            try await eventually("the new columns reach the relay") { try a.store.outboxCount() == 0 }
+            let after = try await quiescent()
+            // Five pushes of at least 400 bytes each went out, and acks came back.
+            #expect(after.agent[0] - before.agent[0] >= 5 * 400, "\(before.agent) -> \(after.agent)")
+            #expect(after.agent[2] > before.agent[2])
+            #expect(after.agent[1] > before.agent[1] && after.agent[3] > before.agent[3])
+            #expect(after.relay[1] - before.relay[1] >= 5 * 400, "\(before.relay) -> \(after.relay)")
+        }
     }
 
     /// The board's status panel shows the round-trip time: it must be known as soon as the link
     /// is up, not one probe interval (10 s) later.
     @Test func roundTripTimeIsKnownRightAfterConnecting() async throws {
         let cluster = try await SyncCluster(agents: 1)
-        defer { Task { await cluster.shutdown() } }
-        let a = cluster.agents[0]
-        let start = ContinuousClock.now
-        try await cluster.connect(0)
-        try await eventually("the link is up") { a.syncStatus.state == .connected }
-        try await eventually("a round-trip time is measured", timeout: .seconds(5)) { a.syncStatus.roundTripMs != nil }
-        #expect(ContinuousClock.now - start < SyncConfiguration(relayURL: "", token: "").probeInterval)
-        #expect(a.syncStatus.clockSkewMs != nil)
+        try await cluster.whileRunning {
+            let a = cluster.agents[0]
+            let start = ContinuousClock.now
+            try await cluster.connect(0)
+            try await eventually("the link is up") { a.syncStatus.state == .connected }
+            try await eventually("a round-trip time is measured", timeout: .seconds(5)) { a.syncStatus.roundTripMs != nil }
+            #expect(ContinuousClock.now - start < SyncConfiguration(relayURL: "", token: "").probeInterval)
+            #expect(a.syncStatus.clockSkewMs != nil)
+        }
     }
 
     @Test func tokensAreEnforced() async throws {
         let cluster = try await SyncCluster(agents: 1)
-        defer { Task { await cluster.shutdown() } }
-        let port = cluster.relayPort.withLock { $0 }
-        // No token / bad token: 401 with a reason, before any upgrade.
-        for header in [nil, "Bearer kb1.bogus.sig", "Bearer " + cluster.token.dropLast(2) + "xx"] as [String?] {
-            var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/sync")!)
-            request.setValue(header, forHTTPHeaderField: "Authorization")
-            let (data, response) = try await URLSession.shared.data(for: request)
-            #expect((response as? HTTPURLResponse)?.statusCode == 401)
-            #expect(String(decoding: data, as: UTF8.self).contains("token_"))
+        try await cluster.whileRunning {
+            let port = cluster.relayPort.withLock { $0 }
+            // No token / bad token: 401 with a reason, before any upgrade.
+            for header in [nil, "Bearer kb1.bogus.sig", "Bearer " + cluster.token.dropLast(2) + "xx"] as [String?] {
+                var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/sync")!)
+                request.setValue(header, forHTTPHeaderField: "Authorization")
+                let (data, response) = try await URLSession.shared.data(for: request)
+                #expect((response as? HTTPURLResponse)?.statusCode == 401)
+                #expect(String(decoding: data, as: UTF8.self).contains("token_"))
+            }
+            // The same on a real WebSocket upgrade request: 401 with the reason, never a 101.
+            for (token, code) in [(nil, "token_missing"), ("kb1.bogus.sig", "token_invalid"), (String(cluster.token.dropLast(2)) + "xx", "token_invalid")]
+                as [(String?, String)] {
+                let answer = try await upgradeAnswer(cluster.relayURL, token: token)
+                #expect(answer.status == 401, "\(answer.status) \(answer.body)")
+                #expect(answer.body.contains(code), "\(answer.body)")
+                #expect(answer.headers["www-authenticate"]?.hasPrefix("Bearer") == true)
+            }
+            #expect(try await upgradeAnswer(cluster.relayURL, token: cluster.token).status == 101)
+            // A read-only token may read but its pushes change nothing.
+            let storage = try SQLiteRelayStorage(path: cluster.relayDirectory.appendingPathComponent("relay.sqlite").path)
+            let authority = TokenAuthority(secret: try storage.secret())
+            let readOnly = authority.sign(RelayToken(team: "team", write: false))
+            let reader = Agent(store: try ReplicaStore.inMemory(), configuration: .init(port: 0))
+            let board = try await reader.createBoard(title: "Mine").id
+            var config = SyncConfiguration(relayURL: cluster.relayURL, token: readOnly)
+            config.backoffCap = .milliseconds(200)
+            let server = try await RunningServer.start { onListening in
+                buildAgentApplication(agent: reader, logger: quietLogger("a"), services: [SyncClient(agent: reader, configuration: config, logger: quietLogger("s"))],
+                                      onListening: onListening)
+            }
+            try await eventually("the relay refuses the read-only push") { reader.syncStatus.lastError?.contains("read_only") == true }
+            #expect(try storage.operationCount() == 0)
+            #expect(try reader.store.outboxCount() == 1, "a refused operation stays queued locally")
+            // The status says which board's changes were refused, why, and what to do.
+            try await eventually("the refusal is in the status") { !reader.syncStatus.refused.isEmpty }
+            let refusal = try #require(reader.syncStatus.refused.first)
+            #expect(reader.syncStatus.refused.count == 1)
+            #expect(refusal.board == board.rawValue && refusal.boardTitle == "Mine" && refusal.code == "read_only", "\(refusal)")
+            #expect(refusal.fix.contains("read-write token"), "\(refusal.fix)")
+            await server.stop()
+            // With a read-write token the queued operation goes through and the refusal is gone.
+            var writeConfig = SyncConfiguration(relayURL: cluster.relayURL, token: cluster.token)
+            writeConfig.backoffCap = .milliseconds(200)
+            let rewritten = try await RunningServer.start { onListening in
+                buildAgentApplication(agent: reader, logger: quietLogger("a"), services: [SyncClient(agent: reader, configuration: writeConfig, logger: quietLogger("s"))],
+                                      onListening: onListening)
+            }
+            try await eventually("the queued operation is stored once the token may write") {
+                try reader.store.outboxCount() == 0 && reader.syncStatus.refused.isEmpty
+            }
+            #expect(try storage.operationCount() == 1)
+            await rewritten.stop()
+            // A token scoped to one board does not see the team's other boards.
+            let writer = cluster.agents[0]
+            try await cluster.connect(0)
+            let visible = try await writer.createBoard(title: "Visible").id
+            let hidden = try await writer.createBoard(title: "Hidden").id
+            try await eventually("both boards reach the relay") { try writer.store.outboxCount() == 0 }
+            let scoped = authority.sign(RelayToken(team: "team", boards: [visible.rawValue]))
+            let viewer = Agent(store: try ReplicaStore.inMemory(), configuration: .init(port: 0))
+            var scopedConfig = SyncConfiguration(relayURL: cluster.relayURL, token: scoped)
+            scopedConfig.backoffCap = .milliseconds(200)
+            let viewerServer = try await RunningServer.start { onListening in
+                buildAgentApplication(agent: viewer, logger: quietLogger("a"),
+                                      services: [SyncClient(agent: viewer, configuration: scopedConfig, logger: quietLogger("s"))], onListening: onListening)
+            }
+            try await eventually("the scoped agent gets the visible board") { try viewer.store.document(visible) != nil }
+            #expect(try viewer.store.document(hidden) == nil)
+            #expect(board != visible)
+            // A board of its own outside the token's scope: refused and named, while the visible one syncs.
+            let local = try await viewer.createBoard(title: "Local only").id
+            try await eventually("the scoped agent's own board is refused") {
+                viewer.syncStatus.refused.contains { $0.board == local.rawValue && $0.code == "forbidden_board" && $0.boardTitle == "Local only" }
+            }
+            #expect(viewer.syncStatus.refused.allSatisfy { $0.board == local.rawValue }, "\(viewer.syncStatus.refused)")
+            await viewerServer.stop()
         }
-        // The same on a real WebSocket upgrade request: 401 with the reason, never a 101.
-        for (token, code) in [(nil, "token_missing"), ("kb1.bogus.sig", "token_invalid"), (String(cluster.token.dropLast(2)) + "xx", "token_invalid")]
-            as [(String?, String)] {
-            let answer = try await upgradeAnswer(cluster.relayURL, token: token)
-            #expect(answer.status == 401, "\(answer.status) \(answer.body)")
-            #expect(answer.body.contains(code), "\(answer.body)")
-            #expect(answer.headers["www-authenticate"]?.hasPrefix("Bearer") == true)
-        }
-        #expect(try await upgradeAnswer(cluster.relayURL, token: cluster.token).status == 101)
-        // A read-only token may read but its pushes change nothing.
-        let storage = try SQLiteRelayStorage(path: cluster.relayDirectory.appendingPathComponent("relay.sqlite").path)
-        let authority = TokenAuthority(secret: try storage.secret())
-        let readOnly = authority.sign(RelayToken(team: "team", write: false))
-        let reader = Agent(store: try ReplicaStore.inMemory(), configuration: .init(port: 0))
-        let board = try await reader.createBoard(title: "Mine").id
-        var config = SyncConfiguration(relayURL: cluster.relayURL, token: readOnly)
-        config.backoffCap = .milliseconds(200)
-        let server = try await RunningServer.start { onListening in
-            buildAgentApplication(agent: reader, logger: quietLogger("a"), services: [SyncClient(agent: reader, configuration: config, logger: quietLogger("s"))],
-                                  onListening: onListening)
-        }
-        try await eventually("the relay refuses the read-only push") { reader.syncStatus.lastError?.contains("read_only") == true }
-        #expect(try storage.operationCount() == 0)
-        #expect(try reader.store.outboxCount() == 1, "a refused operation stays queued locally")
-        // The status says which board's changes were refused, why, and what to do.
-        try await eventually("the refusal is in the status") { !reader.syncStatus.refused.isEmpty }
-        let refusal = try #require(reader.syncStatus.refused.first)
-        #expect(reader.syncStatus.refused.count == 1)
-        #expect(refusal.board == board.rawValue && refusal.boardTitle == "Mine" && refusal.code == "read_only", "\(refusal)")
-        #expect(refusal.fix.contains("read-write token"), "\(refusal.fix)")
-        await server.stop()
-        // With a read-write token the queued operation goes through and the refusal is gone.
-        var writeConfig = SyncConfiguration(relayURL: cluster.relayURL, token: cluster.token)
-        writeConfig.backoffCap = .milliseconds(200)
-        let rewritten = try await RunningServer.start { onListening in
-            buildAgentApplication(agent: reader, logger: quietLogger("a"), services: [SyncClient(agent: reader, configuration: writeConfig, logger: quietLogger("s"))],
-                                  onListening: onListening)
-        }
-        try await eventually("the queued operation is stored once the token may write") {
-            try reader.store.outboxCount() == 0 && reader.syncStatus.refused.isEmpty
-        }
-        #expect(try storage.operationCount() == 1)
-        await rewritten.stop()
-        // A token scoped to one board does not see the team's other boards.
-        let writer = cluster.agents[0]
-        try await cluster.connect(0)
-        let visible = try await writer.createBoard(title: "Visible").id
-        let hidden = try await writer.createBoard(title: "Hidden").id
-        try await eventually("both boards reach the relay") { try writer.store.outboxCount() == 0 }
-        let scoped = authority.sign(RelayToken(team: "team", boards: [visible.rawValue]))
-        let viewer = Agent(store: try ReplicaStore.inMemory(), configuration: .init(port: 0))
-        var scopedConfig = SyncConfiguration(relayURL: cluster.relayURL, token: scoped)
-        scopedConfig.backoffCap = .milliseconds(200)
-        let viewerServer = try await RunningServer.start { onListening in
-            buildAgentApplication(agent: viewer, logger: quietLogger("a"),
-                                  services: [SyncClient(agent: viewer, configuration: scopedConfig, logger: quietLogger("s"))], onListening: onListening)
-        }
-        try await eventually("the scoped agent gets the visible board") { try viewer.store.document(visible) != nil }
-        #expect(try viewer.store.document(hidden) == nil)
-        #expect(board != visible)
-        // A board of its own outside the token's scope: refused and named, while the visible one syncs.
-        let local = try await viewer.createBoard(title: "Local only").id
-        try await eventually("the scoped agent's own board is refused") {
-            viewer.syncStatus.refused.contains { $0.board == local.rawValue && $0.code == "forbidden_board" && $0.boardTitle == "Local only" }
-        }
-        #expect(viewer.syncStatus.refused.allSatisfy { $0.board == local.rawValue }, "\(viewer.syncStatus.refused)")
-        await viewerServer.stop()
     }
 
     @Test func pushingTheSameOperationTwiceReturnsTheFirstSequence() async throws {
