@@ -362,6 +362,8 @@ final class LinkFlags: Sendable {
     let repush = Atomic<Bool>(false)
     /// The relay's welcome said this token may write.
     let writable = Atomic<Bool>(true)
+    /// The welcome's team is the one this replica last synced with (or it never synced).
+    let sameTeam = Atomic<Bool>(true)
     /// This replica's relay cursors as this link left them (from the hello's, advanced by every
     /// `ops` and `ack`), to notice at once a relay whose head is below them.
     let cursors = Mutex<[EntityID: Int64]>([:])

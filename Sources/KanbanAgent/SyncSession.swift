@@ -253,13 +253,18 @@ struct SyncSession {
     /// a token that may write, queue every operation of the board it has to be pushed again
     /// (from the start of the outbox on this link); the relay stores what it lost and every
     /// replica gets it. With a read-only token the relay would refuse them: the cursor only.
+    /// A board the relay does not know at all (head 0) is pushed only to a relay of the team
+    /// this replica synced it with: an agent pointed at another team's relay does not hand it
+    /// that team's boards.
     private func relayLost(_ board: EntityID, head: Int64, cursor: Int64) async throws {
-        let writable = welcomed.writable.load(ordering: .relaxed)
+        let sameTeam = head > 0 || welcomed.sameTeam.load(ordering: .relaxed)
+        let writable = welcomed.writable.load(ordering: .relaxed) && sameTeam
         let queued = try await store.requeueForRelay(board, push: writable)
         welcomed.cursors.withLock { $0[board] = nil }
         agent.metrics.relayBehind.increment()
         agent.updateSyncStatus(publish: false) { $0.cursors[board.rawValue] = nil }
-        let action = writable ? "pushing them again" : "not pushed: the token is read-only"
+        let action = writable ? "pushing them again"
+            : sameTeam ? "not pushed: the token is read-only" : "not pushed: this agent synced the board with another team"
         logger.warning("the relay has fewer of this board's operations than this agent received from it (restored from an older copy?); \(action)",
                        metadata: ["board": "\(board)", "relayHead": "\(head)", "cursor": "\(cursor)", "queued": "\(queued)"])
         if queued > 0 { pushFromTheStart() }
@@ -333,6 +338,10 @@ struct SyncSession {
                 throw ProtocolViolation(.versionMismatch, "relay speaks protocol \(welcome.protocol), agent \(SyncMessage.protocolVersion)")
             }
             welcomed.writable.store(welcome.writable, ordering: .relaxed)
+            // Whether this replica's cursors come from this team (see `relayLost`).
+            let previousTeam = try store.syncedTeam()
+            welcomed.sameTeam.store(previousTeam == nil || previousTeam == welcome.team, ordering: .relaxed)
+            if previousTeam != welcome.team { try await store.recordSyncedTeam(welcome.team) }
             welcomed.welcomed.store(true, ordering: .relaxed)
             agent.metrics.linkConnects.increment()
             agent.metrics.linkUp.record(1)

@@ -188,8 +188,23 @@ public actor RelayHub {
         // Heads read again now that the connection counts as greeted: anything committed after
         // this read reaches it live (a notification finds it eligible), anything before is in
         // its catch-up. (Also catches boards created since the list above.)
+        var known: Set<EntityID> = []
         for head in try await storage.boards(team: token.team) where token.allows(board: head.id.rawValue) {
+            known.insert(head.id)
             try await join(id, board: head.id, team: token.team, head: head.head)
+        }
+        // Boards the agent holds a cursor for, which the token covers and this relay has never
+        // heard of: the relay lost them (its data restored from a copy older than the board).
+        // An empty `ops` at head 0 says so; the agent, its cursor above that, pushes the board
+        // again. Without it such a board came back only when someone wrote to it, and until then
+        // no new agent saw it. A board of another team is known here, so it is never announced.
+        for (raw, cursor) in hello.cursors.sorted(by: { $0.key < $1.key })
+        where cursor > 0 && token.allows(board: raw) {
+            guard let board = EntityID(raw), !known.contains(board), try await storage.team(of: board) == nil,
+                  connections[id] != nil else { continue }
+            logger.warning("agent has a board this relay does not know (restored from an older copy?); telling it the head is 0",
+                           metadata: ["board": "\(board)", "cursor": "\(cursor)"])
+            send(id, .ops(.init(board: board, ops: [], head: 0)), keepContext: false)
         }
     }
 

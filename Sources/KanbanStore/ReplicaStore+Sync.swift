@@ -303,3 +303,18 @@ struct PendingAcknowledgments {
         for (board, seq) in cursors { self.cursors[board] = max(self.cursors[board] ?? 0, seq) }
     }
 }
+
+extension ReplicaStore {
+    /// The team of the relay this replica last synced with (its cursors are that relay's
+    /// sequences); nil before the first welcome.
+    public func syncedTeam() throws -> String? {
+        try writer.read { db in try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'synced_team'") }
+    }
+
+    /// Records the team of the relay that welcomed this replica.
+    public func recordSyncedTeam(_ team: String) async throws {
+        try await writer.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('synced_team', ?)", arguments: [team])
+        }
+    }
+}

@@ -428,6 +428,47 @@ struct SyncTests {
         }
     }
 
+    /// A relay that never heard of a board an agent holds a cursor for tells it the head is 0
+    /// (it lost the board: see ProcessSyncTests' restored relay), and the agent pushes the board,
+    /// but only to a relay of the team it synced the board with: pointed at another team's
+    /// relay, it keeps that board to itself.
+    @Test func aBoardIsNotHandedToAnotherTeamsRelay() async throws {
+        let acme = try await SyncCluster(agents: 1, team: "acme")
+        try await acme.whileRunning {
+            let other = try await SyncCluster(agents: 0, team: "other")
+            try await other.whileRunning {
+                let agent = acme.agents[0]
+                try await acme.connect(0)
+                let board = try await agent.boardWithTasks(2, title: "Acme plans")
+                try await eventually("the board reaches acme's relay") {
+                    try agent.store.outboxCount() == 0 && agent.syncStatus.cursors[board.rawValue] == 4
+                }
+                await acme.disconnect(0)
+
+                // The same agent, now with the other team's relay and token, and a board for it.
+                let mine = try await agent.createBoard(title: "For the other team").id
+                var configuration = SyncConfiguration(relayURL: other.relayURL, token: other.token)
+                configuration.backoffCap = .milliseconds(200)
+                let server = try await RunningServer.start { onListening in
+                    buildAgentApplication(agent: agent, logger: quietLogger("a"),
+                                          services: [SyncClient(agent: agent, configuration: configuration, logger: quietLogger("s"))],
+                                          onListening: onListening)
+                }
+                // The relay answers the hello (its head-0 notice for acme's board included) before
+                // it reads the push of the new board, so once that is acknowledged, whatever the
+                // notice made the agent queue is pushed and acknowledged too before the outbox empties.
+                try await eventually("the new board reaches the other relay") {
+                    try agent.store.outboxCount() == 0 && agent.syncStatus.team == "other"
+                }
+                #expect(try agent.store.cursors()[board] == nil, "the cursor from acme's relay is forgotten")
+                await server.stop()
+                let storage = try SQLiteRelayStorage(path: other.relayDirectory.appendingPathComponent("relay.sqlite").path)
+                #expect(try storage.boards(team: "other").map(\.id) == [mine], "acme's board stays off the other team's relay")
+                #expect(try storage.team(of: board) == nil)
+            }
+        }
+    }
+
     @Test func pushingTheSameOperationTwiceReturnsTheFirstSequence() async throws {
         let dir = try temporaryRelayDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
