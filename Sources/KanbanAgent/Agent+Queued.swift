@@ -29,21 +29,27 @@ extension Agent {
                              refused: syncStatus.refused.filter { $0.board == board.rawValue })
     }
 
-    /// Refused while the link is up and the relay takes the board's operations: a push of them
-    /// may be on its way, and its acknowledgment would move the board's cursor past operations
-    /// this replica no longer has. What the relay refuses is never stored, and while the link is
-    /// down nothing is in flight (a push stored before the link fell comes back in catch-up).
+    /// Refused without a relay (the changes exist nowhere else), and while the link is up and
+    /// the relay takes the board's operations: a push of them may be on its way, and its
+    /// acknowledgment would move the board's cursor past operations this replica no longer has.
+    /// What the relay refuses is never stored, and while the link is down nothing is in flight
+    /// (a push stored before the link fell comes back in catch-up).
     public func discardQueued(_ board: EntityID) async throws -> DiscardedChanges {
+        let queued = try store.queuedCount(board)
+        if queued == 0 { _ = try document(board) }  // 404 for a board this agent does not know
         let status = syncStatus
-        if status.state == .connected, !status.refused.contains(where: { $0.board == board.rawValue }),
-           try store.queuedCount(board) > 0 {
+        if status.state == .disabled {
+            throw AgentError(.conflict, code: "no_relay",
+                             "this agent has no relay: every change is only on this machine, and discarding would delete them for good",
+                             hint: "Delete what you do not want instead (it can be restored from the trash), or start the agent with --relay.")
+        }
+        if status.state == .connected, !status.refused.contains(where: { $0.board == board.rawValue }), queued > 0 {
             throw AgentError(.conflict, code: "syncing",
                              "this board's queued changes are being sent to the relay, which takes them",
                              hint: "Discarding is for changes the relay refuses, or for changes made offline while the agent is not connected.")
         }
         let discarded = try await store.discardQueued(board)
         let document = try store.document(board)
-        if discarded.isEmpty && document == nil { throw AgentError.notFound("board", board.rawValue) }
         guard !discarded.isEmpty else { return DiscardedChanges(board: board, discarded: [], document: document) }
         // Pages on the board redraw it from a fresh snapshot; the refusal has nothing left to refuse.
         hub.publishResync(board: board)

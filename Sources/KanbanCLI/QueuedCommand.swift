@@ -18,7 +18,8 @@ struct QueuedCommand: AsyncParsableCommand {
             """)
 
     @Argument(help: "Board ID or title (default: every board with queued changes).") var board: String?
-    @Flag(help: "Throw away BOARD's queued changes (cannot be undone).") var discard = false
+    @Flag(help: "Throw away BOARD's queued changes (cannot be undone; asks first).") var discard = false
+    @Flag(help: "With --discard: do not ask (needed when no terminal can be asked).") var yes = false
     @Flag(help: "Print the agent's JSON instead of text.") var json = false
     @OptionGroup var agent: AgentOptions
 
@@ -50,6 +51,19 @@ struct QueuedCommand: AsyncParsableCommand {
         let client = agent.client
         if discard, let board {
             let doc = try await client.board(board)
+            let queued = try await client.get("/api/boards/\(doc.id)/queued", as: Queued.self)
+            if !queued.operations.isEmpty && !yes {
+                guard isatty(STDIN_FILENO) != 0 else {
+                    throw ValidationError("--discard throws \(Self.changes(queued.operations.count)) away for good; add --yes to confirm (there is no terminal to ask on)")
+                }
+                print("These \(Self.changes(queued.operations.count)) to “\(doc.title)” go, for good:")
+                for op in queued.operations { print("  \(Self.time(op.stamp))  \(Self.describe(op, in: doc))") }
+                print("Discard them? [y/N] ", terminator: "")
+                guard let answer = readLine(), ["y", "yes"].contains(answer.lowercased()) else {
+                    print("Nothing discarded.")
+                    return
+                }
+            }
             let result = try await client.send("POST", "/api/boards/\(doc.id)/queued/discard", body: nil, as: Discarded.self)
             if json { return try printJSON(result) }
             switch (result.discarded.count, result.document) {

@@ -17,6 +17,8 @@ struct QueuedRoutesTests {
             #expect(queued["operations"]?.array?.compactMap { $0["kind"]?.string } == ["board.create", "column.create", "task.create"])
             #expect(queued["refused"]?.array?.isEmpty == true)
 
+            // Without a relay the changes exist nowhere else: discarding would delete them.
+            expectError(try await server.send(.post, "/api/boards/\(board)/queued/discard"), .conflict, code: "no_relay")
             // Connected to a relay that takes the board: its pushes may be on their way, so no.
             server.agent.updateSyncStatus { $0.state = .connected }
             expectError(try await server.send(.post, "/api/boards/\(board)/queued/discard"), .conflict, code: "syncing")

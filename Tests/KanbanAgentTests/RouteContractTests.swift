@@ -166,6 +166,8 @@ struct RouteContractTests {
                                                  position: try #require(PositionKey("V")))),
             ])
             let loser = "remote-replica:1"
+            // As if a relay were configured and out of reach: discarding queued changes is refused without one.
+            server.agent.updateSyncStatus { $0.state = .reconnecting }
 
             let b = ["id": board]
             let calls: [Call] = [

@@ -66,7 +66,11 @@ import Testing
         #expect(status != 0 && out.contains("--discard needs the board"), "\(out)")
 
         // Discarded: the reader's board is the writer's again, and only "Mine" is still refused.
+        // Not without a confirmation: no terminal here, so --yes.
         (status, out) = try await cli.run(["queued", "Shared", "--discard", "--agent", r])
+        #expect(status != 0 && out.contains("add --yes to confirm"), "\(out)")
+        #expect((try await http.request("GET", r + "/api/boards/\(board)/queued")["operations"] as? [Any])?.count == 3)
+        (status, out) = try await cli.run(["queued", "Shared", "--discard", "--yes", "--agent", r])
         #expect(status == 0 && out.contains("Discarded 3 changes to “Shared”"), "\(out)")
         let writerDigest = try await http.request("GET", w + "/api/boards/\(board)/digest")["digest"] as? String
         #expect(try await http.request("GET", r + "/api/boards/\(board)/digest")["digest"] as? String == writerDigest)
@@ -84,7 +88,7 @@ import Testing
                 == http.request("GET", w + "/api/boards/\(board)/digest")["digest"] as? String)
 
         // A board that existed only through what is discarded is gone; versions never go back.
-        (status, out) = try await cli.run(["queued", "Mine", "--discard", "--agent", r])
+        (status, out) = try await cli.run(["queued", "Mine", "--discard", "--yes", "--agent", r])
         #expect(status == 0 && out.contains("existed only through them and is gone"), "\(out)")
         let boards = try await http.requestArray("GET", r + "/api/boards")
         #expect(boards.compactMap { $0["id"] as? String } == [board])
