@@ -420,6 +420,18 @@ def two_pages_test(checks: Checks) -> None:
                              a.evaluate("""(t) => { const el = document.querySelector(`[data-testid="task"][data-id="${t}"]`);
                                  return !el.classList.contains('editing') && el.querySelector('[data-testid="edit-task-form"]').hidden; }""", beta["id"]))
 
+                # A card's buttons are made when the pointer or the focus first reaches it: from the
+                # keyboard, focusing a card untouched so far and pressing Tab reaches its Edit button.
+                card = task_selector(gamma_id := a.evaluate(
+                    "(c) => [...document.querySelectorAll(`[data-testid=\"column\"][data-id=\"${c}\"] [data-testid=\"task\"]`)]"
+                    ".map(e => e.dataset.id)[1]", done["id"]))
+                untouched = a.evaluate("(s) => !document.querySelector(s + ' [data-testid=\"edit-task\"]')", card)
+                a.focus(card)
+                a.keyboard.press("Tab")
+                focused = a.evaluate("() => [document.activeElement.dataset.testid, document.activeElement.closest('[data-testid=\"task\"]')?.dataset.id]")
+                checks.check("keyboard: Tab from a focused card reaches its Edit button (made on focus)",
+                             untouched and focused == ["edit-task", gamma_id], f"untouched {untouched}, focused {focused}")
+
                 checks.check("status bar shows the live stream and the relay state",
                              a.inner_text('[data-testid="stream-status"]').strip() == "Live"
                              and a.inner_text('[data-testid="sync-status"]').strip() != "",

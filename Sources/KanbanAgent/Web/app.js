@@ -280,18 +280,21 @@ function updateColumn(el, column) {
   list.classList.toggle('empty', column.tasks.length === 0);
 }
 
+// On touch screens a card's buttons are always shown (there is no hover to bring them up).
+const CARD_BUTTONS_ALWAYS = window.matchMedia?.('(hover: none)').matches ?? false;
+
 function createTask(task) {
   const title = h('p', { className: 'task-title', dataset: { testid: 'task-title', action: 'edit-task' } });
   const description = h('p', { className: 'task-description', dataset: { testid: 'task-description', action: 'edit-task' } });
-  const actions = h('div', { className: 'task-actions' },
-    h('button', { type: 'button', 'aria-label': 'Edit', title: 'Edit (Enter)', dataset: { testid: 'edit-task', action: 'edit-task' } }, icon('edit')),
-    h('button', { type: 'button', 'aria-label': 'Add a task below', title: 'Add a task below', dataset: { testid: 'add-below', action: 'add-below' } }, icon('plus')),
-    h('button', { type: 'button', className: 'danger', 'aria-label': 'Delete', title: 'Delete', dataset: { testid: 'delete-task', action: 'delete-task' } }, icon('trash')));
-  const body = h('div', { className: 'task-body' }, title, description, actions);
+  const body = h('div', { className: 'task-body' }, title, description);
   const el = h('li', { className: 'task', tabindex: 0, draggable: 'true', dataset: { testid: 'task', id: task.id } }, body);
   const presence = h('span', { className: 'presence-badge', hidden: true, dataset: { testid: 'task-presence' } });
   body.append(presence);
-  el.parts = { title, description, body, presence };
+  el.parts = { title, description, body, presence, actions: null };
+  // The card's buttons (three, each an SVG icon) are made when the pointer or the focus first
+  // comes to the card (`armCard`): made up front they were most of a card's elements, and on a
+  // board of 5,000 tasks most of the first render and of the layout after it.
+  if (CARD_BUTTONS_ALWAYS) createTaskActions(el);
   // The edit and add-below forms are made the first time either is opened. Made up front,
   // two <form>s per task cost Chromium more with every form already on the page: a board of
   // 5,000 tasks took 13-16 s to show, with them made on demand ~1 s.
@@ -301,6 +304,21 @@ function createTask(task) {
     Object.defineProperty(el.parts, name, { get: () => made()[name], enumerable: false });
   }
   return el;
+}
+
+function createTaskActions(el) {
+  const actions = h('div', { className: 'task-actions' },
+    h('button', { type: 'button', 'aria-label': 'Edit', title: 'Edit (Enter)', dataset: { testid: 'edit-task', action: 'edit-task' } }, icon('edit')),
+    h('button', { type: 'button', 'aria-label': 'Add a task below', title: 'Add a task below', dataset: { testid: 'add-below', action: 'add-below' } }, icon('plus')),
+    h('button', { type: 'button', className: 'danger', 'aria-label': 'Delete', title: 'Delete', dataset: { testid: 'delete-task', action: 'delete-task' } }, icon('trash')));
+  el.parts.description.after(actions);
+  el.parts.actions = actions;
+}
+
+/** Gives the card under the pointer or the focus its buttons, the first time it gets either. */
+function armCard(event) {
+  const card = event.target.closest?.('[data-testid="task"]');
+  if (card?.parts && card.parts.actions === null) createTaskActions(card);
 }
 
 function createTaskForms(el) {
@@ -961,6 +979,7 @@ function bindEvents() {
     }
   });
   $('sync-discard').addEventListener('click', () => discardRefused());
+  for (const type of ['pointerover', 'focusin']) $('column-list').addEventListener(type, armCard);
   for (const button of document.querySelectorAll('[data-panel]')) {
     button.addEventListener('click', () => togglePanel(button.dataset.panel));
   }
