@@ -13,18 +13,9 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: root) }
         let cli = CLITests()
         let http = ProcessSyncTests()
-        let token = try http.makeToken(relayData: root)
-        let (_, readOnlyOut) = try await cli.run(["relay", "token", "create", "--data", root, "--team", "t", "--read-only"])
-        let readOnly = readOnlyOut.trimmingCharacters(in: .whitespacesAndNewlines)
-        let relay = try ProcessSyncTests.Child(["relay", "--port", "0", "--data", root])
-        defer { relay.kill() }
-        let relayURL = "ws://127.0.0.1:\(try await relay.port(after: "listening on ws://"))/sync"
-        let writer = try ProcessSyncTests.Child(["agent", "--port", "0", "--data", root + "/writer", "--relay", relayURL, "--token", token])
-        defer { writer.kill() }
-        let reader = try ProcessSyncTests.Child(["agent", "--port", "0", "--data", root + "/reader", "--relay", relayURL, "--token", readOnly])
-        defer { reader.kill() }
-        let w = "http://127.0.0.1:\(try await writer.port(after: "Board:"))"
-        let r = "http://127.0.0.1:\(try await reader.port(after: "Board:"))"
+        let processes = try await ProcessSyncTests.WriterAndReader.start(root: root)
+        defer { processes.stop() }
+        let (w, r) = (processes.writerURL, processes.readerURL)
 
         // The writer's board, with two tasks, reaches the reader.
         let board = try #require(try await http.request("POST", w + "/api/boards", ["title": "Shared"])["id"] as? String)

@@ -88,19 +88,9 @@ struct DoctorTests {
     @Test func theAgentsOwnLinkIsChecked() async throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("kanban-doctor-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let token = try ProcessSyncTests().makeToken(relayData: root)
-        let (_, readOnlyOut) = try await CLITests().run(["relay", "token", "create", "--data", root, "--team", "t", "--read-only"])
-        let readOnly = readOnlyOut.trimmingCharacters(in: .whitespacesAndNewlines)
-        let relay = try ProcessSyncTests.Child(["relay", "--port", "0", "--data", root])
-        defer { relay.kill() }
-        let port = try await relay.port(after: "listening on ws://")
-        let relayURL = "ws://127.0.0.1:\(port)/sync"
-        let writer = try ProcessSyncTests.Child(["agent", "--port", "0", "--data", root + "/writer", "--relay", relayURL, "--token", token])
-        defer { writer.kill() }
-        let reader = try ProcessSyncTests.Child(["agent", "--port", "0", "--data", root + "/reader", "--relay", relayURL, "--token", readOnly])
-        defer { reader.kill() }
-        let writerURL = "http://127.0.0.1:\(try await writer.port(after: "Board:"))"
-        let readerURL = "http://127.0.0.1:\(try await reader.port(after: "Board:"))"
+        let processes = try await ProcessSyncTests.WriterAndReader.start(root: root)
+        defer { processes.stop() }
+        let (relay, relayURL, writerURL, readerURL) = (processes.relay, processes.relayURL, processes.writerURL, processes.readerURL)
         let http = ProcessSyncTests()
         for url in [writerURL, readerURL] {
             try await eventually("\(url) connected") { try await http.request("GET", url + "/health/websocket")["state"] as? String == "connected" }

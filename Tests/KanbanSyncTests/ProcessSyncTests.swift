@@ -98,6 +98,41 @@ struct ProcessSyncTests {
         return ((doc["columns"] as? [[String: Any]]) ?? []).flatMap { ($0["tasks"] as? [[String: Any]]) ?? [] }.compactMap { $0["title"] as? String }
     }
 
+    /// A `kanban relay` on `root` with two agents: `writer` on a read-write token of team "t",
+    /// `reader` on a read-only one. The caller stops them (`stop()`, or each by itself).
+    struct WriterAndReader {
+        let relay: Child, writer: Child, reader: Child
+        let relayURL: String, writerURL: String, readerURL: String
+
+        static func start(root: String) async throws -> WriterAndReader {
+            let token = try ProcessSyncTests().makeToken(relayData: root)
+            let (_, readOnlyOut) = try await CLITests().run(["relay", "token", "create", "--data", root, "--team", "t", "--read-only"])
+            let readOnly = readOnlyOut.trimmingCharacters(in: .whitespacesAndNewlines)
+            var started: [Child] = []
+            do {
+                let relay = try Child(["relay", "--port", "0", "--data", root])
+                started.append(relay)
+                let relayURL = "ws://127.0.0.1:\(try await relay.port(after: "listening on ws://"))/sync"
+                let writer = try Child(["agent", "--port", "0", "--data", root + "/writer", "--relay", relayURL, "--token", token])
+                started.append(writer)
+                let reader = try Child(["agent", "--port", "0", "--data", root + "/reader", "--relay", relayURL, "--token", readOnly])
+                started.append(reader)
+                return WriterAndReader(relay: relay, writer: writer, reader: reader, relayURL: relayURL,
+                                       writerURL: "http://127.0.0.1:\(try await writer.port(after: "Board:"))",
+                                       readerURL: "http://127.0.0.1:\(try await reader.port(after: "Board:"))")
+            } catch {
+                for child in started.reversed() { child.kill() }
+                throw error
+            }
+        }
+
+        func stop() {
+            reader.kill()
+            writer.kill()
+            relay.kill()
+        }
+    }
+
     /// A token for team "t" from `kanban relay token create`.
     func makeToken(relayData: String) throws -> String {
         let tokenProcess = Process()
