@@ -67,6 +67,20 @@ struct BoardCommand: AsyncParsableCommand {
         let doc = try await client.board(id)
         if json { return try printJSON(doc) }
         print(BoardRenderer.render(doc, width: terminalWidth(), ids: ids))
+        if let line = try? await Self.queuedLine(doc, client) { print(line) }
+    }
+
+    struct LinkState: Decodable { let state: String }
+
+    /// "3 changes made here are not on the relay yet ..." when the agent has a relay and some of
+    /// this board's changes wait for it (an agent without a relay keeps everything here).
+    static func queuedLine(_ doc: BoardDocument, _ client: AgentClient) async throws -> String? {
+        guard try await client.get("/health/websocket", as: LinkState.self).state != "disabled" else { return nil }
+        let queued = try await client.get("/api/boards/\(doc.id)/queued", as: QueuedCommand.Queued.self)
+        guard !queued.operations.isEmpty else { return nil }
+        let count = queued.operations.count
+        let why = queued.refused.first.map { " (the relay refuses them: \($0.code))" } ?? ""
+        return "\n\(QueuedCommand.changes(count)) made here \(count == 1 ? "is" : "are") not on the relay yet\(why): kanban queued \(doc.id.short)"
     }
 }
 

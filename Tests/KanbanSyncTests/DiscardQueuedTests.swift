@@ -51,6 +51,10 @@ import Testing
         let queued = try await http.request("GET", r + "/api/boards/\(board)/queued")
         #expect((queued["operations"] as? [Any])?.count == 3)
         #expect(((queued["refused"] as? [[String: Any]])?.first?["code"] as? String) == "read_only")
+        // `kanban board` says so under the board.
+        (status, out) = try await cli.run(["board", board, "--agent", r])
+        #expect(status == 0 && out.contains("3 changes made here are not on the relay yet (the relay refuses them: read_only): kanban queued"),
+                "\(out)")
         let versionBefore = try #require(try await http.request("GET", r + "/health")["version"] as? Int)
 
         (status, out) = try await cli.run(["queued", "--discard", "--agent", r])
@@ -71,6 +75,9 @@ import Testing
         #expect(sync["queuedOperations"] as? Int == 1)
         (status, out) = try await cli.run(["queued", "Shared", "--discard", "--agent", r])
         #expect(status == 0 && out.contains("Nothing queued on Shared"), "\(out)")
+
+        (status, out) = try await cli.run(["board", board, "--agent", r])
+        #expect(status == 0 && !out.contains("not on the relay"), "\(out)")
 
         // Sync goes on: the team's next task arrives and the boards stay equal.
         _ = try await http.request("POST", w + "/api/columns/\(column)/tasks", ["title": "After the discard"])
