@@ -16,6 +16,14 @@ struct WatchCommand: AsyncParsableCommand {
 
     static let frame: Duration = .milliseconds(100)
 
+    /// One frame for the terminal: from the top left, each line written over the last frame's
+    /// and cleared to its end, and whatever the last frame had below cleared, so the board does
+    /// not flicker the way clearing the whole screen first made it (only the first frame does).
+    static func screen(_ text: String, clearFirst: Bool) -> String {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { $0 + "\u{1B}[K" }
+        return (clearFirst ? "\u{1B}[2J" : "") + "\u{1B}[H" + lines.joined(separator: "\n") + "\u{1B}[J"
+    }
+
     func validate() throws {
         if let changes, changes < 1 { throw ValidationError("--changes must be at least 1") }
     }
@@ -33,10 +41,12 @@ struct WatchCommand: AsyncParsableCommand {
         try await WebSocketClient.connect(url: "\(wsBase)/api/events?board=\(doc.id)", logger: logger) { inbound, _, _ in
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
+                    var first = true
                     for await _ in draws {
                         let board = live.board.withLock { $0 }
-                        print("\u{1B}[2J\u{1B}[H" + BoardRenderer.render(board.document, width: terminalWidth()))
-                        print("\n\(board.status)  (Ctrl-C to stop)")
+                        let text = BoardRenderer.render(board.document, width: terminalWidth()) + "\n\n\(board.status)  (Ctrl-C to stop)"
+                        print(Self.screen(text, clearFirst: first))
+                        first = false
                         fflush(nil)
                         try await Task.sleep(for: Self.frame)
                     }
