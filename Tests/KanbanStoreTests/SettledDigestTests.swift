@@ -164,7 +164,7 @@ struct DiscardQueuedTests {
         let rename = try await store.author(board: board) { _ in .updateTask(task: task, title: "Mine", description: nil) }
         _ = try await store.apply([fromTeam], cursors: [board: 4])
         let delete = try await store.author(board: board) { _ in .deleteTask(task: task) }
-        let elsewhere = try await store.author(board: other) { _ in .createBoard(title: "Other") }
+        _ = try await store.author(board: other) { _ in .createBoard(title: "Other") }
         let top = store.version
         #expect(try store.queuedCount(board) == 2)
         #expect(try store.queuedOperations(board).map(\.id) == [rename.operation.id, delete.operation.id])
