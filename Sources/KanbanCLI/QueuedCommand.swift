@@ -42,6 +42,7 @@ struct QueuedCommand: AsyncParsableCommand {
     }
 
     func validate() throws {
+        if yes && !discard { throw ValidationError("--yes confirms --discard, which is not given: kanban queued BOARD --discard --yes") }
         if discard && board == nil {
             throw ValidationError("--discard needs the board whose changes to throw away: kanban queued BOARD --discard")
         }

@@ -59,6 +59,8 @@ import Testing
 
         (status, out) = try await cli.run(["queued", "--discard", "--agent", r])
         #expect(status != 0 && out.contains("--discard needs the board"), "\(out)")
+        (status, out) = try await cli.run(["queued", "Shared", "--yes", "--agent", r])
+        #expect(status != 0 && out.contains("--yes confirms --discard"), "\(out)")
 
         // Discarded: the reader's board is the writer's again, and only "Mine" is still refused.
         // Not without a confirmation: no terminal here, so --yes.
