@@ -22,6 +22,17 @@ extension Agent {
         public let document: BoardDocument?
     }
 
+    /// One of this agent's own changes the relay does not have yet: the operation and the
+    /// entity it changes (what the web board marks on a card until the relay acknowledges it).
+    public struct PendingChange: Encodable, Sendable {
+        public let op: OperationID
+        public let entity: EntityID
+    }
+
+    public func pendingChanges(_ board: EntityID) throws -> [PendingChange] {
+        try store.queuedOperations(board).map { PendingChange(op: $0.id, entity: $0.action.target(board: board).id) }
+    }
+
     public func queued(_ board: EntityID) throws -> QueuedChanges {
         let operations = try store.queuedOperations(board)
         if operations.isEmpty { _ = try document(board) }  // 404 for a board this agent does not know

@@ -17,6 +17,8 @@ public final class EventHub: Sendable {
         case presence(SyncMessage.Presence)
         /// The board changed wholesale (a relay snapshot): clients should take a fresh snapshot.
         case resync(EntityID)
+        /// The relay stored these operations of this agent's (no longer pending on the board).
+        case acknowledged(EntityID, [OperationID])
     }
 
     public struct Published: Sendable {
@@ -81,6 +83,18 @@ public final class EventHub: Sendable {
     func publishPresence(_ presence: SyncMessage.Presence) {
         for (_, subscriber) in subscribers.withLock({ Array($0) }) where subscriber.board == nil || subscriber.board == presence.board {
             subscriber.continuation.yield(.presence(presence))
+        }
+    }
+
+    /// Acknowledged operations, to the subscribers of their boards (none: nothing is grouped).
+    func publishAcknowledged(_ acks: [(op: OperationID, board: EntityID)]) {
+        guard subscribers.withLock({ !$0.isEmpty }) else { return }
+        var byBoard: [EntityID: [OperationID]] = [:]
+        for ack in acks { byBoard[ack.board, default: []].append(ack.op) }
+        for (_, subscriber) in subscribers.withLock({ Array($0) }) {
+            for (board, ops) in byBoard where subscriber.board == nil || subscriber.board == board {
+                subscriber.continuation.yield(.acknowledged(board, ops))
+            }
         }
     }
 

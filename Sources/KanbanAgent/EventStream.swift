@@ -48,7 +48,8 @@ struct EventStream {
         // Subscribe first, then read the snapshot: nothing committed in between can be missed.
         let (subscription, messages) = agent.hub.subscribe(board: board)
         guard let doc = try agent.store.document(board) else { return }
-        try await send(Snapshot(type: "snapshot", version: doc.version, board: doc, sync: agent.syncStatus), to: outbound)
+        try await send(Snapshot(type: "snapshot", version: doc.version, board: doc, sync: agent.syncStatus,
+                                pending: try agent.pendingChanges(board)), to: outbound)
         let since = VersionMark(doc.version)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
@@ -78,7 +79,10 @@ struct EventStream {
                     case .resync:
                         guard let fresh = try agent.store.document(board) else { continue }
                         since.value.store(fresh.version, ordering: .relaxed)
-                        try await send(Snapshot(type: "snapshot", version: fresh.version, board: fresh, sync: agent.syncStatus), to: outbound)
+                        try await send(Snapshot(type: "snapshot", version: fresh.version, board: fresh, sync: agent.syncStatus,
+                                                pending: try agent.pendingChanges(board)), to: outbound)
+                    case .acknowledged(_, let ops):
+                        try await send(AcknowledgedEvent(type: "sync:acked", ops: ops), to: outbound)
                     }
                 }
                 if agent.hub.didOverflow(subscription) {
@@ -95,6 +99,14 @@ struct EventStream {
         let version: Int64
         let board: BoardDocument
         let sync: SyncStatus
+        /// This agent's changes to the board that the relay has not acknowledged yet.
+        let pending: [Agent.PendingChange]
+    }
+
+    /// `{"type": "sync:acked", "ops": [...]}`: the relay stored these operations of this agent.
+    struct AcknowledgedEvent: Encodable {
+        let type: String
+        let ops: [OperationID]
     }
 
     struct PresenceEvent: Encodable {

@@ -40,12 +40,15 @@ struct EventStreamTests {
         try await withAgent { server in
             let board = try await server.createBoard("Streamed")
             let column = try await server.createColumn(board: board, "Todo")
-            _ = try await server.createTask(column: column, "Existing")
+            let task = try await server.createTask(column: column, "Existing")
             let current = try await server.board(board)
             try await Self.subscribe(server, board: board) { _, snapshot in
                 #expect(snapshot["version"] == current["version"])
                 #expect(snapshot["board"] == current, "the snapshot is the board document")
                 #expect(snapshot["sync"]?["state"]?.string == "disabled")
+                // Without a relay every change stays queued: all three are pending, with what they change.
+                #expect(snapshot["pending"]?.array?.compactMap { $0["entity"]?.string } == [board, column, task], "\(snapshot)")
+                #expect(snapshot["pending"]?.array?.allSatisfy { $0["op"]?.string?.contains(":") == true } == true)
                 #expect(document.violations(of: snapshot, against: document.schema("EventSnapshotMessage")) == [])
             }
         }

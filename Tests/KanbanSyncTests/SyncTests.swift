@@ -428,6 +428,41 @@ struct SyncTests {
         }
     }
 
+    /// The relay's acknowledgments of an agent's own operations reach its local subscribers
+    /// (`sync:acked` on the event stream), for the board they belong to: what lets a page clear
+    /// its "not on the relay yet" marks.
+    @Test func acknowledgmentsReachTheBoardsSubscribers() async throws {
+        let cluster = try await SyncCluster(agents: 1)
+        try await cluster.whileRunning {
+            let agent = cluster.agents[0]
+            let board = try await agent.createBoard(title: "Acked").id
+            let other = try await agent.createBoard(title: "Elsewhere").id
+            let (_, stream) = agent.hub.subscribe(board: board)
+            final class Seen: Sendable { let ops = Mutex<[OperationID]>([]); let boards = Mutex<Set<EntityID>>([]) }
+            let seen = Seen()
+            let reader = Task {
+                for await message in stream {
+                    guard case .acknowledged(let b, let ops) = message else { continue }
+                    seen.boards.withLock { _ = $0.insert(b) }
+                    seen.ops.withLock { $0 += ops }
+                }
+            }
+            defer { reader.cancel() }
+            guard case .column(let column) = try await agent.createColumn(board: board, title: "Todo", after: nil) else { throw TestError("column") }
+            _ = try await agent.createTask(column: column.id, title: "T", description: nil, after: nil)
+            _ = try await agent.createColumn(board: other, title: "Not this board", after: nil)
+            let expected = try agent.store.operations(board).map(\.id)
+            #expect(expected.count == 3)  // board, column, task
+            try await cluster.connect(0)
+            try await eventually("the board's three operations are acknowledged to its subscriber") {
+                Set(seen.ops.withLock { $0 }) == Set(expected)
+            }
+            try await eventually("everything is acknowledged") { try agent.store.outboxCount() == 0 }
+            #expect(seen.boards.withLock { $0 } == [board], "only this board's acknowledgments reach its subscriber")
+            #expect(Set(seen.ops.withLock { $0 }) == Set(expected))
+        }
+    }
+
     /// A relay that never heard of a board an agent holds a cursor for tells it the head is 0
     /// (it lost the board: see ProcessSyncTests' restored relay), and the agent pushes the board,
     /// but only to a relay of the team it synced the board with: pointed at another team's

@@ -587,6 +587,17 @@ def relay_outage_test(checks: Checks) -> None:
                 page.keyboard.press("Escape")
                 queued = status()["queuedOperations"]
                 checks.check("outage: the agent queues the offline edit", queued == 1, f"queuedOperations {queued}")
+                # The card says it is not on the relay yet: marked, the mark shown once it has lasted
+                # a moment (an online edit never shows it), and a page opened now marks it too.
+                offline_card = """(c) => [...document.querySelectorAll(`[data-testid="column"][data-id="${c}"] [data-testid="task"]`)]
+                    .find(e => e.querySelector('[data-testid="task-title"]').textContent === 'Written offline')"""
+                page.wait_for_function(f"""(c) => {{ const el = ({offline_card})(c);
+                    return el && el.classList.contains('pending') && getComputedStyle(el, '::before').opacity === '1'; }}""", arg=todo["id"])
+                second = open_board(browser, agent.base, board["id"], page_errors)
+                second.wait_for_function(f"(c) => ({offline_card})(c)?.classList.contains('pending')", arg=todo["id"])
+                others_marked = second.evaluate("() => document.querySelectorAll('.task.pending').length")
+                checks.check("outage: the offline edit's card is marked not on the relay yet, in this page and a new one",
+                             others_marked == 1, f"{others_marked} marked cards in the new page")
                 page.wait_for_function("""() => document.querySelector('[data-testid="sync-status"] .pill-text')
                     ?.textContent.includes('1 change queued')""")
                 pill_seen = datetime.now(timezone.utc)
@@ -620,6 +631,17 @@ def relay_outage_test(checks: Checks) -> None:
                 checks.check("outage: the queue drains to 0 and the indicator shows connected again",
                              status()["queuedOperations"] == 0 and page.get_attribute(SYNC_PILL, "data-tone") == "good",
                              page.inner_text(f"{SYNC_PILL} .pill-text").strip())
+                for p, name in ((page, "this page"), (second, "the new page")):
+                    p.wait_for_function("() => document.querySelectorAll('.task.pending').length === 0")
+                checks.check("outage: once acknowledged, no card is marked in either page", True)
+                # Online, an edit is acknowledged before its mark would show.
+                agent.api("POST", f"/api/columns/{todo['id']}/tasks", {"title": "Written online"})
+                page.wait_for_function("""(c) => [...document.querySelectorAll(`[data-testid="column"][data-id="${c}"] [data-testid="task-title"]`)]
+                    .some(e => e.textContent === 'Written online')""", arg=todo["id"])
+                page.wait_for_timeout(1200)
+                shown = page.evaluate("""() => [...document.querySelectorAll('.task')].filter(e => getComputedStyle(e, '::before').opacity === '1'
+                    && getComputedStyle(e, '::before').content !== 'none').length""")
+                checks.check("outage: an edit made online never shows the mark", shown == 0, f"{shown} cards show it")
                 checks.check("outage: no JavaScript errors", not page_errors, "; ".join(page_errors[:5]))
             finally:
                 browser.close()

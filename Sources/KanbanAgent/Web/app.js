@@ -25,6 +25,7 @@ const state = {
   lastEventAt: null,
   presence: new Map(), // `${replica}/${user}` → the latest presence message
   replicaId: null, // this agent's, to tell others' presence from ours
+  pending: new Map(), // operation ID → entity ID: this agent's changes the relay has not acknowledged
 };
 
 // Elements reused across renders, by entity ID.
@@ -113,6 +114,7 @@ function handleMessage(message) {
   if (message.type === 'snapshot') {
     state.model = new BoardModel(message.board, message.version);
     state.sync = message.sync ?? state.sync;
+    state.pending = new Map((Array.isArray(message.pending) ? message.pending : []).map((p) => [p.op, p.entity]));
     state.streamProblem = null;
     state.presence.clear(); // whoever is still here says so again
     renderPresence();
@@ -125,11 +127,21 @@ function handleMessage(message) {
   if (message.type === 'sync:status') {
     state.sync = message.sync;
     renderStatus();
+    showPending();
+    return;
+  }
+  if (message.type === 'sync:acked') {
+    for (const op of Array.isArray(message.ops) ? message.ops : []) state.pending.delete(op);
+    showPending();
     return;
   }
   if (message.type === 'presence') {
     handlePresence(message.presence);
     return;
+  }
+  if (isEntityEvent(message) && message.origin === 'local' && message.opId) {
+    const entity = message.task?.id ?? message.column?.id ?? message.boardId;
+    if (entity) state.pending.set(message.opId, entity);
   }
   if (isEntityEvent(message) && state.model?.apply(message)) {
     state.lastEventAt = new Date();
@@ -237,6 +249,7 @@ function drawBoard() {
     if ((state.model.tasks.get(id) ?? state.model.columns.get(id))?.deleted === false) el.remove();
   }
   updateBadges(view.trash.length, state.conflicts.length);
+  showPending();
 
   // Moving an element in the DOM drops its focus; give it back.
   if (active && active !== document.body && active.isConnected && document.activeElement !== active) active.focus({ preventScroll: true });
@@ -666,6 +679,23 @@ function showTaskPresence(el, text) {
   el.parts.presence.hidden = !text;
   el.parts.presence.textContent = text;
   el.classList.toggle('edited-elsewhere', Boolean(text));
+}
+
+/**
+ * Marks the cards whose task has a change made here that the relay does not have yet (offline,
+ * or refused). Nothing is marked without a relay: then every change is only here by design.
+ * The mark shows only if it lasts (style.css): online, the relay acknowledges within milliseconds.
+ */
+function showPending() {
+  const entities = state.sync?.state === 'disabled' ? new Set() : new Set(state.pending.values());
+  for (const [id, el] of cache.tasks) {
+    const pending = entities.has(id);
+    if (el.pendingShown === pending) continue;
+    el.pendingShown = pending;
+    el.classList.toggle('pending', pending);
+    if (pending) el.title = 'Changed here and not on the relay yet';
+    else el.removeAttribute('title');
+  }
 }
 
 // ---------------------------------------------------------------- actions
