@@ -86,7 +86,7 @@ public final class EventHub: Sendable {
         }
     }
 
-    /// Acknowledged operations, to the subscribers of their boards (none: nothing is grouped).
+    /// Acknowledged operations, to the subscribers of their boards (with none, nothing is done).
     func publishAcknowledged(_ acks: [(op: OperationID, board: EntityID)]) {
         guard subscribers.withLock({ !$0.isEmpty }) else { return }
         var byBoard: [EntityID: [OperationID]] = [:]

@@ -132,7 +132,7 @@ function handleMessage(message) {
   }
   if (message.type === 'sync:acked') {
     for (const op of Array.isArray(message.ops) ? message.ops : []) state.pending.delete(op);
-    showPending();
+    schedulePendingMarks();
     return;
   }
   if (message.type === 'presence') {
@@ -686,6 +686,16 @@ function showTaskPresence(el, text) {
  * or refused). Nothing is marked without a relay: then every change is only here by design.
  * The mark shows only if it lasts (style.css): online, the relay acknowledges within milliseconds.
  */
+// Acknowledgments come as often as edits: the marks are updated at most once per frame.
+let pendingMarks = null;
+
+function schedulePendingMarks() {
+  pendingMarks ??= requestAnimationFrame(() => {
+    pendingMarks = null;
+    showPending();
+  });
+}
+
 function showPending() {
   const entities = state.sync?.state === 'disabled' ? new Set() : new Set(state.pending.values());
   for (const [id, el] of cache.tasks) {
