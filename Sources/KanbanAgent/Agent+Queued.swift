@@ -29,8 +29,11 @@ extension Agent {
         public let entity: EntityID
     }
 
+    /// Empty for an agent without a relay: nothing waits for one there (every change is queued,
+    /// and listing them all would only make each snapshot bigger).
     public func pendingChanges(_ board: EntityID) throws -> [PendingChange] {
-        try store.queuedOperations(board).map { PendingChange(op: $0.id, entity: $0.action.target(board: board).id) }
+        guard linkState != .disabled else { return [] }
+        return try store.queuedOperations(board).map { PendingChange(op: $0.id, entity: $0.action.target(board: board).id) }
     }
 
     public func queued(_ board: EntityID) throws -> QueuedChanges {

@@ -30,6 +30,9 @@ public final class Agent: Sendable {
         }
     }
 
+    /// The relay link's state alone (no outbox count read).
+    var linkState: SyncStatus.State { status.withLock { $0.state } }
+
     public var syncStatus: SyncStatus {
         var current = status.withLock { $0 }
         current.queuedOperations = (try? store.outboxCount()) ?? current.queuedOperations

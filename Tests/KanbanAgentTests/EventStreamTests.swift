@@ -46,7 +46,13 @@ struct EventStreamTests {
                 #expect(snapshot["version"] == current["version"])
                 #expect(snapshot["board"] == current, "the snapshot is the board document")
                 #expect(snapshot["sync"]?["state"]?.string == "disabled")
-                // Without a relay every change stays queued: all three are pending, with what they change.
+                // Without a relay nothing waits for one: nothing is pending.
+                #expect(snapshot["pending"]?.array?.isEmpty == true, "\(snapshot)")
+                #expect(document.violations(of: snapshot, against: document.schema("EventSnapshotMessage")) == [])
+            }
+            // With a relay configured (out of reach here), the three changes wait for it: each with what it changes.
+            server.agent.updateSyncStatus { $0.state = .reconnecting }
+            try await Self.subscribe(server, board: board) { _, snapshot in
                 #expect(snapshot["pending"]?.array?.compactMap { $0["entity"]?.string } == [board, column, task], "\(snapshot)")
                 #expect(snapshot["pending"]?.array?.allSatisfy { $0["op"]?.string?.contains(":") == true } == true)
                 #expect(document.violations(of: snapshot, against: document.schema("EventSnapshotMessage")) == [])
