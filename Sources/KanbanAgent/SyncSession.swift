@@ -232,7 +232,7 @@ struct SyncSession {
         let acks = run.flatMap(\.acks)
         for entry in acks { cursors[entry.board] = max(cursors[entry.board] ?? 0, entry.seq) }
         store.acknowledgeLater(acks.map(\.op), cursors: cursors)
-        agent.hub.publishAcknowledged(acks.map { ($0.op, $0.board) })
+        if agent.hub.subscriberCount > 0 { agent.hub.publishAcknowledged(acks.map { ($0.op, $0.board) }) }
         welcomed.cursors.withLock { link in
             for (board, seq) in cursors { link[board] = max(link[board] ?? 0, seq) }
         }
