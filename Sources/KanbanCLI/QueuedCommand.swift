@@ -60,6 +60,7 @@ struct QueuedCommand: AsyncParsableCommand {
                 print("These \(Self.changes(queued.operations.count)) to “\(doc.title)” go, for good:")
                 for op in queued.operations { print("  \(Self.time(op.stamp))  \(Self.describe(op, in: doc))") }
                 print("Discard them? [y/N] ", terminator: "")
+                fflush(nil)
                 guard let answer = readLine(), ["y", "yes"].contains(answer.lowercased()) else {
                     print("Nothing discarded.")
                     return
@@ -70,7 +71,7 @@ struct QueuedCommand: AsyncParsableCommand {
             switch (result.discarded.count, result.document) {
             case (0, _): print("Nothing queued on \(doc.title): nothing discarded.")
             case (let n, nil): print("Discarded \(Self.changes(n)); “\(doc.title)” existed only through them and is gone.")
-            case (let n, .some(let now)): print("Discarded \(Self.changes(n)) to “\(now.title)”; it is now as the relay has it.")
+            case (let n, .some(let now)): print("Discarded \(Self.changes(n)) to “\(now.title)”; it holds only what came from the relay now.")
             }
             return
         }
