@@ -46,6 +46,11 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("While long-polling in auto mode, try the WebSocket again every this many seconds.", valueName: "SECONDS"))
     var websocketRetry: Int = 60
 
+    @Option(help: ArgumentHelp("""
+        Longest wait between reconnection attempts, in seconds: waits double from 0.25 s up to this,         each drawn at random below its ceiling (full jitter). Larger spreads many agents' retries further.
+        """, valueName: "SECONDS"))
+    var maxReconnectDelay: Int = 10
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
 
@@ -70,6 +75,9 @@ struct AgentCommand: AsyncParsableCommand {
         }
         guard SyncTransportChoice(rawValue: transportChoice) != nil else {
             throw ValidationError("--relay-transport must be auto, websocket or long-polling (got '\(transportChoice)')")
+        }
+        guard (1...3_600).contains(maxReconnectDelay) else {
+            throw ValidationError("--max-reconnect-delay must be 1-3600 seconds (got \(maxReconnectDelay))")
         }
         guard (1...86_400).contains(websocketRetry) else {
             throw ValidationError("--websocket-retry must be 1-86400 seconds (got \(websocketRetry))")
@@ -102,6 +110,7 @@ struct AgentCommand: AsyncParsableCommand {
             var sync = SyncConfiguration(relayURL: relayURL, token: relayToken)
             sync.transport = SyncTransportChoice(rawValue: transportChoice) ?? .auto
             sync.webSocketRetryInterval = .seconds(websocketRetry)
+            sync.backoffCap = .seconds(maxReconnectDelay)
             services.append(SyncClient(agent: agent, configuration: sync, logger: logger))
         }
         let relayURL = self.relayURL

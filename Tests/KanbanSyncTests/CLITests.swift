@@ -140,6 +140,11 @@ struct CLITests {
         #expect(out.lowercased().contains("error"), "\(args): \(out)")
     }
 
+    @Test func aReconnectDelayOutOfRangeIsNamed() async throws {
+        let (status, out) = try await run(["agent", "--max-reconnect-delay", "0"])
+        #expect(status != 0 && out.contains("--max-reconnect-delay must be 1-3600 seconds (got 0)"), "\(out)")
+    }
+
     /// A negative port reaches the range check (it used to read as a flag, "missing value").
     @Test(arguments: [["agent", "--port", "-1"], ["relay", "--port", "-1"], ["relay", "--port", "70000"]])
     func aPortOutOfRangeIsNamed(args: [String]) async throws {

@@ -515,7 +515,9 @@ def relay_outage_test(checks: Checks) -> None:
     try:
         relay = Relay(relay_dir)
         token = make_token(relay_dir)
-        agent = Agent(agent_dir, ("--relay", relay.url, "--token", token))
+        # Waits up to 30 s between attempts (10 by default): step 4 needs one at least 8 s away,
+        # which a 10 s ceiling with full jitter gave only one attempt in five (it timed out in CI).
+        agent = Agent(agent_dir, ("--relay", relay.url, "--token", token, "--max-reconnect-delay", "30"))
         print(f"relay at {relay.url} (pid {relay.proc.pid}), agent at {agent.base} (pid {agent.proc.pid})", flush=True)
         status = lambda: agent.api("GET", "/health/websocket")  # noqa: E731
         board = agent.api("POST", "/api/boards", {"title": "Relay outage"})
