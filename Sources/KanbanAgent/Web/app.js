@@ -4,7 +4,7 @@
 import { api } from './api.js';
 import { BoardModel, isEntityEvent } from './model.js';
 import { EventStream, describeClose } from './stream.js';
-import { h, icon, setText, reconcile, pruneCache, relativeTime, secondsUntil } from './dom.js';
+import { h, icon, plural, setText, reconcile, pruneCache, relativeTime, secondsUntil } from './dom.js';
 import { describeSync, renderFields, renderValue } from './status.js';
 import { enableDragAndDrop } from './drag.js';
 
@@ -139,15 +139,16 @@ function handleMessage(message) {
     handlePresence(message.presence);
     return;
   }
-  if (isEntityEvent(message) && message.origin === 'local' && message.opId) {
+  if (isEntityEvent(message)) {
+    // This agent's own change: pending until the relay acknowledges it (`sync:acked`).
     const entity = message.task?.id ?? message.column?.id ?? message.boardId;
-    if (entity) state.pending.set(message.opId, entity);
-  }
-  if (isEntityEvent(message) && state.model?.apply(message)) {
-    state.lastEventAt = new Date();
-    scheduleRender();
-    if (message.board) renderBoardPicker();
-    scheduleConflictRefresh();
+    if (message.origin === 'local' && message.opId && entity) state.pending.set(message.opId, entity);
+    if (state.model?.apply(message)) {
+      state.lastEventAt = new Date();
+      scheduleRender();
+      if (message.board) renderBoardPicker();
+      scheduleConflictRefresh();
+    }
   }
   // Anything else (presence, future types) is not for this page yet.
 }
@@ -681,11 +682,6 @@ function showTaskPresence(el, text) {
   el.classList.toggle('edited-elsewhere', Boolean(text));
 }
 
-/**
- * Marks the cards whose task has a change made here that the relay does not have yet (offline,
- * or refused). Nothing is marked without a relay: then every change is only here by design.
- * The mark shows only if it lasts (style.css): online, the relay acknowledges within milliseconds.
- */
 // Acknowledgments come as often as edits: the marks are updated at most once per frame.
 let pendingMarks = null;
 
@@ -696,6 +692,11 @@ function schedulePendingMarks() {
   });
 }
 
+/**
+ * Marks the cards whose task has a change made here that the relay does not have yet (offline,
+ * or refused). Nothing is marked without a relay: then every change is only here by design.
+ * The mark shows only if it lasts (style.css): online, the relay acknowledges within milliseconds.
+ */
 function showPending() {
   const entities = state.sync?.state === 'disabled' ? new Set() : new Set(state.pending.values());
   for (const [id, el] of cache.tasks) {
@@ -734,13 +735,12 @@ async function discardRefused() {
     }
     const title = state.model?.title ?? 'this board';
     const why = queued.refused[0]?.message ?? 'the relay refuses them';
-    const changes = count === 1 ? '1 change' : `${count} changes`;
-    if (!window.confirm(`Discard ${changes} made here to “${title}”? The relay refuses them (${why}). `
+    if (!window.confirm(`Discard ${plural(count, 'change')} made here to “${title}”? The relay refuses them (${why}). `
       + 'What the relay has stays; this cannot be undone.')) return;
     const result = await api.discardQueued(boardId);
-    const gone = result.discarded.length === 1 ? '1 change' : `${result.discarded.length} changes`;
+    const gone = plural(result.discarded.length, 'change');
     if (result.document) {
-      toast(`Discarded ${gone}: “${result.document.title}” is as the relay has it.`);
+      toast(`Discarded ${gone}: “${result.document.title}” holds only what came from the relay now.`);
     } else {
       // The board existed only through what was discarded.
       toast(`Discarded ${gone}: “${title}” existed only on this machine and is gone.`);

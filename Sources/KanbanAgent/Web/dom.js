@@ -21,6 +21,9 @@ export function h(tag, attrs = {}, ...children) {
 }
 
 /** Sets text only when it differs, so selections and screen readers are not disturbed. */
+/** "1 change", "3 changes". */
+export const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+
 export function setText(el, text) {
   if (el.textContent !== text) el.textContent = text;
 }

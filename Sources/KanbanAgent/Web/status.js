@@ -1,7 +1,5 @@
 // Words for the connection states, and a readable rendering of `/health/websocket`.
-import { h, relativeTime, secondsUntil } from './dom.js';
-
-const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+import { h, plural, relativeTime, secondsUntil } from './dom.js';
 
 // The agent warns past this difference between its clock and the relay's (LinkProblem.clockSkewLimitMs).
 const CLOCK_SKEW_LIMIT_MS = 2000;
