@@ -48,8 +48,7 @@ struct EventStream {
         // Subscribe first, then read the snapshot: nothing committed in between can be missed.
         let (subscription, messages) = agent.hub.subscribe(board: board)
         guard let doc = try agent.store.document(board) else { return }
-        try await send(Snapshot(type: "snapshot", version: doc.version, board: doc, sync: agent.syncStatus,
-                                pending: try agent.pendingChanges(board)), to: outbound)
+        try await send(try snapshot(doc), to: outbound)
         let since = VersionMark(doc.version)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
@@ -79,8 +78,7 @@ struct EventStream {
                     case .resync:
                         guard let fresh = try agent.store.document(board) else { continue }
                         since.value.store(fresh.version, ordering: .relaxed)
-                        try await send(Snapshot(type: "snapshot", version: fresh.version, board: fresh, sync: agent.syncStatus,
-                                                pending: try agent.pendingChanges(board)), to: outbound)
+                        try await send(try snapshot(fresh), to: outbound)
                     case .acknowledged(_, let ops):
                         try await send(AcknowledgedEvent(type: "sync:acked", ops: ops), to: outbound)
                     }
@@ -101,6 +99,11 @@ struct EventStream {
         let sync: SyncStatus
         /// This agent's changes to the board that the relay has not acknowledged yet.
         let pending: [Agent.PendingChange]
+    }
+
+    /// The first message of a stream, and the one a resync sends.
+    func snapshot(_ doc: BoardDocument) throws -> Snapshot {
+        Snapshot(type: "snapshot", version: doc.version, board: doc, sync: agent.syncStatus, pending: try agent.pendingChanges(doc.id))
     }
 
     /// `{"type": "sync:acked", "ops": [...]}`: the relay stored these operations of this agent.

@@ -99,13 +99,15 @@ extension ReplicaStore {
         return true
     }
 
+    /// The rows of this replica's own operations on a board (`?`) that wait for a relay's
+    /// acknowledgment: what `queuedCount`, `queuedOperations` and `discardQueued` read.
+    static let queuedOfBoard = "FROM outbox JOIN op ON op.seq = outbox.seq WHERE op.board_id = ? AND op.local = 1"
+
     /// How many of this replica's own operations on the board wait for a relay's acknowledgment.
     public func queuedCount(_ board: EntityID) throws -> Int {
         try writeRecordedAcknowledgments()
         return try writer.read { db in
-            try Int.fetchOne(db, sql: """
-                SELECT COUNT(*) FROM outbox JOIN op ON op.seq = outbox.seq WHERE op.board_id = ? AND op.local = 1
-                """, arguments: [board.rawValue]) ?? 0
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) \(Self.queuedOfBoard)", arguments: [board.rawValue]) ?? 0
         }
     }
 
@@ -113,9 +115,8 @@ extension ReplicaStore {
     public func queuedOperations(_ board: EntityID) throws -> [BoardOperation] {
         try writeRecordedAcknowledgments()
         return try writer.read { db in
-            try String.fetchAll(db, sql: """
-                SELECT op.body FROM outbox JOIN op ON op.seq = outbox.seq WHERE op.board_id = ? AND op.local = 1 ORDER BY op.seq
-                """, arguments: [board.rawValue]).map { try Self.decodeLogged($0) }
+            try String.fetchAll(db, sql: "SELECT op.body \(Self.queuedOfBoard) ORDER BY op.seq", arguments: [board.rawValue])
+                .map { try Self.decodeLogged($0) }
         }
     }
 
@@ -133,10 +134,8 @@ extension ReplicaStore {
         try await writer.writeWithoutTransaction { db in
             // `transaction` writes recorded acknowledgments first: those operations are kept.
             try self.transaction(db) { db in
-                let rows = try Row.fetchAll(db, sql: """
-                    SELECT op.seq, op.id FROM outbox JOIN op ON op.seq = outbox.seq
-                    WHERE op.board_id = ? AND op.local = 1 ORDER BY op.seq
-                    """, arguments: [board.rawValue])
+                let rows = try Row.fetchAll(db, sql: "SELECT op.seq, op.id \(Self.queuedOfBoard) ORDER BY op.seq",
+                                            arguments: [board.rawValue])
                 guard !rows.isEmpty else { return [] }
                 var discarded: [OperationID] = []
                 for row in rows {
