@@ -6,7 +6,7 @@ import HTTPTypes
 /// throwing them away when the relay will never take them (a read-only token, a board outside
 /// the token) or the user does not want them.
 extension Agent {
-    public struct QueuedChanges: Encodable, Sendable {
+    public struct QueuedChanges: Codable, Sendable {
         public let board: EntityID
         /// This agent's own operations on the board that no relay has acknowledged, oldest first.
         public let operations: [BoardOperation]
@@ -14,7 +14,7 @@ extension Agent {
         public let refused: [SyncStatus.Refusal]
     }
 
-    public struct DiscardedChanges: Encodable, Sendable {
+    public struct DiscardedChanges: Codable, Sendable {
         public let board: EntityID
         /// The operations thrown away, oldest first (empty when nothing was queued).
         public let discarded: [OperationID]

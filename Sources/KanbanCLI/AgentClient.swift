@@ -53,7 +53,9 @@ struct AgentClient {
             }
             throw ValidationError("the agent answered HTTP \(status) for \(method) \(path)")
         }
-        return try JSONDecoder().decode(T.self, from: data)
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601  // how the agent writes dates (`apiEncoder`)
+        return try decoder.decode(T.self, from: data)
     }
 
     struct Summary: Codable { let id: String; let title: String }
@@ -116,10 +118,12 @@ extension BoardDocument {
     }
 }
 
-/// What `--json` prints (`kanban board`, `kanban doctor`): sorted keys, indented, slashes as is.
+/// What `--json` prints (`kanban board`, `kanban doctor`, `kanban queued`): sorted keys,
+/// indented, slashes as is, dates in ISO 8601 as the agent's API writes them.
 func printJSON(_ value: some Encodable) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    encoder.dateEncodingStrategy = .iso8601
     print(String(decoding: try encoder.encode(value), as: UTF8.self))
 }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KanbanAgent
 import KanbanModel
 import KanbanStore
 
@@ -76,7 +77,7 @@ struct BoardCommand: AsyncParsableCommand {
     /// this board's changes wait for it (an agent without a relay keeps everything here).
     static func queuedLine(_ doc: BoardDocument, _ client: AgentClient) async throws -> String? {
         guard try await client.get("/health/websocket", as: LinkState.self).state != "disabled" else { return nil }
-        let queued = try await client.get("/api/boards/\(doc.id)/queued", as: QueuedCommand.Queued.self)
+        let queued = try await client.get("/api/boards/\(doc.id)/queued", as: Agent.QueuedChanges.self)
         guard !queued.operations.isEmpty else { return nil }
         let count = queued.operations.count
         let why = queued.refused.first.map { " (the relay refuses them: \($0.code))" } ?? ""

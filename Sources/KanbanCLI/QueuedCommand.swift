@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KanbanAgent
 import KanbanModel
 
 /// `kanban queued [BOARD] [--discard]`: this agent's changes that no relay has yet, in words,
@@ -23,24 +24,6 @@ struct QueuedCommand: AsyncParsableCommand {
     @Flag(help: "Print the agent's JSON instead of text.") var json = false
     @OptionGroup var agent: AgentOptions
 
-    struct Queued: Codable {
-        let board: EntityID
-        let operations: [BoardOperation]
-        let refused: [Refusal]
-    }
-
-    struct Refusal: Codable {
-        let code: String
-        let message: String
-        let fix: String
-    }
-
-    struct Discarded: Codable {
-        let board: EntityID
-        let discarded: [OperationID]
-        let document: BoardDocument?
-    }
-
     func validate() throws {
         if yes && !discard { throw ValidationError("--yes confirms --discard, which is not given: kanban queued BOARD --discard --yes") }
         if discard && board == nil {
@@ -52,7 +35,7 @@ struct QueuedCommand: AsyncParsableCommand {
         let client = agent.client
         if discard, let board {
             let doc = try await client.board(board)
-            let queued = try await client.get("/api/boards/\(doc.id)/queued", as: Queued.self)
+            let queued = try await client.get("/api/boards/\(doc.id)/queued", as: Agent.QueuedChanges.self)
             if !queued.operations.isEmpty && !yes {
                 guard isatty(STDIN_FILENO) != 0 else {
                     throw ValidationError("--discard throws \(Self.changes(queued.operations.count)) away for good; add --yes to confirm (there is no terminal to ask on)")
@@ -66,7 +49,7 @@ struct QueuedCommand: AsyncParsableCommand {
                     return
                 }
             }
-            let result = try await client.send("POST", "/api/boards/\(doc.id)/queued/discard", body: nil, as: Discarded.self)
+            let result = try await client.send("POST", "/api/boards/\(doc.id)/queued/discard", body: nil, as: Agent.DiscardedChanges.self)
             if json { return try printJSON(result) }
             switch (result.discarded.count, result.document) {
             case (0, _): print("Nothing queued on \(doc.title): nothing discarded.")
@@ -85,9 +68,9 @@ struct QueuedCommand: AsyncParsableCommand {
             }
             docs = all
         }
-        var queued: [(BoardDocument, Queued)] = []
+        var queued: [(BoardDocument, Agent.QueuedChanges)] = []
         for doc in docs {
-            let q = try await client.get("/api/boards/\(doc.id)/queued", as: Queued.self)
+            let q = try await client.get("/api/boards/\(doc.id)/queued", as: Agent.QueuedChanges.self)
             if board != nil || !q.operations.isEmpty { queued.append((doc, q)) }
         }
         if json { return try printJSON(queued.map(\.1)) }

@@ -48,6 +48,12 @@ import Testing
                      "kanban queued"] {
             #expect(out.contains(line), "missing \(line) in:\n\(out)")
         }
+        // --json prints the agent's answer, its dates as the API writes them.
+        (status, out) = try await cli.run(["queued", "Shared", "--json", "--agent", r])
+        let printed = try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [[String: Any]]
+        let printedRefusal = (printed?.first?["refused"] as? [[String: Any]])?.first
+        #expect(status == 0 && (printed?.first?["operations"] as? [Any])?.count == 3 && printedRefusal?["code"] as? String == "read_only"
+                && (printedRefusal?["at"] as? String).flatMap { ISO8601DateFormatter().date(from: $0) } != nil, "\(out)")
         let queued = try await http.request("GET", r + "/api/boards/\(board)/queued")
         #expect((queued["operations"] as? [Any])?.count == 3)
         #expect(((queued["refused"] as? [[String: Any]])?.first?["code"] as? String) == "read_only")
