@@ -15,9 +15,51 @@ public struct EntityID: Hashable, Comparable, Sendable, CustomStringConvertible 
     private let low: UInt64
 
     /// Parses the text form; accepts any RFC 9562 UUID, upper or lower case.
+    ///
+    /// Every decoded operation parses two or three IDs, so this reads the hex digits itself
+    /// (Foundation's `UUID(uuidString:)` goes through `sscanf` on Linux) and keeps the caller's
+    /// string when it is already canonical, which it is everywhere but in hand-typed input.
     public init?(_ text: some StringProtocol) {
-        guard text.utf8.count == 36, let uuid = UUID(uuidString: String(text)) else { return nil }
-        self.init(bytes: withUnsafeBytes(of: uuid.uuid) { Array($0) })
+        var high: UInt64 = 0
+        var low: UInt64 = 0
+        var canonical = true
+        var count = 0
+        for byte in text.utf8 {
+            defer { count += 1 }
+            if count == 8 || count == 13 || count == 18 || count == 23 {
+                guard byte == UInt8(ascii: "-") else { return nil }
+                continue
+            }
+            guard count < 36 else { return nil }
+            let digit: UInt8
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = byte &- UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = byte &- UInt8(ascii: "a") &+ 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"):
+                digit = byte &- UInt8(ascii: "A") &+ 10
+                canonical = false
+            default: return nil
+            }
+            // The first 16 hex digits (which end at text offset 18) are the high half.
+            if count < 19 { high = high << 4 | UInt64(digit) } else { low = low << 4 | UInt64(digit) }
+        }
+        guard count == 36 else { return nil }
+        if canonical {
+            self.init(rawValue: String(text), high: high, low: low)
+        } else {
+            var bytes = [UInt8](repeating: 0, count: 16)
+            for i in 0..<8 {
+                bytes[i] = UInt8(truncatingIfNeeded: high >> (56 - 8 * UInt64(i)))
+                bytes[8 + i] = UInt8(truncatingIfNeeded: low >> (56 - 8 * UInt64(i)))
+            }
+            self.init(bytes: bytes)
+        }
+    }
+
+    private init(rawValue: String, high: UInt64, low: UInt64) {
+        self.rawValue = rawValue
+        self.high = high
+        self.low = low
     }
 
     /// From the UUID's 16 bytes.
@@ -31,9 +73,9 @@ public struct EntityID: Hashable, Comparable, Sendable, CustomStringConvertible 
             text.append(hex[Int(byte >> 4)])
             text.append(hex[Int(byte & 0xF)])
         }
-        rawValue = String(decoding: text, as: UTF8.self)
-        high = bytes[0..<8].reduce(0) { $0 << 8 | UInt64($1) }
-        low = bytes[8..<16].reduce(0) { $0 << 8 | UInt64($1) }
+        self.init(rawValue: String(decoding: text, as: UTF8.self),
+                  high: bytes[0..<8].reduce(0) { $0 << 8 | UInt64($1) },
+                  low: bytes[8..<16].reduce(0) { $0 << 8 | UInt64($1) })
     }
 
     public static func == (lhs: EntityID, rhs: EntityID) -> Bool { lhs.high == rhs.high && lhs.low == rhs.low }

@@ -1,3 +1,4 @@
+import Foundation
 import KanbanModel
 import Testing
 
@@ -58,6 +59,40 @@ struct HybridLogicalClockTests {
         #expect(ids[400] == ids[401])
         #expect(ids[401].rawValue == "0192f3c4-8b1e-7c2a-9d3e-1f2a3b4c5d6e")
         #expect(Set(ids.map(\.rawValue)).count == Set(ids).count)
+    }
+
+    /// The ID parser reads hex itself; Foundation's UUID parser is the reference it must match,
+    /// on good text in either case and on text that is wrong by one character.
+    @Test func entityIDsParseLikeFoundationsUUID() {
+        var rng = SplitMix(seed: 11)
+        let good = (0..<200).map { i in EntityID.make(nowMillis: Int64(i) * 977, using: &rng).rawValue }
+            + ["ffffffff-ffff-ffff-ffff-ffffffffffff", "00000000-0000-0000-0000-000000000000"]
+        var texts = good + good.prefix(20).map { $0.uppercased() } + ["0192F3C4-8b1e-7C2A-9d3e-1F2A3B4C5D6E"]
+        for text in good.prefix(20) {
+            var chars = Array(text)
+            for (i, replacement) in [(0, "g"), (8, "0"), (13, "x"), (35, "-"), (18, "+"), (23, " ")] as [(Int, Character)] {
+                let original = chars[i]
+                chars[i] = replacement
+                texts.append(String(chars))
+                chars[i] = original
+            }
+            texts += [String(text.dropLast()), text + "0", "{" + text.dropLast() + "}", String(text.dropFirst()) + "-",
+                      text.replacingOccurrences(of: "-", with: "") + "0000", "é" + text.dropFirst(2)]
+        }
+        texts += ["", "-", "0192f3c4-8b1e-7c2a-9d3e-1f2a3b4c5d6", "0192f3c4_8b1e_7c2a_9d3e_1f2a3b4c5d6e"]
+        for text in texts {
+            let reference = UUID(uuidString: text)
+            let parsed = EntityID(text)
+            #expect((parsed == nil) == (reference == nil), "\(text)")
+            if let parsed, let reference {
+                #expect(parsed.rawValue == reference.uuidString.lowercased(), "\(text)")
+                #expect(parsed == EntityID(reference.uuidString.lowercased()))
+            }
+        }
+        // Parsing a substring gives the same ID as parsing its own string.
+        let line = "board=\(good[0]);"
+        let slice = line.dropFirst(6).dropLast()
+        #expect(EntityID(slice) == EntityID(good[0]))
     }
 
     @Test func operationIDTextForm() {
