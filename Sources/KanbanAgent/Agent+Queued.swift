@@ -33,7 +33,7 @@ extension Agent {
     /// and listing them all would only make each snapshot bigger).
     public func pendingChanges(_ board: EntityID) throws -> [PendingChange] {
         guard linkState != .disabled else { return [] }
-        return try store.queuedOperations(board).map { PendingChange(op: $0.id, entity: $0.action.target(board: board).id) }
+        return try store.queuedTargets(board).map { PendingChange(op: $0.op, entity: $0.entity) }
     }
 
     public func queued(_ board: EntityID) throws -> QueuedChanges {

@@ -100,7 +100,8 @@ extension ReplicaStore {
     }
 
     /// The rows of this replica's own operations on a board (`?`) that wait for a relay's
-    /// acknowledgment: what `queuedCount`, `queuedOperations` and `discardQueued` read.
+    /// acknowledgment: what `queuedCount`, `queuedOperations`, `queuedTargets` and
+    /// `discardQueued` read.
     static let queuedOfBoard = "FROM outbox JOIN op ON op.seq = outbox.seq WHERE op.board_id = ? AND op.local = 1"
 
     /// How many of this replica's own operations on the board wait for a relay's acknowledgment.
@@ -117,6 +118,32 @@ extension ReplicaStore {
         return try writer.read { db in
             try String.fetchAll(db, sql: "SELECT op.body \(Self.queuedOfBoard) ORDER BY op.seq", arguments: [board.rawValue])
                 .map { try Self.decodeLogged($0) }
+        }
+    }
+
+    /// What each of the board's queued operations changes (its task, its column, or the board
+    /// itself), oldest first: the cards a page marks as not on the relay yet. Read from the
+    /// logged JSON by SQLite, without decoding the operations, since a page loads it on every
+    /// open and a long time offline can queue thousands (10,000 took 150 ms to decode). The key
+    /// an action's target is under is fixed by the operation codec; `QueuedTargetsTests` checks
+    /// this against `Action.target` for every kind.
+    public func queuedTargets(_ board: EntityID) throws -> [(op: OperationID, entity: EntityID)] {
+        try writeRecordedAcknowledgments()
+        return try writer.read { db in
+            let sql = """
+                SELECT op.id, coalesce(json_extract(op.body, '$.task'), json_extract(op.body, '$.column'), op.board_id)
+                \(Self.queuedOfBoard) ORDER BY op.seq
+                """
+            let rows = try Row.fetchCursor(db, sql: sql, arguments: [board.rawValue])
+            var targets: [(op: OperationID, entity: EntityID)] = []
+            while let row = try rows.next() {
+                let opText: String = row[0], entityText: String = row[1]
+                guard let op = OperationID(opText), let entity = EntityID(entityText) else {
+                    throw StoreError.corrupt("queued operation '\(opText)' names no entity it changes ('\(entityText)')")
+                }
+                targets.append((op, entity))
+            }
+            return targets
         }
     }
 

@@ -198,3 +198,37 @@ struct DiscardQueuedTests {
         #expect(try store.integrityCheck() == "ok")
     }
 }
+
+struct QueuedTargetsTests {
+    /// `queuedTargets` reads the target from the logged JSON; it must name what the decoded
+    /// operation's `target` names, for every kind of action.
+    @Test func everyKindOfActionNamesItsTarget() async throws {
+        let store = try ReplicaStore.inMemory()
+        let board = EntityID.make(), column = EntityID.make(), other = EntityID.make(), task = EntityID.make()
+        let actions: [BoardOperation.Action] = [
+            .createBoard(title: "Plan"),
+            .renameBoard(title: "Plan 2"),
+            .createColumn(column: column, title: "Todo", position: PositionKey("V")!),
+            .createColumn(column: other, title: "Done", position: PositionKey("k")!),
+            .renameColumn(column: column, title: "Doing"),
+            .moveColumn(column: column, position: PositionKey("z")!),
+            .createTask(task: task, column: column, position: PositionKey("V")!, title: "Write", description: "d"),
+            .updateTask(task: task, title: "Written", description: nil),
+            .updateTask(task: task, title: nil, description: "more"),
+            .moveTask(task: task, column: other, position: PositionKey("V")!),
+            .deleteTask(task: task),
+            .restoreTask(task: task),
+            .deleteColumn(column: column),
+            .restoreColumn(column: column),
+        ]
+        for action in actions { _ = try await store.author(board: board) { _ in action } }
+        let operations = try store.queuedOperations(board)
+        #expect(operations.count == actions.count)
+        let targets = try store.queuedTargets(board)
+        #expect(targets.map(\.op) == operations.map(\.id))
+        #expect(targets.map(\.entity) == operations.map { $0.action.target(board: board).id })
+        #expect(Set(targets.map(\.entity)) == [board, column, other, task])
+        try await store.acknowledge(operations.prefix(3).map(\.id), cursors: [board: 3])
+        #expect(try store.queuedTargets(board).map(\.op) == operations.dropFirst(3).map(\.id))
+    }
+}
