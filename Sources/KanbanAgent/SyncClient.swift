@@ -369,6 +369,9 @@ final class LinkFlags: Sendable {
     let cursors = Mutex<[EntityID: Int64]>([:])
     /// Boards whose digest was already compared on this connection.
     let digested = Mutex<Set<EntityID>>([])
+    /// Boards with acknowledgments since the acknowledgment loop last looked: an acknowledgment
+    /// can settle a board (its last own operation stored) with no `ops` message after it.
+    let acknowledgedBoards = Mutex<Set<EntityID>>([])
 }
 
 /// A continuation resumed by whichever of several racers comes first; later resumes are ignored.

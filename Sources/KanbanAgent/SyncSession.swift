@@ -98,6 +98,8 @@ struct SyncSession {
                     try await Task.sleep(for: Self.acknowledgmentFlushDelay)
                     try await store.flushAcknowledgments()
                     agent.updateSyncStatus { _ in }
+                    let boards = welcomed.acknowledgedBoards.withLock { boards in defer { boards = [] }; return boards }
+                    for board in boards.sorted() { try await compareDigest(board, transport) }
                 }
             }
             group.addTask {
@@ -195,8 +197,10 @@ struct SyncSession {
         // Without this, the lost operations stayed on the replicas that had them, and this
         // agent, its cursor above the relay's new sequences, skipped the next ones.
         let linkCursors = welcomed.cursors.withLock { $0 }
-        for batch in run where batch.head < linkCursors[batch.board] ?? 0 {
-            try await relayLost(batch.board, head: batch.head, cursor: linkCursors[batch.board] ?? 0)
+        var lost: [EntityID: Int64] = [:]
+        for batch in run where batch.head < linkCursors[batch.board] ?? 0 { lost[batch.board] = min(lost[batch.board] ?? .max, batch.head) }
+        for (board, head) in lost.sorted(by: { $0.key < $1.key }) {
+            try await relayLost(board, head: head, cursor: linkCursors[board] ?? 0)
         }
         welcomed.cursors.withLock { link in
             for (board, seq) in cursors { link[board] = max(link[board] ?? 0, seq) }
@@ -205,23 +209,38 @@ struct SyncSession {
             try await store.apply(ops, cursors: cursors)
             welcomed.progressed.store(true, ordering: .relaxed)
         }
-        // Once per board per link, when caught up with nothing of ours in flight, compare digests.
+        // Caught up with a board (at the head the relay sent): compare digests, if nothing of
+        // ours is in flight (else once the acknowledgment loop sees the board settled).
         let unchecked = heads.filter { board, _ in !welcomed.digested.withLock { $0.contains(board) } }
         let known = unchecked.isEmpty ? [:] : try store.cursors()
-        for (board, head) in unchecked.sorted(by: { $0.key < $1.key }) {
-            guard known[board] ?? 0 == head else { continue }
-            // Cursor, outbox and state read together (`settledDigest`): a local edit committing
-            // between an outbox check and the digest would be hashed before the relay has it.
-            if let settled = try await store.settledDigest(board), settled.seq == head {
-                welcomed.digested.withLock { _ = $0.insert(board) }
-                try await send(.digest(.init(board: board, seq: settled.seq, digest: settled.digest)), transport)
-            }
+        for (board, head) in unchecked.sorted(by: { $0.key < $1.key }) where known[board] ?? 0 == head {
+            try await compareDigest(board, transport)
         }
         if !cursors.isEmpty {
             agent.updateSyncStatus(publish: false) { status in
                 for (board, seq) in cursors { status.cursors[board.rawValue] = max(status.cursors[board.rawValue] ?? 0, seq) }
             }
         }
+    }
+
+    /// Once per board per link, when this replica is settled on it (nothing of its own in
+    /// flight, so it holds exactly the relay's operations up to its cursor), sends the board's
+    /// digest at that cursor; the relay answers a mismatch by resending the board, and this
+    /// replica pushes again what the relay lacks (`digestResult`). The check that catches what
+    /// cursors cannot show: a relay restored from an older copy whose log grew back past this
+    /// replica's cursor with other operations. Checked when the relay's head arrives (catch-up,
+    /// live operations) and after acknowledgments: an agent writing while it catches up is
+    /// settled only by the acknowledgment of its last push, and the relay may send nothing after.
+    private func compareDigest(_ board: EntityID, _ transport: SyncTransport) async throws {
+        // Claimed first: the message handler and the acknowledgment loop may both get here.
+        guard welcomed.digested.withLock({ $0.insert(board).inserted }) else { return }
+        // Cursor, outbox and state read together (`settledDigest`): a local edit committing
+        // between an outbox check and the digest would be hashed before the relay has it.
+        guard let settled = try await store.settledDigest(board), settled.seq > 0 else {
+            welcomed.digested.withLock { _ = $0.remove(board) }
+            return
+        }
+        try await send(.digest(.init(board: board, seq: settled.seq, digest: settled.digest)), transport)
     }
 
     /// The relay stored our operations: out of the outbox, cursors advanced, in one transaction,
@@ -232,6 +251,7 @@ struct SyncSession {
         let acks = run.flatMap(\.acks)
         for entry in acks { cursors[entry.board] = max(cursors[entry.board] ?? 0, entry.seq) }
         store.acknowledgeLater(acks.map(\.op), cursors: cursors)
+        welcomed.acknowledgedBoards.withLock { $0.formUnion(cursors.keys) }
         if agent.hub.subscriberCount > 0 { agent.hub.publishAcknowledged(acks.map { ($0.op, $0.board) }) }
         welcomed.cursors.withLock { link in
             for (board, seq) in cursors { link[board] = max(link[board] ?? 0, seq) }

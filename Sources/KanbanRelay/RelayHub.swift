@@ -634,24 +634,67 @@ public actor RelayHub {
     // MARK: Digest and compaction
 
     /// Compares an agent's digest with the relay's at the same sequence; on mismatch resends
-    /// the whole board so the agent can repair.
+    /// the whole board so the agent can repair. The agent sends it when it has exactly the
+    /// relay's operations up to `seq`, which may be below the head by the time it arrives (others
+    /// wrote meanwhile): the state at `seq` is then read from the log. Not answered when `seq`
+    /// is above the head (the agent finds that out from the head itself) or folded into a
+    /// snapshot.
     func digest(_ id: Int, _ message: SyncMessage.Digest) async throws {
         guard let connection = connections[id], connection.token.allows(board: message.board.rawValue),
               try await storage.team(of: message.board) == connection.token.team
         else { return }
+        if try await compareAtHead(id, message) { return }
+        // The log up to `seq` never changes (short of being folded into a snapshot, when this
+        // gives up), so it is read without the board's lock, which pushes to the board wait for:
+        // a long log takes a while.
+        guard let state = try await state(of: message.board, at: message.seq) else { return }
+        await lock([message.board])
+        defer { unlock([message.board]) }
+        try await answer(id, message, match: state.digest == message.digest)
+    }
+
+    /// Under the board's lock: compares a digest taken at the head with the state delivery
+    /// keeps. false when `seq` is below the head (nothing done).
+    private func compareAtHead(_ id: Int, _ message: SyncMessage.Digest) async throws -> Bool {
         await lock([message.board])
         defer { unlock([message.board]) }
         let head = try await storage.head(of: message.board)
-        guard message.seq == head else { return }  // the board moved on; the agent will ask again
+        guard message.seq > 0, message.seq <= head else { return true }
+        guard message.seq == head else { return false }
         try await advance(message.board, through: head)
         let state = try await state(of: message.board, through: head)
-        let match = state.digest == message.digest
+        try await answer(id, message, match: state.digest == message.digest)
+        return true
+    }
+
+    /// Under the board's lock: the result, and after a mismatch the whole board through its head.
+    private func answer(_ id: Int, _ message: SyncMessage.Digest, match: Bool) async throws {
         send(id, .digestResult(.init(board: message.board, seq: message.seq, match: match)))
-        if !match {
-            digestMismatches += 1
-            logger.warning("digest mismatch; resending board", metadata: ["board": "\(message.board)"])
-            _ = try await sendCatchUp(id, board: message.board, after: 0, head: head)
+        guard !match else { return }
+        digestMismatches += 1
+        logger.warning("digest mismatch; resending board", metadata: ["board": "\(message.board)", "seq": "\(message.seq)"])
+        let head = try await storage.head(of: message.board)
+        try await advance(message.board, through: head)
+        _ = try await sendCatchUp(id, board: message.board, after: 0, head: head)
+    }
+
+    /// The board's state at an older sequence, read from the log; nil when that lies inside
+    /// the compacted part (a snapshot past it).
+    private func state(of board: EntityID, at seq: Int64) async throws -> BoardState? {
+        if let snapshot = try await storage.snapshot(board: board), snapshot.seq > seq { return nil }
+        var state = BoardState(id: board)
+        do {
+            _ = try await readLog(board, after: 0, through: seq, batch: 5_000) { _, snapshot in
+                state = snapshot.state
+                return true
+            } operations: { entries in
+                for entry in entries { state.apply(entry.op) }
+                return true
+            }
+        } catch let error as RelayError where error.compacted {
+            return nil  // compacted past `seq` meanwhile
         }
+        return state
     }
 
     /// Folds old operations into a snapshot once a board's live log passes the threshold.

@@ -207,6 +207,54 @@ struct RelayWebSocketTests {
         }
     }
 
+    /// A digest taken at an agent's cursor can reach the relay after others wrote: the relay
+    /// compares it with the board's state at that sequence, read from its log (it used to ignore
+    /// it, and the agent, which compares once per connection, never asked again). A matching
+    /// digest is answered `match`, a wrong one `false` and the whole board resent.
+    @Test func aDigestBelowTheHeadIsComparedAtItsSequence() async throws {
+        let cluster = try await SyncCluster(agents: 1)
+        try await cluster.whileRunning {
+            let a = cluster.agents[0]
+            let board = try await a.boardWithTasks(3, title: "Checked")
+            let ops = try a.store.outbox()
+            try await cluster.connect(0)
+            try await eventually("the relay has the board") { try a.store.outboxCount() == 0 }
+            await cluster.disconnect(0)
+            var atThree = BoardState(id: board)
+            for op in ops.prefix(3) { atThree.apply(op) }
+            let digests = [atThree.digest, String(repeating: "0", count: 64)]
+
+            final class Replies: Sendable { let list = Mutex<[SyncMessage]>([]) }
+            let replies = Replies()
+            let headers: HTTPFields = [.authorization: "Bearer \(cluster.token)"]
+            _ = try await WebSocketClient.connect(url: cluster.relayURL, configuration: .init(additionalHeaders: headers),
+                                                  logger: quietLogger("checker")) { inbound, outbound, _ in
+                try await outbound.write(.text(SyncMessage.hello(.init(replica: ReplicaID("checker")!, cursors: [board: 5])).text))
+                for digest in digests {
+                    try await outbound.write(.text(SyncMessage.digest(.init(board: board, seq: 3, digest: digest)).text))
+                }
+                // The relay handles a connection's messages in order: the pong comes after both
+                // digests were handled and whatever they send.
+                try await outbound.write(.text(SyncMessage.ping(.init(t: 1)).text))
+                for try await message in inbound.messages(maxSize: 1 << 20) {
+                    guard case .text(let text) = message else { continue }
+                    let decoded = try SyncMessage.decode(Data(text.utf8))
+                    if case .pong = decoded { break }
+                    replies.list.withLock { $0.append(decoded) }
+                }
+                try await outbound.close(.normalClosure, reason: nil)
+            }
+            let list = replies.list.withLock { $0 }
+            let results = list.compactMap { message -> SyncMessage.DigestResult? in
+                if case .digestResult(let result) = message { result } else { nil }
+            }
+            #expect(results == [.init(board: board, seq: 3, match: true), .init(board: board, seq: 3, match: false)])
+            let resent = list.drop { if case .digestResult(let r) = $0 { r.match } else { true } }.dropFirst()
+                .flatMap { message -> [Int64] in if case .ops(let batch) = message { batch.ops.map(\.seq) } else { [] } }
+            #expect(resent == [1, 2, 3, 4, 5], "the board resent after the mismatch: \(resent)")
+        }
+    }
+
     /// Broadcasts that reach connections already closing (here: a shutdown while one agent
     /// writes and two listen) are dropped quietly, not counted as slow subscribers (which an
     /// alert watches).

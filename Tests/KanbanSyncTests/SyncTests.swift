@@ -504,6 +504,58 @@ struct SyncTests {
         }
     }
 
+    /// The relay's data is put back to an older copy, and its log grows back past an agent's
+    /// cursor (with other operations) before that agent reconnects: the cursor cannot show that
+    /// the relay's history differs (a soak found it). The agent had an edit queued, so it was not
+    /// settled when the catch-up ended, and the relay sent it nothing after acknowledging the
+    /// edit. The digest it compares once that acknowledgment settles it finds the difference: the
+    /// relay resends the board, and the agent pushes back the operations the relay lost.
+    @Test func aRestoredRelayWhoseLogGrewPastACursorIsFoundOut() async throws {
+        let cluster = try await SyncCluster(agents: 3)
+        try await cluster.whileRunning {
+            let (a, b, c) = (cluster.agents[0], cluster.agents[1], cluster.agents[2])
+            try await cluster.connect(0)
+            try await cluster.connect(1)
+            let board = try await a.boardWithTasks(3, title: "Restored")  // sequences 1-5
+            let column = try #require(try a.document(board).columns.first).id
+            try await cluster.waitForConvergence(board: board, among: [0, 1])
+            let files = ["relay.sqlite", "relay.sqlite-wal", "relay.sqlite-shm"]
+            let backup = cluster.relayDirectory.appendingPathComponent("backup")
+            try FileManager.default.createDirectory(at: backup, withIntermediateDirectories: true)
+            await cluster.stopRelay()
+            for file in files where FileManager.default.fileExists(atPath: cluster.relayDirectory.appendingPathComponent(file).path) {
+                try FileManager.default.copyItem(at: cluster.relayDirectory.appendingPathComponent(file), to: backup.appendingPathComponent(file))
+            }
+            try await cluster.startRelay()
+            for i in 0..<3 { _ = try await a.createTask(column: column, title: "late \(i)", description: nil, after: nil) }
+            try await eventually("B has the late tasks") { b.syncStatus.cursors[board.rawValue] == 8 }
+            await cluster.disconnect(0)
+            await cluster.disconnect(1)
+
+            // Back to the copy (head 5); C's four tasks take sequences 6-9, past B's cursor 8.
+            await cluster.stopRelay()
+            for file in files {
+                try? FileManager.default.removeItem(at: cluster.relayDirectory.appendingPathComponent(file))
+                if FileManager.default.fileExists(atPath: backup.appendingPathComponent(file).path) {
+                    try FileManager.default.copyItem(at: backup.appendingPathComponent(file), to: cluster.relayDirectory.appendingPathComponent(file))
+                }
+            }
+            try await cluster.startRelay()
+            try await cluster.connect(2)
+            try await eventually("C has the board as the copy had it") { (try? c.document(board).columns.first?.tasks.count) == 3 }
+            for i in 0..<4 { _ = try await c.createTask(column: column, title: "from C \(i)", description: nil, after: nil) }
+            try await eventually("the relay's log is past B's cursor") {
+                try c.store.outboxCount() == 0 && c.syncStatus.cursors[board.rawValue] == 9
+            }
+            _ = try await b.createTask(column: column, title: "B offline", description: nil, after: nil)
+            try await cluster.connect(1)
+            try await cluster.waitForConvergence(board: board, among: [1, 2])
+            let titles = Set(try c.document(board).columns.flatMap(\.tasks).map(\.title))
+            #expect(titles.count == 11 && titles.contains("late 2") && titles.contains("from C 0") && titles.contains("B offline"), "\(titles)")
+            #expect(b.syncStatus.repairs == 1)
+        }
+    }
+
     @Test func pushingTheSameOperationTwiceReturnsTheFirstSequence() async throws {
         let dir = try temporaryRelayDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
