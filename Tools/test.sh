@@ -22,6 +22,10 @@ KANBAN_REQUIRE_NGINX=1 KANBAN_REQUIRE_POSTGRES=1 swift test --skip-build "$@"
 # Fault-injection soak, short run (about 70 s): 1 relay + 4 agents behind fault proxies, random
 # operations while links are cut/delayed/paused and processes are killed; nothing lost, all converge.
 Tools/soak/run.sh --binary .build/debug/kanban --duration 60 --converge-timeout 60
+# The same with the relay's data often put back to an earlier copy, as a restore from backup
+# would (a quarter of the faults): agents push again what it lost and get what they miss (about 70 s).
+Tools/soak/run.sh --binary .build/debug/kanban --duration 60 --converge-timeout 60 \
+    --faults delay,pause,cut,reset,refuse,agent_kill,relay_restart,relay_rollback:40
 # The same with two relays sharing the PostgreSQL log above, each new agent connection going to
 # the next relay: catch-up across instances, a relay killed under its agents (about 70 s).
 Tools/soak/run.sh --binary .build/debug/kanban --duration 60 --converge-timeout 60 --relays 2 --store "$KANBAN_POSTGRES_URL"

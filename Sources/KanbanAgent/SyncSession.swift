@@ -49,7 +49,7 @@ struct SyncSession {
         try await store.flushAcknowledgments()
         let cursors = try store.cursors()
         welcomed.cursors.withLock { $0 = cursors }
-        let hello = SyncMessage.hello(.init(replica: store.replicaID, cursors: cursors, client: "kanban-agent"))
+        let hello = SyncMessage.hello(.init(replica: store.replicaID, cursors: cursors, marks: try store.cursorMarks(), client: "kanban-agent"))
         try await Self.fresh { try await send(hello, transport) }
         try await withThrowingTaskGroup(of: Void.self) { group in
             // One task reads (and decodes) what the relay sends, another handles it in order:
@@ -182,11 +182,15 @@ struct SyncSession {
     /// Others' operations, applied in one transaction with the cursors they advance.
     private func applyOperations(_ run: [SyncMessage.Ops], _ transport: SyncTransport) async throws {
         var cursors: [EntityID: Int64] = [:]
+        var marks: [EntityID: OperationID] = [:]
         var heads: [EntityID: Int64] = [:]
         var ops: [BoardOperation] = []
         for batch in run {
             ops += batch.ops.map(\.op)
-            if let last = batch.ops.last { cursors[batch.board] = max(cursors[batch.board] ?? 0, last.seq) }
+            if let last = batch.ops.last, last.seq > cursors[batch.board] ?? 0 {
+                cursors[batch.board] = last.seq
+                marks[batch.board] = last.op.id
+            }
             heads[batch.board] = batch.head
         }
         // A head below this link's cursor: the relay lost operations this replica had from it
@@ -206,7 +210,7 @@ struct SyncSession {
             for (board, seq) in cursors { link[board] = max(link[board] ?? 0, seq) }
         }
         if !ops.isEmpty {
-            try await store.apply(ops, cursors: cursors)
+            try await store.apply(ops, cursors: cursors, marks: marks)
             welcomed.progressed.store(true, ordering: .relaxed)
         }
         // Caught up with a board (at the head the relay sent): compare digests, if nothing of
@@ -248,9 +252,13 @@ struct SyncSession {
     /// other comes soon, and publishes the status then).
     private func acknowledge(_ run: [SyncMessage.Ack]) async throws {
         var cursors: [EntityID: Int64] = [:]
+        var marks: [EntityID: OperationID] = [:]
         let acks = run.flatMap(\.acks)
-        for entry in acks { cursors[entry.board] = max(cursors[entry.board] ?? 0, entry.seq) }
-        store.acknowledgeLater(acks.map(\.op), cursors: cursors)
+        for entry in acks where entry.seq > cursors[entry.board] ?? 0 {
+            cursors[entry.board] = entry.seq
+            marks[entry.board] = entry.op
+        }
+        store.acknowledgeLater(acks.map(\.op), cursors: cursors, marks: marks)
         welcomed.acknowledgedBoards.withLock { $0.formUnion(cursors.keys) }
         if agent.hub.subscriberCount > 0 { agent.hub.publishAcknowledged(acks.map { ($0.op, $0.board) }) }
         welcomed.cursors.withLock { link in

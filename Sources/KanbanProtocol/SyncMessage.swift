@@ -27,12 +27,18 @@ public enum SyncMessage: Sendable, Hashable {
         public var replica: ReplicaID
         /// Highest relay sequence applied, per board.
         public var cursors: [String: Int64]
+        /// Per board, where the agent knows it: the ID of the operation the relay gave the
+        /// sequence in `cursors` (the last one the agent received or had acknowledged). The relay
+        /// checks it against its own log to notice a history that differs from the agent's.
+        public var marks: [String: OperationID]?
         public var client: String?
 
-        public init(protocol: Int = SyncMessage.protocolVersion, replica: ReplicaID, cursors: [EntityID: Int64], client: String? = nil) {
+        public init(protocol: Int = SyncMessage.protocolVersion, replica: ReplicaID, cursors: [EntityID: Int64],
+                    marks: [EntityID: OperationID] = [:], client: String? = nil) {
             self.protocol = `protocol`
             self.replica = replica
             self.cursors = Dictionary(uniqueKeysWithValues: cursors.map { ($0.key.rawValue, $0.value) })
+            self.marks = marks.isEmpty ? nil : Dictionary(uniqueKeysWithValues: marks.map { ($0.key.rawValue, $0.value) })
             self.client = client
         }
     }

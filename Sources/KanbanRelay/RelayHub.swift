@@ -21,6 +21,8 @@ public actor RelayHub {
         public var replica: ReplicaID?
         /// The cursors from `hello`; nil until the connection said hello.
         var cursors: [String: Int64]?
+        /// The hello's marks: per board, the operation the agent has at its cursor.
+        var marks: [String: OperationID] = [:]
         /// The relay → client deflate state (nil: no permessage-deflate on this connection).
         let deflate: ConnectionDeflate?
         /// Queues a message; `live` marks broadcasts, which the per-connection byte bound applies
@@ -179,6 +181,7 @@ public actor RelayHub {
         guard var connection = connections[id] else { return }
         connection.replica = hello.replica
         connection.cursors = hello.cursors
+        connection.marks = hello.marks ?? [:]
         connections[id] = connection
         greeted[token.team, default: []].insert(id)
         // From here on the connection also joins rooms created for boards new to it.
@@ -250,6 +253,15 @@ public actor RelayHub {
             // The agent has seen more than this relay holds (relay restored from an older
             // backup): send everything; the agent re-pushes what the relay lost.
             logger.warning("agent cursor ahead of relay log", metadata: ["board": "\(board)", "cursor": "\(cursor)", "head": "\(through)"])
+            cursor = 0
+        } else if cursor > 0, let mark = connection.marks[board.rawValue],
+                  let here = try await storage.operationID(board: board, seq: cursor), here != mark {
+            // The log grew back past the agent's cursor after a restore, with other operations:
+            // head 0 makes the agent forget the cursor and push the board again (as for a lost
+            // board), then it gets the whole board.
+            logger.warning("agent's operation at its cursor is not the relay's (restored from an older copy?); resending the board",
+                           metadata: ["board": "\(board)", "cursor": "\(cursor)", "agentOp": "\(mark)", "relayOp": "\(here)"])
+            guard send(id, .ops(.init(board: board, ops: [], head: 0)), keepContext: false), connections[id] != nil else { return }
             cursor = 0
         }
         guard try await sendCatchUp(id, board: board, after: cursor, head: through, announce: greeting) else { return }

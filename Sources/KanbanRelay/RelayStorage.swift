@@ -37,6 +37,10 @@ public protocol RelayStorage: Sendable {
     func revoke(tokenID: String) async throws -> RevokeResult
     /// IDs of the revoked tokens (what the relay refuses and disconnects).
     func revokedTokenIDs() async throws -> Set<String>
+    /// The ID of the board's operation with sequence `seq`; nil when there is none or it was
+    /// folded into a snapshot (what the hello's marks are checked against; a default reads it
+    /// through `operations`).
+    func operationID(board: EntityID, seq: Int64) async throws -> OperationID?
     /// Delivery between relay instances sharing this storage; nil for a single instance.
     var cluster: (any RelayCluster)? { get }
     /// Releases the storage when the relay stops (connections, listeners, background work);
@@ -46,6 +50,15 @@ public protocol RelayStorage: Sendable {
 
 extension RelayStorage {
     public var cluster: (any RelayCluster)? { nil }
+
+    public func operationID(board: EntityID, seq: Int64) async throws -> OperationID? {
+        guard seq > 0 else { return nil }
+        do {
+            return try await operations(board: board, after: seq - 1, limit: 1).first { $0.seq == seq }?.op.id
+        } catch let error as RelayError where error.compacted {
+            return nil
+        }
+    }
 }
 
 public enum RevokeResult: Sendable, Hashable {

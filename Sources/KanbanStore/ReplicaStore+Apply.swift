@@ -101,21 +101,25 @@ extension ReplicaStore {
 
     /// Applies operations from elsewhere (relay, tests, benchmarks) in one transaction.
     /// Operations already in the log are skipped; `cursors` advance the per-board relay cursors
-    /// (never backwards) in the same transaction.
+    /// (never backwards) in the same transaction, `marks` naming the operation at each new
+    /// cursor where it is known (see `cursorMarks`).
     @discardableResult
-    public func apply(_ ops: [BoardOperation], local: Bool = false, cursors: [EntityID: Int64] = [:]) throws -> [AppliedChange] {
-        try write { db in try self.applyInTransaction(ops, local: local, cursors: cursors, in: db) }
+    public func apply(_ ops: [BoardOperation], local: Bool = false, cursors: [EntityID: Int64] = [:],
+                      marks: [EntityID: OperationID] = [:]) throws -> [AppliedChange] {
+        try write { db in try self.applyInTransaction(ops, local: local, cursors: cursors, marks: marks, in: db) }
     }
 
     /// `apply` without blocking the calling thread while the transaction commits.
     @discardableResult
-    public func apply(_ ops: [BoardOperation], local: Bool = false, cursors: [EntityID: Int64] = [:]) async throws -> [AppliedChange] {
+    public func apply(_ ops: [BoardOperation], local: Bool = false, cursors: [EntityID: Int64] = [:],
+                      marks: [EntityID: OperationID] = [:]) async throws -> [AppliedChange] {
         try await writer.writeWithoutTransaction { db in
-            try self.transaction(db) { db in try self.applyInTransaction(ops, local: local, cursors: cursors, in: db) }
+            try self.transaction(db) { db in try self.applyInTransaction(ops, local: local, cursors: cursors, marks: marks, in: db) }
         }
     }
 
-    private func applyInTransaction(_ ops: [BoardOperation], local: Bool, cursors: [EntityID: Int64], in db: Database) throws -> [AppliedChange] {
+    private func applyInTransaction(_ ops: [BoardOperation], local: Bool, cursors: [EntityID: Int64], marks: [EntityID: OperationID],
+                                    in db: Database) throws -> [AppliedChange] {
         var changes: [AppliedChange] = []
         changes.reserveCapacity(ops.count)
         let log = try LogStatements(db)
@@ -132,12 +136,7 @@ extension ReplicaStore {
         }
         let now = self.clock.nowMillis()
         if let newest { self.cache.withLock { $0.author.observe(newest, nowMillis: now) } }
-        for (board, seq) in cursors {
-            try db.cachedStatement(sql: """
-                INSERT INTO cursor (board_id, seq) VALUES (?, ?)
-                ON CONFLICT (board_id) DO UPDATE SET seq = max(seq, excluded.seq)
-                """).execute(arguments: [board.rawValue, seq])
-        }
+        try Self.advanceCursors(cursors, marks: marks, in: db)
         self.announceAfterCommit(changes, in: db)
         return changes
     }
@@ -210,10 +209,7 @@ extension ReplicaStore {
             let body = String(decoding: try JSONEncoder().encode(BoardSnapshot(stored)), as: UTF8.self)
             try db.execute(sql: "INSERT OR REPLACE INTO snapshot (board_id, seq, body) VALUES (?, ?, ?)",
                            arguments: [board.rawValue, storedSeq, body])
-            try db.execute(sql: """
-                INSERT INTO cursor (board_id, seq) VALUES (?, ?)
-                ON CONFLICT (board_id) DO UPDATE SET seq = max(seq, excluded.seq)
-                """, arguments: [board.rawValue, seq])
+            try Self.advanceCursors([board: seq], marks: [:], in: db)
         }
     }
 
@@ -303,10 +299,10 @@ extension ReplicaStore {
                         cache.authored = []
                         (cache.author, cache.lastSeq, cache.ceilings) = saved
                     }
-                    self.pendingAcknowledgments.withLock { $0.add(acknowledged.ids, cursors: acknowledged.cursors) }
+                    self.pendingAcknowledgments.withLock { $0.add(acknowledged.ids, cursors: acknowledged.cursors, marks: acknowledged.marks) }
                 }
                 db.afterNextTransaction(onCommit: { _ in self.moveAuthoredToOutboxTail() })
-                if !acknowledged.isEmpty { try Self.acknowledge(acknowledged.ids, cursors: acknowledged.cursors, in: db) }
+                if !acknowledged.isEmpty { try Self.acknowledge(acknowledged.ids, cursors: acknowledged.cursors, marks: acknowledged.marks, in: db) }
                 result = try body(db)
                 try saveDirtyRows(in: db)
                 try saveCeilings(in: db)

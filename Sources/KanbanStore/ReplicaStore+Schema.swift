@@ -103,6 +103,11 @@ extension ReplicaStore {
                 CREATE INDEX op_by_board ON op (board_id, seq);
                 """)
         }
+        migrator.registerMigration("v4-cursor-marks") { db in
+            // The operation the relay gave each cursor's sequence (NULL: not known, e.g. after a
+            // snapshot): sent in the hello so the relay can tell a history that differs.
+            try db.execute(sql: "ALTER TABLE cursor ADD COLUMN op_id TEXT")
+        }
         return migrator
     }
 }

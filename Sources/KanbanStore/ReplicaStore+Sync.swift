@@ -231,13 +231,13 @@ extension ReplicaStore {
     /// Nothing later can survive without it either: the next synced commit syncs the whole log,
     /// this commit included, and recovery stops at the first frame that did not reach the disk.
     /// One fsync less per pushed operation, on the writer every local edit waits for.
-    public func acknowledge(_ ids: [OperationID], cursors: [EntityID: Int64] = [:]) throws {
-        try writer.writeWithoutTransaction { db in try self.commitAcknowledgment(ids, cursors: cursors, in: db) }
+    public func acknowledge(_ ids: [OperationID], cursors: [EntityID: Int64] = [:], marks: [EntityID: OperationID] = [:]) throws {
+        try writer.writeWithoutTransaction { db in try self.commitAcknowledgment(ids, cursors: cursors, marks: marks, in: db) }
     }
 
     /// `acknowledge` without blocking the calling thread while the transaction commits.
-    public func acknowledge(_ ids: [OperationID], cursors: [EntityID: Int64] = [:]) async throws {
-        try await writer.writeWithoutTransaction { db in try self.commitAcknowledgment(ids, cursors: cursors, in: db) }
+    public func acknowledge(_ ids: [OperationID], cursors: [EntityID: Int64] = [:], marks: [EntityID: OperationID] = [:]) async throws {
+        try await writer.writeWithoutTransaction { db in try self.commitAcknowledgment(ids, cursors: cursors, marks: marks, in: db) }
     }
 
     /// Records an acknowledgment to be written with the next transaction on this store, whatever
@@ -246,9 +246,9 @@ extension ReplicaStore {
     /// is one write transaction per edit instead of two. Until then the operations stay in the
     /// outbox table, which is safe (see `acknowledge`: losing an acknowledgment costs a re-push);
     /// `outboxCount()`, `cursors()` and `settledDigest(_:)` already account for it.
-    public func acknowledgeLater(_ ids: [OperationID], cursors: [EntityID: Int64] = [:]) {
+    public func acknowledgeLater(_ ids: [OperationID], cursors: [EntityID: Int64] = [:], marks: [EntityID: OperationID] = [:]) {
         outboxTail.withLock { $0.remove(ids) }
-        pendingAcknowledgments.withLock { $0.add(ids, cursors: cursors) }
+        pendingAcknowledgments.withLock { $0.add(ids, cursors: cursors, marks: marks) }
     }
 
     /// Writes the acknowledgments recorded by `acknowledgeLater` that no transaction has taken
@@ -272,9 +272,9 @@ extension ReplicaStore {
     }
 
     /// On the writer: the acknowledgment's transaction, committed unsynced (see `acknowledge`).
-    private func commitAcknowledgment(_ ids: [OperationID], cursors: [EntityID: Int64], in db: Database) throws {
+    private func commitAcknowledgment(_ ids: [OperationID], cursors: [EntityID: Int64], marks: [EntityID: OperationID], in db: Database) throws {
         outboxTail.withLock { $0.remove(ids) }
-        try withoutSync(db) { try transaction(db) { db in try Self.acknowledge(ids, cursors: cursors, in: db) } }
+        try withoutSync(db) { try transaction(db) { db in try Self.acknowledge(ids, cursors: cursors, marks: marks, in: db) } }
     }
 
     /// Runs `body` (on the writer, outside any transaction) with commits not synced, then puts
@@ -291,15 +291,39 @@ extension ReplicaStore {
     /// Drops one operation, by ID, from the outbox (which is keyed by log sequence only).
     static let deleteFromOutbox = "DELETE FROM outbox WHERE seq = (SELECT seq FROM op WHERE id = ?)"
 
-    static func acknowledge(_ ids: [OperationID], cursors: [EntityID: Int64], in db: Database) throws {
+    static func acknowledge(_ ids: [OperationID], cursors: [EntityID: Int64], marks: [EntityID: OperationID], in db: Database) throws {
         for id in ids {
             try db.cachedStatement(sql: deleteFromOutbox).execute(arguments: [id.description])
         }
+        try advanceCursors(cursors, marks: marks, in: db)
+    }
+
+    /// Raises relay cursors (never lowers them). A cursor that moves takes the board's mark
+    /// from `marks`, or loses it when `marks` has none; one that stays keeps it, or takes one
+    /// it lacked.
+    static func advanceCursors(_ cursors: [EntityID: Int64], marks: [EntityID: OperationID], in db: Database) throws {
         for (board, seq) in cursors {
             try db.cachedStatement(sql: """
-                INSERT INTO cursor (board_id, seq) VALUES (?, ?)
-                ON CONFLICT (board_id) DO UPDATE SET seq = max(seq, excluded.seq)
-                """).execute(arguments: [board.rawValue, seq])
+                INSERT INTO cursor (board_id, seq, op_id) VALUES (?, ?, ?)
+                ON CONFLICT (board_id) DO UPDATE SET
+                    op_id = CASE WHEN excluded.seq > seq THEN excluded.op_id
+                                 WHEN excluded.seq = seq THEN coalesce(op_id, excluded.op_id)
+                                 ELSE op_id END,
+                    seq = max(seq, excluded.seq)
+                """).execute(arguments: [board.rawValue, seq, marks[board]?.description])
+        }
+    }
+
+    /// Per board, the ID of the operation the relay gave the cursor's sequence, where known
+    /// (with acknowledgments recorded but not yet written): what the hello's `marks` carry.
+    public func cursorMarks() throws -> [EntityID: OperationID] {
+        try writeRecordedAcknowledgments()
+        return try writer.read { db in
+            var out: [EntityID: OperationID] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT board_id, op_id FROM cursor WHERE op_id IS NOT NULL") {
+                if let board = EntityID(row["board_id"] as String), let op = OperationID(row["op_id"] as String) { out[board] = op }
+            }
+            return out
         }
     }
 
@@ -321,12 +345,17 @@ extension ReplicaStore {
 struct PendingAcknowledgments {
     var ids: [OperationID] = []
     var cursors: [EntityID: Int64] = [:]
+    /// The mark of each board's highest cursor here.
+    var marks: [EntityID: OperationID] = [:]
 
     var isEmpty: Bool { ids.isEmpty && cursors.isEmpty }
 
-    mutating func add(_ ids: [OperationID], cursors: [EntityID: Int64]) {
+    mutating func add(_ ids: [OperationID], cursors: [EntityID: Int64], marks: [EntityID: OperationID] = [:]) {
         self.ids += ids
-        for (board, seq) in cursors { self.cursors[board] = max(self.cursors[board] ?? 0, seq) }
+        for (board, seq) in cursors where seq >= self.cursors[board] ?? 0 {
+            if seq > self.cursors[board] ?? 0 || self.marks[board] == nil { self.marks[board] = marks[board] }
+            self.cursors[board] = seq
+        }
     }
 }
 

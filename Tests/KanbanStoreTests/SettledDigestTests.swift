@@ -232,3 +232,35 @@ struct QueuedTargetsTests {
         #expect(try store.queuedTargets(board).map(\.op) == operations.dropFirst(3).map(\.id))
     }
 }
+
+struct CursorMarkTests {
+    /// Each relay cursor keeps the ID of the operation at its sequence (the hello's marks): a
+    /// cursor that moves takes the new mark or none, one that stays keeps its mark, and
+    /// forgetting the cursor forgets the mark.
+    @Test func marksFollowTheirCursors() async throws {
+        let store = try ReplicaStore.inMemory()
+        let board = EntityID.make(), other = EntityID.make()
+        var remote = Author(replica: ReplicaID("r2")!)
+        let create = remote.make(.createBoard(title: "Plan"), board: board, nowMillis: 1_000)
+        let rename = remote.make(.renameBoard(title: "Plan 2"), board: board, nowMillis: 2_000)
+        let elsewhere = remote.make(.createBoard(title: "Other"), board: other, nowMillis: 3_000)
+        _ = try await store.apply([create, elsewhere], cursors: [board: 1, other: 1], marks: [board: create.id])
+        #expect(try store.cursorMarks() == [board: create.id], "no mark given for the other board")
+        _ = try await store.apply([create], cursors: [board: 1], marks: [board: rename.id])
+        #expect(try store.cursorMarks()[board] == create.id, "the same sequence again keeps its mark")
+        _ = try await store.apply([rename], cursors: [board: 2], marks: [board: rename.id])
+        #expect(try store.cursorMarks()[board] == rename.id)
+        _ = try await store.apply([], cursors: [board: 3])
+        #expect(try store.cursorMarks()[board] == nil, "a cursor moved without a mark has none")
+        #expect(try store.cursors()[board] == 3)
+
+        let mine = try await store.author(board: board) { _ in .renameBoard(title: "Mine") }.operation
+        store.acknowledgeLater([mine.id], cursors: [board: 4], marks: [board: mine.id])
+        #expect(try store.cursorMarks()[board] == mine.id, "a recorded acknowledgment's mark")
+        store.acknowledgeLater([], cursors: [board: 3], marks: [board: create.id])
+        #expect(try store.cursorMarks()[board] == mine.id, "a lower acknowledgment moves nothing")
+        #expect(try store.cursors()[board] == 4)
+        _ = try await store.requeueForRelay(board)
+        #expect(try store.cursorMarks()[board] == nil && store.cursors()[board] == nil)
+    }
+}

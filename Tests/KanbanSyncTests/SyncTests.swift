@@ -506,12 +506,14 @@ struct SyncTests {
 
     /// The relay's data is put back to an older copy, and its log grows back past an agent's
     /// cursor (with other operations) before that agent reconnects: the cursor cannot show that
-    /// the relay's history differs (a soak found it). The agent had an edit queued, so it was not
-    /// settled when the catch-up ended, and the relay sent it nothing after acknowledging the
-    /// edit. The digest it compares once that acknowledgment settles it finds the difference: the
-    /// relay resends the board, and the agent pushes back the operations the relay lost.
+    /// the relay's history differs (a soak found it), and here neither can the hello's marks
+    /// (the relay cannot check them, as for a sequence it compacted; the next test has them
+    /// checked). The agent had an edit queued, so it was not settled when the catch-up ended,
+    /// and the relay sent it nothing after acknowledging the edit. The digest it compares once
+    /// that acknowledgment settles it finds the difference: the relay resends the board, and the
+    /// agent pushes back the operations the relay lost.
     @Test func aRestoredRelayWhoseLogGrewPastACursorIsFoundOut() async throws {
-        let cluster = try await SyncCluster(agents: 3)
+        let cluster = try await SyncCluster(agents: 3, wrapStorage: { UncheckedMarks.Storage(log: $0) })
         try await cluster.whileRunning {
             let (a, b, c) = (cluster.agents[0], cluster.agents[1], cluster.agents[2])
             try await cluster.connect(0)
@@ -553,6 +555,61 @@ struct SyncTests {
             let titles = Set(try c.document(board).columns.flatMap(\.tasks).map(\.title))
             #expect(titles.count == 11 && titles.contains("late 2") && titles.contains("from C 0") && titles.contains("B offline"), "\(titles)")
             #expect(b.syncStatus.repairs == 1)
+        }
+    }
+
+    /// As above, but the operation the agent lacks in the relay's regrown log changes nothing
+    /// in its state (a later edit won over it), so digests cannot see it (a soak found one such
+    /// delete missing on one agent). The hello names the operation at each cursor; the relay
+    /// has another one there, and sends the agent the whole board.
+    @Test func aCursorWhoseOperationDiffersFromTheRelaysIsCaughtUpFromTheStart() async throws {
+        // C's clock is an hour behind: its offline rename loses to A's later one.
+        let cluster = try await SyncCluster(agents: 3, store: { i in
+            let clock = i == 2 ? WallClock { WallClock.system.nowMillis() - 3_600_000 } : .system
+            return try ReplicaStore.inMemory(configuration: .init(durability: .normal, clock: clock))
+        })
+        try await cluster.whileRunning {
+            let (a, b, c) = (cluster.agents[0], cluster.agents[1], cluster.agents[2])
+            for i in 0..<3 { try await cluster.connect(i) }
+            let board = try await a.boardWithTasks(1, title: "Marked")  // sequences 1-3
+            let task = try #require(try a.document(board).columns.first?.tasks.first).id
+            try await cluster.waitForConvergence(board: board)
+            let files = ["relay.sqlite", "relay.sqlite-wal", "relay.sqlite-shm"]
+            let backup = cluster.relayDirectory.appendingPathComponent("backup")
+            try FileManager.default.createDirectory(at: backup, withIntermediateDirectories: true)
+            await cluster.stopRelay()
+            for file in files where FileManager.default.fileExists(atPath: cluster.relayDirectory.appendingPathComponent(file).path) {
+                try FileManager.default.copyItem(at: cluster.relayDirectory.appendingPathComponent(file), to: backup.appendingPathComponent(file))
+            }
+            try await cluster.startRelay()
+            await cluster.disconnect(2)
+            _ = try await c.updateTask(task, title: "from C", description: nil)
+            let fromCID = try #require(try c.store.queuedOperations(board).last?.id)
+            _ = try await a.updateTask(task, title: "v2", description: nil)
+            try await eventually("B has A's rename at sequence 4") { b.syncStatus.cursors[board.rawValue] == 4 }
+            await cluster.disconnect(0)
+            await cluster.disconnect(1)
+
+            // Back to the copy (head 3): C's rename takes sequence 4, where A and B have A's.
+            await cluster.stopRelay()
+            for file in files {
+                try? FileManager.default.removeItem(at: cluster.relayDirectory.appendingPathComponent(file))
+                if FileManager.default.fileExists(atPath: backup.appendingPathComponent(file).path) {
+                    try FileManager.default.copyItem(at: backup.appendingPathComponent(file), to: cluster.relayDirectory.appendingPathComponent(file))
+                }
+            }
+            try await cluster.startRelay()
+            try await cluster.connect(2)
+            try await eventually("C's rename is at sequence 4") { try c.store.outboxCount() == 0 && c.syncStatus.cursors[board.rawValue] == 4 }
+            // A gets the board back to the relay: its rename takes sequence 5.
+            try await cluster.connect(0)
+            try await eventually("A's rename is on the relay again") { try a.store.outboxCount() == 0 && (a.syncStatus.cursors[board.rawValue] ?? 0) >= 5 }
+            try await cluster.connect(1)
+            try await eventually("B gets C's rename") { try b.store.contains(fromCID) }
+            try await cluster.waitForConvergence(board: board)
+            for agent in [a, b, c] {
+                #expect(try agent.document(board).columns.first?.tasks.first?.title == "v2", "A's later rename wins everywhere")
+            }
         }
     }
 
@@ -600,6 +657,14 @@ final class CompactionBeforeRead: Sendable {
             }
             return try log.operations(board: board, after: after, limit: limit)
         }
+    }
+}
+
+/// Relay storage that cannot say which operation has a sequence, so hello marks go unchecked.
+enum UncheckedMarks {
+    struct Storage: ForwardingToLog {
+        let log: SQLiteRelayStorage
+        func operationID(board: EntityID, seq: Int64) async throws -> OperationID? { nil }
     }
 }
 

@@ -328,6 +328,9 @@ FAULT_KINDS = ("delay", "pause", "cut", "reset", "refuse", "agent_kill", "relay_
 # Only when asked for with --faults: the relay's SQLite data put back to an earlier copy (a
 # restore from backup), which loses operations the relay had acknowledged; the agents push them again.
 OPTIONAL_FAULTS = ("relay_rollback",)
+# How often each kind is picked, relative to the others (`--faults KIND:WEIGHT` changes one).
+DEFAULT_FAULT_WEIGHTS = {"delay": 18, "pause": 16, "cut": 16, "reset": 16, "refuse": 10, "agent_kill": 14,
+                         "relay_restart": 10, "relay_rollback": 6}
 
 WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike "
          "november oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
@@ -764,8 +767,7 @@ class Soak:
 
     def inject(self) -> None:
         rng, a = self.fault_rng, self.args
-        weights = {"delay": 18, "pause": 16, "cut": 16, "reset": 16, "refuse": 10, "agent_kill": 14, "relay_restart": 10,
-                   "relay_rollback": 6}
+        weights = dict(DEFAULT_FAULT_WEIGHTS, **a.fault_weights)
         kinds = [k for k in FAULT_KINDS + OPTIONAL_FAULTS if k in a.faults]
         if not kinds:
             return
@@ -1061,12 +1063,23 @@ def main() -> int:
                          "(Tools/postgres/start.sh starts a throwaway one) instead of SQLite in the run directory")
     ap.add_argument("--faults", default=",".join(FAULT_KINDS),
                     help="fault kinds to inject, comma-separated (default: %(default)s; also "
-                         f"{', '.join(OPTIONAL_FAULTS)}: one relay on SQLite put back to an earlier copy of its data)")
+                         f"{', '.join(OPTIONAL_FAULTS)}: one relay on SQLite put back to an earlier copy of its data); "
+                         "KIND:WEIGHT picks a kind more or less often than its default weight "
+                         f"({', '.join(f'{k} {w}' for k, w in DEFAULT_FAULT_WEIGHTS.items())})")
     args = ap.parse_args()
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1, 1 << 31)
     args.binary = os.path.abspath(args.binary)
-    args.faults = [f.strip() for f in args.faults.split(",") if f.strip()]
+    args.fault_weights = {}
+    faults = []
+    for item in (f.strip() for f in args.faults.split(",") if f.strip()):
+        kind, _, weight = item.partition(":")
+        if weight:
+            if not weight.isdigit() or int(weight) < 1:
+                ap.error(f"--faults {item}: the weight after ':' must be a whole number of at least 1")
+            args.fault_weights[kind] = int(weight)
+        faults.append(kind)
+    args.faults = faults
     if set(args.faults) - set(FAULT_KINDS + OPTIONAL_FAULTS):
         ap.error(f"unknown fault kinds {sorted(set(args.faults) - set(FAULT_KINDS + OPTIONAL_FAULTS))}; "
                  f"known: {','.join(FAULT_KINDS + OPTIONAL_FAULTS)}")
