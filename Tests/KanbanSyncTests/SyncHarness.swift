@@ -123,6 +123,33 @@ final class SyncCluster: Sendable {
 
     var relayURL: String { "ws://127.0.0.1:\(relayPort.withLock { $0 })/sync" }
 
+    private static let relayFiles = ["relay.sqlite", "relay.sqlite-wal", "relay.sqlite-shm"]
+
+    /// Stops the relay, copies its data aside (a backup) and starts it again; returns the copy.
+    func backUpRelay() async throws -> URL {
+        let backup = relayDirectory.appendingPathComponent("backup-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: backup, withIntermediateDirectories: true)
+        await stopRelay()
+        for file in Self.relayFiles where FileManager.default.fileExists(atPath: relayDirectory.appendingPathComponent(file).path) {
+            try FileManager.default.copyItem(at: relayDirectory.appendingPathComponent(file), to: backup.appendingPathComponent(file))
+        }
+        try await startRelay()
+        return backup
+    }
+
+    /// Stops the relay, puts a `backUpRelay()` copy back (a restore: whatever it stored since
+    /// is gone) and starts it again.
+    func restoreRelay(from backup: URL) async throws {
+        await stopRelay()
+        for file in Self.relayFiles {
+            try? FileManager.default.removeItem(at: relayDirectory.appendingPathComponent(file))
+            if FileManager.default.fileExists(atPath: backup.appendingPathComponent(file).path) {
+                try FileManager.default.copyItem(at: backup.appendingPathComponent(file), to: relayDirectory.appendingPathComponent(file))
+            }
+        }
+        try await startRelay()
+    }
+
     /// Starts agent `i`'s sync client (inside a small agent server, as `kanban agent` runs it).
     func connect(_ i: Int, transport: SyncTransportChoice = .auto, token: String? = nil) async throws {
         var configuration = SyncConfiguration(relayURL: relayURL, token: token ?? self.token)

@@ -521,28 +521,14 @@ struct SyncTests {
             let board = try await a.boardWithTasks(3, title: "Restored")  // sequences 1-5
             let column = try #require(try a.document(board).columns.first).id
             try await cluster.waitForConvergence(board: board, among: [0, 1])
-            let files = ["relay.sqlite", "relay.sqlite-wal", "relay.sqlite-shm"]
-            let backup = cluster.relayDirectory.appendingPathComponent("backup")
-            try FileManager.default.createDirectory(at: backup, withIntermediateDirectories: true)
-            await cluster.stopRelay()
-            for file in files where FileManager.default.fileExists(atPath: cluster.relayDirectory.appendingPathComponent(file).path) {
-                try FileManager.default.copyItem(at: cluster.relayDirectory.appendingPathComponent(file), to: backup.appendingPathComponent(file))
-            }
-            try await cluster.startRelay()
+            let backup = try await cluster.backUpRelay()
             for i in 0..<3 { _ = try await a.createTask(column: column, title: "late \(i)", description: nil, after: nil) }
             try await eventually("B has the late tasks") { b.syncStatus.cursors[board.rawValue] == 8 }
             await cluster.disconnect(0)
             await cluster.disconnect(1)
 
             // Back to the copy (head 5); C's four tasks take sequences 6-9, past B's cursor 8.
-            await cluster.stopRelay()
-            for file in files {
-                try? FileManager.default.removeItem(at: cluster.relayDirectory.appendingPathComponent(file))
-                if FileManager.default.fileExists(atPath: backup.appendingPathComponent(file).path) {
-                    try FileManager.default.copyItem(at: backup.appendingPathComponent(file), to: cluster.relayDirectory.appendingPathComponent(file))
-                }
-            }
-            try await cluster.startRelay()
+            try await cluster.restoreRelay(from: backup)
             try await cluster.connect(2)
             try await eventually("C has the board as the copy had it") { (try? c.document(board).columns.first?.tasks.count) == 3 }
             for i in 0..<4 { _ = try await c.createTask(column: column, title: "from C \(i)", description: nil, after: nil) }
@@ -574,14 +560,7 @@ struct SyncTests {
             let board = try await a.boardWithTasks(1, title: "Marked")  // sequences 1-3
             let task = try #require(try a.document(board).columns.first?.tasks.first).id
             try await cluster.waitForConvergence(board: board)
-            let files = ["relay.sqlite", "relay.sqlite-wal", "relay.sqlite-shm"]
-            let backup = cluster.relayDirectory.appendingPathComponent("backup")
-            try FileManager.default.createDirectory(at: backup, withIntermediateDirectories: true)
-            await cluster.stopRelay()
-            for file in files where FileManager.default.fileExists(atPath: cluster.relayDirectory.appendingPathComponent(file).path) {
-                try FileManager.default.copyItem(at: cluster.relayDirectory.appendingPathComponent(file), to: backup.appendingPathComponent(file))
-            }
-            try await cluster.startRelay()
+            let backup = try await cluster.backUpRelay()
             await cluster.disconnect(2)
             _ = try await c.updateTask(task, title: "from C", description: nil)
             let fromCID = try #require(try c.store.queuedOperations(board).last?.id)
@@ -591,14 +570,7 @@ struct SyncTests {
             await cluster.disconnect(1)
 
             // Back to the copy (head 3): C's rename takes sequence 4, where A and B have A's.
-            await cluster.stopRelay()
-            for file in files {
-                try? FileManager.default.removeItem(at: cluster.relayDirectory.appendingPathComponent(file))
-                if FileManager.default.fileExists(atPath: backup.appendingPathComponent(file).path) {
-                    try FileManager.default.copyItem(at: backup.appendingPathComponent(file), to: cluster.relayDirectory.appendingPathComponent(file))
-                }
-            }
-            try await cluster.startRelay()
+            try await cluster.restoreRelay(from: backup)
             try await cluster.connect(2)
             try await eventually("C's rename is at sequence 4") { try c.store.outboxCount() == 0 && c.syncStatus.cursors[board.rawValue] == 4 }
             // A gets the board back to the relay: its rename takes sequence 5.
