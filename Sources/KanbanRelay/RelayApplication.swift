@@ -30,6 +30,9 @@ public final class Relay: Sendable {
         gauge("kanban_relay_digest_mismatches",
               "Agents whose board digest did not match the relay's after catch-up, since the relay started (each repaired by a resend).",
               await hub.digestMismatches)
+        gauge("kanban_relay_history_mismatches",
+              "Agents that connected with another operation at their cursor than the relay's log has there (its data restored from an older copy), since the relay started (each sent the whole board and pushing its own again).",
+              await hub.historyMismatches)
         gauge("kanban_relay_compactions", "Board logs compacted into snapshots since the relay started.", await hub.compactions)
         gauge("kanban_relay_remote_operations", "Operations other relay instances committed that reached this instance's rooms.",
               await hub.remoteOperationCount)
@@ -188,9 +191,10 @@ public func buildRelayApplication(
     router.get("health/websocket") { _, _ in
         let stats = await relay.hub.stats
         let mismatches = await relay.hub.digestMismatches
+        let histories = await relay.hub.historyMismatches
         let count = (try? await relay.storage.operationCount()) ?? -1
         return relayJSON(["connections": stats.connections, "rooms": stats.rooms, "logOperations": count, "digestMismatches": mismatches,
-                          "pollSessions": relay.polls.count])
+                          "historyMismatches": histories, "pollSessions": relay.polls.count])
     }
     let polling = LongPolling(relay: relay, logger: logger)
     polling.register(on: router)

@@ -64,6 +64,9 @@ public actor RelayHub {
     private var pending: [EntityID: [PendingPush]] = [:]
     private var committing: Set<EntityID> = []
     public private(set) var digestMismatches = 0
+    /// Hellos whose mark named another operation than the relay's at that cursor (its data
+    /// restored from an older copy, most likely).
+    public private(set) var historyMismatches = 0
     public private(set) var acceptedOperations = 0
     public private(set) var compactions = 0
     public private(set) var remoteOperationCount = 0
@@ -259,6 +262,7 @@ public actor RelayHub {
             // The log grew back past the agent's cursor after a restore, with other operations:
             // head 0 makes the agent forget the cursor and push the board again (as for a lost
             // board), then it gets the whole board.
+            historyMismatches += 1
             logger.warning("agent's operation at its cursor is not the relay's (restored from an older copy?); resending the board",
                            metadata: ["board": "\(board)", "cursor": "\(cursor)", "agentOp": "\(mark)", "relayOp": "\(here)"])
             guard send(id, .ops(.init(board: board, ops: [], head: 0)), keepContext: false), connections[id] != nil else { return }

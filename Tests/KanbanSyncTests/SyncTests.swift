@@ -582,6 +582,10 @@ struct SyncTests {
             for agent in [a, b, c] {
                 #expect(try agent.document(board).columns.first?.tasks.first?.title == "v2", "A's later rename wins everywhere")
             }
+            // A and B each came back with a mark the restored relay had not got at their cursor.
+            let relay = try #require(cluster.relayRef.withLock { $0 })
+            let metrics = await relay.metricsText().split(separator: "\n").filter { $0.hasPrefix("kanban_relay_history_mismatches ") }
+            #expect(metrics.compactMap { Double($0.split(separator: " ").last ?? "") } == [2], "\(metrics)")
         }
     }
 
