@@ -698,19 +698,11 @@ public actor RelayHub {
     /// the compacted part (a snapshot past it).
     private func state(of board: EntityID, at seq: Int64) async throws -> BoardState? {
         if let snapshot = try await storage.snapshot(board: board), snapshot.seq > seq { return nil }
-        var state = BoardState(id: board)
         do {
-            _ = try await readLog(board, after: 0, through: seq, batch: 5_000) { _, snapshot in
-                state = snapshot.state
-                return true
-            } operations: { entries in
-                for entry in entries { state.apply(entry.op) }
-                return true
-            }
+            return try await replayLog(board, through: seq)
         } catch let error as RelayError where error.compacted {
             return nil  // compacted past `seq` meanwhile
         }
-        return state
     }
 
     /// Folds old operations into a snapshot once a board's live log passes the threshold.
@@ -781,15 +773,22 @@ public actor RelayHub {
     /// here; delivery keeps it current).
     private func state(of board: EntityID, through head: Int64) async throws -> BoardState {
         if let state = states[board] { return state }
+        let state = try await replayLog(board, through: head)
+        if rooms[board]?.members.isEmpty == false { states[board] = state }
+        return state
+    }
+
+    /// The board's state after its log through `seq`: the snapshot (when it lies at or below
+    /// `seq`), then the operations.
+    private func replayLog(_ board: EntityID, through seq: Int64) async throws -> BoardState {
         var state = BoardState(id: board)
-        _ = try await readLog(board, after: 0, through: head, batch: 5_000) { _, snapshot in
+        _ = try await readLog(board, after: 0, through: seq, batch: 5_000) { _, snapshot in
             state = snapshot.state  // covers every operation below its sequence
             return true
         } operations: { entries in
             for entry in entries { state.apply(entry.op) }
             return true
         }
-        if rooms[board]?.members.isEmpty == false { states[board] = state }
         return state
     }
 
