@@ -51,6 +51,19 @@ public actor RelayHub {
     private var greeted: [String: Set<Int>] = [:]
     private var rooms: [EntityID: Room] = [:]
     private var states: [EntityID: BoardState] = [:]
+    /// Per board: the digest of `states` at the sequence it was taken.
+    private var headDigests: [EntityID: (seq: Int64, digest: String)] = [:]
+    /// Per board: the last state rebuilt below the head for a digest (see `digest(of:at:)`).
+    private var pastStates: [EntityID: PastState] = [:]
+    private struct PastState {
+        let seq: Int64
+        let state: BoardState
+        let digest: String
+    }
+    /// Per board: digests below the head waiting for `answerBelowHead` (present while it runs).
+    private var belowHead: [EntityID: [(id: Int, message: SyncMessage.Digest)]] = [:]
+    /// Rebuilding and hashing board states, off this actor.
+    private let stateWork = BoardStateWork()
     private var horizons: [EntityID: Int64] = [:]
     /// Boards whose compaction is running.
     private var compacting: Set<EntityID> = []
@@ -141,6 +154,8 @@ public actor RelayHub {
     private func forget(_ board: EntityID) {
         rooms[board] = nil
         states[board] = nil
+        headDigests[board] = nil
+        pastStates[board] = nil
     }
 
     public var stats: (connections: Int, rooms: Int) { (connections.count, rooms.values.filter { !$0.members.isEmpty }.count) }
@@ -652,7 +667,7 @@ public actor RelayHub {
     /// Compares an agent's digest with the relay's at the same sequence; on mismatch resends
     /// the whole board so the agent can repair. The agent sends it when it has exactly the
     /// relay's operations up to `seq`, which may be below the head by the time it arrives (others
-    /// wrote meanwhile): the state at `seq` is then read from the log. Not answered when `seq`
+    /// wrote meanwhile): the state at `seq` is then rebuilt from the log. Not answered when `seq`
     /// is above the head (the agent finds that out from the head itself) or folded into a
     /// snapshot.
     func digest(_ id: Int, _ message: SyncMessage.Digest) async throws {
@@ -660,13 +675,32 @@ public actor RelayHub {
               try await storage.team(of: message.board) == connection.token.team
         else { return }
         if try await compareAtHead(id, message) { return }
-        // The log up to `seq` never changes (short of being folded into a snapshot, when this
-        // gives up), so it is read without the board's lock, which pushes to the board wait for:
-        // a long log takes a while.
-        guard let state = try await state(of: message.board, at: message.seq) else { return }
-        await lock([message.board])
-        defer { unlock([message.board]) }
-        try await answer(id, message, match: state.digest == message.digest)
+        let board = message.board
+        let idle = belowHead[board] == nil
+        belowHead[board, default: []].append((id, message))
+        if idle { Task { await self.answerBelowHead(board) } }
+    }
+
+    /// Answers the board's digests taken below its head, the lowest sequence first, so that
+    /// each state is rebuilt from the one before it: several agents that reconnect while others
+    /// write cost one pass over the log, not one each. The log up to a sequence never changes
+    /// (short of being folded into a snapshot, when that digest is not answered), so it is read
+    /// without the board's lock, which pushes to the board wait for: a long log takes a while.
+    private func answerBelowHead(_ board: EntityID) async {
+        while let waiting = belowHead[board], !waiting.isEmpty {
+            belowHead[board] = []
+            for (id, message) in waiting.sorted(by: { $0.message.seq < $1.message.seq }) where connections[id] != nil {
+                do {
+                    guard let digest = try await digest(of: board, at: message.seq) else { continue }
+                    await lock([board])
+                    defer { unlock([board]) }
+                    try await answer(id, message, match: digest == message.digest)
+                } catch {
+                    logger.warning("could not compare a digest", metadata: ["board": "\(board)", "seq": "\(message.seq)", "error": "\(error)"])
+                }
+            }
+        }
+        belowHead[board] = nil
     }
 
     /// Under the board's lock: compares a digest taken at the head with the state delivery
@@ -678,8 +712,15 @@ public actor RelayHub {
         guard message.seq > 0, message.seq <= head else { return true }
         guard message.seq == head else { return false }
         try await advance(message.board, through: head)
-        let state = try await state(of: message.board, through: head)
-        try await answer(id, message, match: state.digest == message.digest)
+        let digest: String
+        if let known = headDigests[message.board], known.seq == head {
+            digest = known.digest
+        } else {
+            digest = await stateWork.digest(of: try await state(of: message.board, through: head))
+            // Every agent that reconnects at this head compares with the same digest.
+            if rooms[message.board]?.members.isEmpty == false { headDigests[message.board] = (head, digest) }
+        }
+        try await answer(id, message, match: digest == message.digest)
         return true
     }
 
@@ -694,15 +735,25 @@ public actor RelayHub {
         _ = try await sendCatchUp(id, board: message.board, after: 0, head: head)
     }
 
-    /// The board's state at an older sequence, read from the log; nil when that lies inside
+    /// The digest of the board's state at an older sequence, rebuilt from the log: from the last
+    /// state rebuilt for the board when that lies at or below `seq` (agents that reconnect while
+    /// others write digest at rising sequences), else from the start. nil when `seq` lies inside
     /// the compacted part (a snapshot past it).
-    private func state(of board: EntityID, at seq: Int64) async throws -> BoardState? {
+    private func digest(of board: EntityID, at seq: Int64) async throws -> String? {
+        let past = pastStates[board]
+        if let past, past.seq == seq { return past.digest }
         if let snapshot = try await storage.snapshot(board: board), snapshot.seq > seq { return nil }
+        let state: BoardState
         do {
-            return try await replayLog(board, through: seq)
+            state = try await replayLog(board, through: seq, from: past.flatMap { $0.seq < seq ? ($0.seq, $0.state) : nil })
         } catch let error as RelayError where error.compacted {
             return nil  // compacted past `seq` meanwhile
         }
+        let digest = await stateWork.digest(of: state)
+        if rooms[board]?.members.isEmpty == false, (pastStates[board]?.seq ?? 0) < seq {
+            pastStates[board] = PastState(seq: seq, state: state, digest: digest)
+        }
+        return digest
     }
 
     /// Folds old operations into a snapshot once a board's live log passes the threshold.
@@ -744,22 +795,24 @@ public actor RelayHub {
     /// at; the read then goes on from the newer snapshot (up to three times), which is correct
     /// because joining a snapshot into what came before it is. `snapshot` and `operations`
     /// return false to stop; so does this function, then.
+    /// Runs on the caller's actor (this hub's for a catch-up, none for a rebuild).
     private func readLog(
         _ board: EntityID, after cursor: Int64, through head: Int64, batch: Int,
-        snapshot: (Int64, BoardSnapshot) -> Bool, operations: ([SyncMessage.Ops.Sequenced]) -> Bool
+        isolation: isolated (any Actor)? = #isolation,
+        snapshot: (Int64, BoardSnapshot) async -> Bool, operations: ([SyncMessage.Ops.Sequenced]) async -> Bool
     ) async throws -> Bool {
         var cursor = cursor
         var retries = 0
         while true {
             do {
                 if cursor < head, let stored = try await storage.snapshot(board: board), stored.seq > cursor, stored.seq <= head {
-                    guard snapshot(stored.seq, stored.state) else { return false }
+                    guard await snapshot(stored.seq, stored.state) else { return false }
                     cursor = stored.seq
                 }
                 while cursor < head {
                     let entries = try await storage.operations(board: board, after: cursor, limit: min(batch, Int(head - cursor)))
                     guard let last = entries.last else { break }
-                    guard operations(entries) else { return false }
+                    guard await operations(entries) else { return false }
                     cursor = last.seq
                 }
                 return true
@@ -773,23 +826,27 @@ public actor RelayHub {
     /// here; delivery keeps it current).
     private func state(of board: EntityID, through head: Int64) async throws -> BoardState {
         if let state = states[board] { return state }
-        let state = try await replayLog(board, through: head)
+        // From a state rebuilt below the head for another digest, if there is one.
+        let past = pastStates[board].flatMap { $0.seq <= head ? ($0.seq, $0.state) : nil }
+        let state = try await replayLog(board, through: head, from: past)
         if rooms[board]?.members.isEmpty == false { states[board] = state }
         return state
     }
 
     /// The board's state after its log through `seq`: the snapshot (when it lies at or below
-    /// `seq`), then the operations.
-    private func replayLog(_ board: EntityID, through seq: Int64) async throws -> BoardState {
-        var state = BoardState(id: board)
-        _ = try await readLog(board, after: 0, through: seq, batch: 5_000) { _, snapshot in
-            state = snapshot.state  // covers every operation below its sequence
+    /// `seq`), then the operations; from `start` (a state at a lower sequence) when given. Off
+    /// this actor: the reads go through the storage, the rest is `stateWork`'s.
+    private nonisolated func replayLog(_ board: EntityID, through seq: Int64, from start: (seq: Int64, state: BoardState)? = nil) async throws -> BoardState {
+        let rebuild = BoardStateWork.Rebuild(start?.state ?? BoardState(id: board))
+        _ = try await readLog(board, after: start?.seq ?? 0, through: seq, batch: 5_000) { _, snapshot in
+            // Covers every operation below its sequence.
+            await self.stateWork.run { rebuild.replace(with: snapshot.state) }
             return true
         } operations: { entries in
-            for entry in entries { state.apply(entry.op) }
+            await self.stateWork.run { rebuild.apply(entries) }
             return true
         }
-        return state
+        return rebuild.result
     }
 
     // MARK: Sending

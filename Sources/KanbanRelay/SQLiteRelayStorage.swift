@@ -141,8 +141,11 @@ public final class SQLiteRelayStorage: RelayStorage {
         return results
     }
 
-    public func operations(board: EntityID, after: Int64, limit: Int) throws -> [SyncMessage.Ops.Sequenced] {
-        try pool.read { db in
+    /// On one of GRDB's reader queues, not the caller's thread: a batch of thousands takes tens of
+    /// milliseconds to decode, which would hold one of Swift's cooperative threads (as many as
+    /// there are cores) from the pushes and acknowledgments that need them.
+    public func operations(board: EntityID, after: Int64, limit: Int) async throws -> [SyncMessage.Ops.Sequenced] {
+        try await pool.read { db in
             try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT seq, body FROM relay_op WHERE board_id = ? AND seq > ? ORDER BY seq LIMIT ?
                 """), arguments: [board.rawValue, after, limit]).map { row in
@@ -216,8 +219,9 @@ public final class SQLiteRelayStorage: RelayStorage {
         }
     }
 
-    public func snapshot(board: EntityID) throws -> (seq: Int64, state: BoardSnapshot)? {
-        try pool.read { db in
+    /// On a reader queue, as `operations`: a large board's snapshot takes a while to decode.
+    public func snapshot(board: EntityID) async throws -> (seq: Int64, state: BoardSnapshot)? {
+        try await pool.read { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT seq, body FROM relay_snapshot WHERE board_id = ?", arguments: [board.rawValue])
             else { return nil }
             guard let snapshot = try? JSONDecoder().decode(BoardSnapshot.self, from: Data((row["body"] as String).utf8)) else {

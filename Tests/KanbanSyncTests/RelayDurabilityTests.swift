@@ -141,10 +141,10 @@ struct RelayGroupCommitTests {
 
         // The compacted board: the snapshot at 1,500 (op i, a rename to "T<i>", has sequence i + 1),
         // the operations after it, and no bodies left through 1,500.
-        let snapshot = try #require(try storage.snapshot(board: board))
+        let snapshot = try #require(try await storage.snapshot(board: board))
         #expect(snapshot.seq == 1_500)
         #expect(snapshot.state.title?.v == "T1499")
-        #expect(try storage.operations(board: board, after: 1_500, limit: 1_000).map(\.seq) == Array(1_501...2_000))
+        #expect(try await storage.operations(board: board, after: 1_500, limit: 1_000).map(\.seq) == Array(1_501...2_000))
         let bodies = try await storage.pool.read { db in
             try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM relay_op WHERE board_id = ? AND body IS NOT NULL", arguments: [board.rawValue])
         }

@@ -207,10 +207,13 @@ struct RelayWebSocketTests {
         }
     }
 
-    /// A digest taken at an agent's cursor can reach the relay after others wrote: the relay
-    /// compares it with the board's state at that sequence, read from its log (it used to ignore
-    /// it, and the agent, which compares once per connection, never asked again). A matching
-    /// digest is answered `match`, a wrong one `false` and the whole board resent.
+    /// A digest an agent took below the relay's head (others wrote before it arrived): the relay
+    /// compares it with the board's state at that sequence, rebuilt from its log (it used to
+    /// ignore it, and the agent, which compares once per connection, never asked again). A
+    /// matching digest is answered `match`, a wrong one `false` and the whole board resent. The
+    /// relay keeps the last state it rebuilt and goes on from it for a higher sequence: asked at
+    /// 2, then 4 (from 2's), then 3 (below it: from the start again), then at the head (as
+    /// before), then 4 and 3 wrong: each answer has to be right.
     @Test func aDigestBelowTheHeadIsComparedAtItsSequence() async throws {
         let cluster = try await SyncCluster(agents: 1)
         try await cluster.whileRunning {
@@ -220,9 +223,16 @@ struct RelayWebSocketTests {
             try await cluster.connect(0)
             try await eventually("the relay has the board") { try a.store.outboxCount() == 0 }
             await cluster.disconnect(0)
-            var atThree = BoardState(id: board)
-            for op in ops.prefix(3) { atThree.apply(op) }
-            let digests = [atThree.digest, String(repeating: "0", count: 64)]
+            #expect(ops.count == 5)
+            let states = (0...ops.count).map { n in
+                var state = BoardState(id: board)
+                for op in ops.prefix(n) { state.apply(op) }
+                return state
+            }
+            let wrong = String(repeating: "0", count: 64)
+            let asked: [(seq: Int64, digest: String)] = [
+                (2, states[2].digest), (4, states[4].digest), (3, states[3].digest), (5, states[5].digest), (4, wrong), (3, wrong),
+            ]
 
             final class Replies: Sendable { let list = Mutex<[SyncMessage]>([]) }
             let replies = Replies()
@@ -230,17 +240,24 @@ struct RelayWebSocketTests {
             _ = try await WebSocketClient.connect(url: cluster.relayURL, configuration: .init(additionalHeaders: headers),
                                                   logger: quietLogger("checker")) { inbound, outbound, _ in
                 try await outbound.write(.text(SyncMessage.hello(.init(replica: ReplicaID("checker")!, cursors: [board: 5])).text))
-                for digest in digests {
-                    try await outbound.write(.text(SyncMessage.digest(.init(board: board, seq: 3, digest: digest)).text))
+                var messages = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
+                // One digest at a time, each after the answer to the one before (the suite's time
+                // limit bounds the waits).
+                for (seq, digest) in asked {
+                    try await outbound.write(.text(SyncMessage.digest(.init(board: board, seq: seq, digest: digest)).text))
+                    while let message = try await messages.next() {
+                        guard case .text(let text) = message else { continue }
+                        let decoded = try SyncMessage.decode(Data(text.utf8))
+                        replies.list.withLock { $0.append(decoded) }
+                        if case .digestResult = decoded { break }
+                    }
                 }
-                // The relay handles a connection's messages in order: the pong comes after both
-                // digests were handled and whatever they send.
-                try await outbound.write(.text(SyncMessage.ping(.init(t: 1)).text))
-                for try await message in inbound.messages(maxSize: 1 << 20) {
+                // After the last mismatch, the board resent through its head.
+                while let message = try await messages.next() {
                     guard case .text(let text) = message else { continue }
                     let decoded = try SyncMessage.decode(Data(text.utf8))
-                    if case .pong = decoded { break }
                     replies.list.withLock { $0.append(decoded) }
+                    if case .ops(let batch) = decoded, batch.ops.last?.seq == 5 { break }
                 }
                 try await outbound.close(.normalClosure, reason: nil)
             }
@@ -248,10 +265,10 @@ struct RelayWebSocketTests {
             let results = list.compactMap { message -> SyncMessage.DigestResult? in
                 if case .digestResult(let result) = message { result } else { nil }
             }
-            #expect(results == [.init(board: board, seq: 3, match: true), .init(board: board, seq: 3, match: false)])
-            let resent = list.drop { if case .digestResult(let r) = $0 { r.match } else { true } }.dropFirst()
-                .flatMap { message -> [Int64] in if case .ops(let batch) = message { batch.ops.map(\.seq) } else { [] } }
-            #expect(resent == [1, 2, 3, 4, 5], "the board resent after the mismatch: \(resent)")
+            #expect(results.map { "\($0.seq) \($0.match)" } == ["2 true", "4 true", "3 true", "5 true", "4 false", "3 false"])
+            let resent = list.split { if case .digestResult(let r) = $0 { !r.match } else { false } }
+                .map { part in part.flatMap { message -> [Int64] in if case .ops(let batch) = message { batch.ops.map(\.seq) } else { [] } } }
+            #expect(resent.dropFirst().map { $0 } == [[1, 2, 3, 4, 5], [1, 2, 3, 4, 5]], "the board resent after each mismatch: \(resent)")
         }
     }
 

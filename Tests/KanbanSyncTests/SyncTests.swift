@@ -631,7 +631,7 @@ final class CompactionBeforeRead: Sendable {
                 try await log.compact(board: board, through: through)
                 owner.didFire.store(true, ordering: .releasing)
             }
-            return try log.operations(board: board, after: after, limit: limit)
+            return try await log.operations(board: board, after: after, limit: limit)
         }
     }
 }
@@ -653,14 +653,14 @@ protocol ForwardingToLog: RelayStorage {
 extension ForwardingToLog {
     func append(_ ops: [BoardOperation], team: String) async throws -> [AppendResult] { try await log.append(ops, team: team) }
     func operations(board: EntityID, after: Int64, limit: Int) async throws -> [SyncMessage.Ops.Sequenced] {
-        try log.operations(board: board, after: after, limit: limit)
+        try await log.operations(board: board, after: after, limit: limit)
     }
     func boards(team: String) async throws -> [SyncMessage.BoardHead] { try log.boards(team: team) }
     func head(of board: EntityID) async throws -> Int64 { try log.head(of: board) }
     func team(of board: EntityID) async throws -> String? { try log.team(of: board) }
     func secret() async throws -> Data { try log.secret() }
     func operationCount() async throws -> Int { try log.operationCount() }
-    func snapshot(board: EntityID) async throws -> (seq: Int64, state: BoardSnapshot)? { try log.snapshot(board: board) }
+    func snapshot(board: EntityID) async throws -> (seq: Int64, state: BoardSnapshot)? { try await log.snapshot(board: board) }
     func compact(board: EntityID, through seq: Int64) async throws { try await log.compact(board: board, through: seq) }
     func close() async throws { try log.close() }
     func recordIssued(_ token: IssuedToken) async throws { try log.recordIssued(token) }

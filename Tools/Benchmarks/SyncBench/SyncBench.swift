@@ -21,9 +21,11 @@ struct LocalRelay {
     var url: String { "ws://127.0.0.1:\(server.port)/sync" }
     func token(boards: [String]? = nil) -> String { authority.sign(RelayToken(team: "bench", boards: boards)) }
 
-    static func start() async throws -> LocalRelay {
+    /// `prepare`: writes to the log before the relay opens it.
+    static func start(prepare: (SQLiteRelayStorage) async throws -> Void = { _ in }) async throws -> LocalRelay {
         let directory = try makeTempDir("relay")
         let storage = try SQLiteRelayStorage(path: directory.appendingPathComponent("relay.sqlite").path)
+        try await prepare(storage)
         let relay = try await Relay(storage: storage, configuration: .init(port: 0), logger: quietLogger("relay"))
         let server = try await RunningServer.start { onListening in
             buildRelayApplication(relay: relay, logger: quietLogger("relay"), onListening: onListening)
