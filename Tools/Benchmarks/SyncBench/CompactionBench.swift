@@ -83,9 +83,11 @@ private func fillLongBoard(_ storage: SQLiteRelayStorage, ops: Int) async throws
 /// with the storage calls the relay's hub uses (read in 5,000-operation batches, apply, hash).
 /// Second: a relay with that board in its log; one client pushes to another board every 5 ms and
 /// times each acknowledgment, while `agents` clients each send a digest below the head (each at
-/// its own sequence) and one at the head; how long the digests take to answer, and the acknowledgments before and during.
-func runDigestBench(ops: Int, agents: Int) async throws {
-    guard ops >= 1_000, agents >= 1 else { throw BenchError("digest needs --ops >= 1000 and --agents >= 1") }
+/// its own sequence) and one at the head; how long the digests take to answer, and the
+/// acknowledgments before and during. Third: `joiners` new agents are sent the whole board
+/// (catch-up), pushes still going.
+func runDigestBench(ops: Int, agents: Int, joiners: Int) async throws {
+    guard ops >= 1_000, agents >= 1, joiners >= 1 else { throw BenchError("digest needs --ops >= 1000, --agents >= 1 and --joiners >= 1") }
     let relay = try await LocalRelay.start { storage in
         let (board, head) = try await fillLongBoard(storage, ops: ops)
         await longBoard.set(board, head)
@@ -174,9 +176,28 @@ func runDigestBench(ops: Int, agents: Int) async throws {
     let deadline = nowNs() + 300_000_000_000
     while answered.withLock({ $0.count }) < 2 * agents && nowNs() < deadline { try await Task.sleep(for: .milliseconds(10)) }
     let end = nowNs()
+    clients.forEach { $0.close() }
+    try await Task.sleep(for: .seconds(1))
+
+    // Then `joiners` new agents: a hello without cursors, so the relay sends them the whole board.
+    let joinStart = nowNs()
+    let caughtUp = Mutex<[UInt64]>([])
+    let last = "\"seq\":\(head)}"
+    var joining: [WireClient] = []
+    for i in 0..<joiners {
+        let client = WireClient(url: relay.url, token: token, deflate: true) { text in
+            if text.contains(last) { caughtUp.withLock { $0.append(nowNs() - joinStart) } }
+        }
+        client.send(SyncMessage.hello(.init(replica: ReplicaID("cjoin\(i)")!, cursors: [:], client: "bench")).text)
+        joining.append(client)
+    }
+    while caughtUp.withLock({ $0.count }) < joiners && nowNs() < joinStart + 300_000_000_000 { try await Task.sleep(for: .milliseconds(10)) }
+    let joinEnd = nowNs()
     try await Task.sleep(for: .seconds(1))
     pushing.cancel()
-    clients.forEach { $0.close() }
+    joining.forEach { $0.close() }
+    let joined = caughtUp.withLock { $0 }.sorted()
+    guard joined.count == joiners else { throw BenchError("only \(joined.count) of \(joiners) new agents were caught up in 300 s") }
     let times = answered.withLock { $0 }.sorted()
     guard times.count == 2 * agents else { throw BenchError("only \(times.count) of \(2 * agents) digests were answered in 300 s") }
     let all = latencies.withLock { $0 }
@@ -187,6 +208,11 @@ func runDigestBench(ops: Int, agents: Int) async throws {
                [["\(matches.load(ordering: .relaxed)) of \(2 * agents)", num(Double(times[0]) / 1e9), num(Double(times.last!) / 1e9),
                  "\(ms(before.p50)) / \(ms(before.p99)) / \(ms(before.max))", "\(during.count)",
                  "\(ms(during.p50)) / \(ms(during.p99)) / \(ms(during.max))"]])
+    let joinAcks = LatencySummary(all.filter { $0.at >= joinStart && $0.at <= joinEnd }.map(\.ns))
+    printTable("Relay: \(joiners) new agents sent the whole \(head)-operation board (catch-up), pushes to another board every 5 ms meanwhile",
+               ["caught up: first s", "last s", "acks during: n", "p50 / p99 / max ms"],
+               [[num(Double(joined[0]) / 1e9), num(Double(joined.last!) / 1e9), "\(joinAcks.count)",
+                 "\(ms(joinAcks.p50)) / \(ms(joinAcks.p99)) / \(ms(joinAcks.max))"]])
 }
 
 /// Hands the long board's ID from the relay's set-up closure to the bench.
