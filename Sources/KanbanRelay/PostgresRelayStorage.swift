@@ -324,6 +324,11 @@ public final class PostgresRelayStorage: RelayStorage, RelayCluster, Sendable {
         return (seq, snapshot)
     }
 
+    public func snapshotSeq(board: EntityID) async throws -> Int64? {
+        let rows = try await client.query("SELECT seq FROM relay_snapshot WHERE board_id = \(board.rawValue)", logger: logger)
+        return try await Self.first(rows, Int64.self)
+    }
+
     /// The first row of a result, reading the result to its end: the pooled connection goes
     /// back to the pool only once its rows were all read.
     static func first<Row: PostgresDecodable & Sendable>(_ rows: PostgresRowSequence, _: Row.Type) async throws -> Row? {

@@ -742,7 +742,7 @@ public actor RelayHub {
     private func digest(of board: EntityID, at seq: Int64) async throws -> String? {
         let past = pastStates[board]
         if let past, past.seq == seq { return past.digest }
-        if let snapshot = try await storage.snapshot(board: board), snapshot.seq > seq { return nil }
+        if let horizon = try await storage.snapshotSeq(board: board), horizon > seq { return nil }
         let state: BoardState
         do {
             state = try await replayLog(board, through: seq, from: past.flatMap { $0.seq < seq ? ($0.seq, $0.state) : nil })
@@ -764,7 +764,7 @@ public actor RelayHub {
         if let known = horizons[board] {
             horizon = known
         } else {
-            horizon = try await storage.snapshot(board: board)?.seq ?? 0
+            horizon = try await storage.snapshotSeq(board: board) ?? 0
             horizons[board] = horizon
         }
         guard head - horizon > threshold, !compacting.contains(board) else { return }
@@ -805,7 +805,10 @@ public actor RelayHub {
         var retries = 0
         while true {
             do {
-                if cursor < head, let stored = try await storage.snapshot(board: board), stored.seq > cursor, stored.seq <= head {
+                // The snapshot is read only when it lies past `cursor` (a large one takes a while
+                // to decode): most catch-ups start above it.
+                if cursor < head, let horizon = try await storage.snapshotSeq(board: board), horizon > cursor, horizon <= head,
+                   let stored = try await storage.snapshot(board: board), stored.seq > cursor, stored.seq <= head {
                     guard await snapshot(stored.seq, stored.state) else { return false }
                     cursor = stored.seq
                 }

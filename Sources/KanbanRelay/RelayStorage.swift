@@ -26,6 +26,10 @@ public protocol RelayStorage: Sendable {
     func operationCount() async throws -> Int
     /// The board's snapshot at the compaction horizon, if the board was compacted.
     func snapshot(board: EntityID) async throws -> (seq: Int64, state: BoardSnapshot)?
+    /// The sequence of the board's snapshot, without reading the snapshot (a large board's
+    /// takes a while to decode); nil when the board was not compacted. A default reads it
+    /// through `snapshot`.
+    func snapshotSeq(board: EntityID) async throws -> Int64?
     /// Replaces the operations up to `seq` with a snapshot of the state they produce. Their IDs
     /// stay known, so a late duplicate push is still answered with its first sequence.
     func compact(board: EntityID, through seq: Int64) async throws
@@ -50,6 +54,8 @@ public protocol RelayStorage: Sendable {
 
 extension RelayStorage {
     public var cluster: (any RelayCluster)? { nil }
+
+    public func snapshotSeq(board: EntityID) async throws -> Int64? { try await snapshot(board: board)?.seq }
 
     public func operationID(board: EntityID, seq: Int64) async throws -> OperationID? {
         guard seq > 0 else { return nil }

@@ -231,6 +231,12 @@ public final class SQLiteRelayStorage: RelayStorage {
         }
     }
 
+    public func snapshotSeq(board: EntityID) async throws -> Int64? {
+        try await pool.read { db in
+            try Int64.fetchOne(db.cachedStatement(sql: "SELECT seq FROM relay_snapshot WHERE board_id = ?"), arguments: [board.rawValue])
+        }
+    }
+
     /// Folds the board's operations through `seq` into its snapshot and drops their bodies.
     ///
     /// Folding 150,000 operations takes seconds, so it runs on a reader, not on the writer that

@@ -164,6 +164,25 @@ struct PostgresRelayTests {
         await b.close()
     }
 
+    /// The horizon a catch-up checks first (`snapshotSeq`), without decoding the snapshot: the
+    /// compacted board's, as another instance sees it, and none for a board never compacted.
+    @Test func aCompactedBoardsHorizonIsReadWithoutItsSnapshot() async throws {
+        let url = try await PostgresFixture.freshDatabase()
+        let (a, b) = (try await PostgresRelayStorage.connect(url: url, listen: false, logger: logger),
+                      try await PostgresRelayStorage.connect(url: url, listen: false, logger: logger))
+        var author = Author(replica: ReplicaID("folder")!)
+        let (board, other) = (EntityID.make(), EntityID.make())
+        _ = try await a.append((0..<20).map { author.make(.renameBoard(title: "T\($0)"), board: board, nowMillis: 1_000 + Int64($0)) }, team: "t")
+        _ = try await a.append([author.make(.renameBoard(title: "Other"), board: other, nowMillis: 2_000)], team: "t")
+        #expect(try await b.snapshotSeq(board: board) == nil)
+        try await a.compact(board: board, through: 15)
+        #expect(try await b.snapshotSeq(board: board) == 15)
+        #expect(try await b.snapshot(board: board)?.seq == 15)
+        #expect(try await b.snapshotSeq(board: other) == nil)
+        await a.close()
+        await b.close()
+    }
+
     @Test func duplicatesAreAckedWithTheFirstSequenceEvenWhenTwoInstancesRace() async throws {
         let url = try await PostgresFixture.freshDatabase()
         let (a, b) = (try await PostgresRelayStorage.connect(url: url, listen: false, logger: logger),

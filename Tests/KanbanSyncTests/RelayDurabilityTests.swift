@@ -143,6 +143,8 @@ struct RelayGroupCommitTests {
         // the operations after it, and no bodies left through 1,500.
         let snapshot = try #require(try await storage.snapshot(board: board))
         #expect(snapshot.seq == 1_500)
+        #expect(try await storage.snapshotSeq(board: board) == 1_500)
+        #expect(try await storage.snapshotSeq(board: other[0].board) == nil)
         #expect(snapshot.state.title?.v == "T1499")
         #expect(try await storage.operations(board: board, after: 1_500, limit: 1_000).map(\.seq) == Array(1_501...2_000))
         let bodies = try await storage.pool.read { db in

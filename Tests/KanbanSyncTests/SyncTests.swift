@@ -661,6 +661,7 @@ extension ForwardingToLog {
     func secret() async throws -> Data { try log.secret() }
     func operationCount() async throws -> Int { try log.operationCount() }
     func snapshot(board: EntityID) async throws -> (seq: Int64, state: BoardSnapshot)? { try await log.snapshot(board: board) }
+    func snapshotSeq(board: EntityID) async throws -> Int64? { try await log.snapshotSeq(board: board) }
     func compact(board: EntityID, through seq: Int64) async throws { try await log.compact(board: board, through: seq) }
     func close() async throws { try log.close() }
     func recordIssued(_ token: IssuedToken) async throws { try log.recordIssued(token) }

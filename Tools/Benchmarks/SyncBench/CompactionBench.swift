@@ -50,12 +50,20 @@ func runCompactionBench(ops: Int, rate: Double) async throws {
     }
     try await compaction.value
     let seconds = Double(done.load(ordering: .acquiring) - start) / 1e9
+    // What a catch-up of the compacted board reads first: the whole snapshot (before 2026-12-02,
+    // every catch-up did) or only its sequence (now, unless the catch-up starts below it).
+    var t0 = nowNs()
     let snapshot = try await storage.snapshot(board: long)
+    let readWhole = Double(nowNs() - t0) / 1e6
+    t0 = nowNs()
+    let horizon = try await storage.snapshotSeq(board: long)
+    let readSeq = Double(nowNs() - t0) / 1e6
     let s = LatencySummary(samples)
     printTable("Relay log compaction under load (SQLite, synchronous=FULL): one board folded while another is appended to",
-               ["operations folded", "compaction s", "appends meanwhile", "append p50 ms", "p99 ms", "max ms", "snapshot at"],
+               ["operations folded", "compaction s", "appends meanwhile", "append p50 ms", "p99 ms", "max ms", "snapshot at",
+                "snapshot read ms", "its sequence read ms"],
                [["\(through)", num(seconds), "\(samples.count) at \(Int(rate))/s", ms(s.p50), ms(s.p99), ms(s.max),
-                 snapshot.map { "\($0.seq)" } ?? "none"]])
+                 snapshot.map { "\($0.seq)" } ?? "none", ms(readWhole), horizon == snapshot?.seq ? ms(readSeq) : "differs"]])
 }
 
 // MARK: - Digests of a long board
