@@ -229,6 +229,29 @@ final class RelayCompressor {
         return items
     }
 
+    /// How `message(_:for:keepContext: false)` compresses, as work that can run off the hub's
+    /// actor (for a large message: a board's snapshot), on a stream of its own. The caller sends
+    /// the result with `sendingStandalone(_:)` first.
+    func standalone(for deflate: ConnectionDeflate?) -> @Sendable (String) -> OutboundItem {
+        guard let deflate else { return { .plain($0) } }
+        compressions += 1
+        let (windowBits, memoryLevel, level, minSize) = (deflate.windowBits, settings.memoryLevel, settings.compressionLevel,
+                                                         settings.minSizeToCompress)
+        return { text in
+            guard text.utf8.count >= minSize, let stream = DeflateStream(windowBits: windowBits, memoryLevel: memoryLevel, level: level),
+                  let payload = stream.compress(text)
+            else { return .plain(text) }
+            return OutboundItem(payload: payload, compressed: true, size: text.utf8.count)
+        }
+    }
+
+    /// Just before a `standalone` message is queued: the connection leaves its stream, whose
+    /// next message would refer to a window the client no longer holds (the standalone message
+    /// came between). What was queued before it, from that stream, is still fine. (A snapshot is
+    /// followed by its tail or an empty `ops`, sent without context, which leaves too; this does
+    /// not rely on that.)
+    func sendingStandalone(_ deflate: ConnectionDeflate?) { deflate?.leave() }
+
     private func newStream(_ windowBits: Int) -> DeflateStream? {
         DeflateStream(windowBits: windowBits, memoryLevel: settings.memoryLevel, level: settings.compressionLevel)
     }

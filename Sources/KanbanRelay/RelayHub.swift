@@ -295,7 +295,7 @@ public actor RelayHub {
         var sent = false
         let reached = try await readLog(board, after: after, through: head, batch: configuration.catchUpBatch) { seq, state in
             // Past the compaction horizon: the state at the horizon, then the tail.
-            send(id, .snapshot(.init(board: board, seq: seq, head: head, state: state)), keepContext: false)
+            await sendLarge(id, .snapshot(.init(board: board, seq: seq, head: head, state: state)))
         } operations: { entries in
             guard send(id, .ops(.init(board: board, ops: entries, head: head)), keepContext: false) else { return false }
             sent = true
@@ -861,6 +861,20 @@ public actor RelayHub {
     func send(_ id: Int, _ message: SyncMessage, keepContext: Bool = true) -> Bool {
         guard let connection = connections[id] else { return false }
         if connection.send(compressor.message(message.text, for: connection.deflate, keepContext: keepContext), false) { return true }
+        slow(id)
+        return false
+    }
+
+    /// A large message for one connection (a board's snapshot: a 50,000-task board's takes
+    /// about a second to encode and compress), encoded and compressed on `stateWork`'s thread,
+    /// then queued. Callers hold the board's lock, so nothing of the board overtakes it.
+    private func sendLarge(_ id: Int, _ message: SyncMessage) async -> Bool {
+        guard let connection = connections[id] else { return false }
+        let compress = compressor.standalone(for: connection.deflate)
+        let item = await stateWork.run { compress(message.text) }
+        guard let connection = connections[id] else { return false }
+        compressor.sendingStandalone(connection.deflate)
+        if connection.send(item, false) { return true }
         slow(id)
         return false
     }

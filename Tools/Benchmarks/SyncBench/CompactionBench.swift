@@ -94,10 +94,13 @@ private func fillLongBoard(_ storage: SQLiteRelayStorage, ops: Int) async throws
 /// its own sequence) and one at the head; how long the digests take to answer, and the
 /// acknowledgments before and during. Third: `joiners` new agents are sent the whole board
 /// (catch-up), pushes still going.
-func runDigestBench(ops: Int, agents: Int, joiners: Int) async throws {
+/// `compacted`: all but the newest quarter folded into a snapshot first (as the relay does
+/// past its threshold), so that new agents are sent the snapshot and the tail.
+func runDigestBench(ops: Int, agents: Int, joiners: Int, compacted: Bool) async throws {
     guard ops >= 1_000, agents >= 1, joiners >= 1 else { throw BenchError("digest needs --ops >= 1000, --agents >= 1 and --joiners >= 1") }
     let relay = try await LocalRelay.start { storage in
         let (board, head) = try await fillLongBoard(storage, ops: ops)
+        if compacted { try await storage.compact(board: board, through: head - head / 4) }
         await longBoard.set(board, head)
     }
     defer { Task { await relay.server.stop() } }
@@ -112,6 +115,10 @@ func runDigestBench(ops: Int, agents: Int, joiners: Int) async throws {
     let belowSeqs = (0..<agents).map { head - 1 - Int64(100 * $0) }
     var below: [Int64: String] = [:]
     var cursor: Int64 = 0
+    if let stored = try await storage.snapshot(board: board) {
+        state = stored.state.state
+        cursor = stored.seq
+    }
     while cursor < head {
         let t0 = nowNs()
         let entries = try await storage.operations(board: board, after: cursor, limit: 5_000)
@@ -132,7 +139,7 @@ func runDigestBench(ops: Int, agents: Int, joiners: Int) async throws {
     let t2 = nowNs()
     let atHead = state.digest
     let hash = nowNs() - t2
-    printTable("Relay: rebuilding a long board's state from its log (SQLite), as for a digest",
+    printTable("Relay: rebuilding a long board's state from its log (SQLite), as for a digest\(compacted ? " (from its snapshot and the tail)" : "")",
                ["operations", "tasks", "read ms", "apply ms", "digest ms"],
                [["\(head)", "\(state.tasks.count)", ms(Double(read) / 1e6), ms(Double(apply - hashing) / 1e6), ms(Double(hash) / 1e6)]])
 
@@ -199,13 +206,18 @@ func runDigestBench(ops: Int, agents: Int, joiners: Int) async throws {
         client.send(SyncMessage.hello(.init(replica: ReplicaID("cjoin\(i)")!, cursors: [:], client: "bench")).text)
         joining.append(client)
     }
-    while caughtUp.withLock({ $0.count }) < joiners && nowNs() < joinStart + 300_000_000_000 { try await Task.sleep(for: .milliseconds(10)) }
+    while caughtUp.withLock({ $0.count }) < joiners && nowNs() < joinStart + 300_000_000_000
+            && !joining.allSatisfy({ $0.closed.load(ordering: .relaxed) }) {
+        try await Task.sleep(for: .milliseconds(10))
+    }
     let joinEnd = nowNs()
     try await Task.sleep(for: .seconds(1))
     pushing.cancel()
     joining.forEach { $0.close() }
     let joined = caughtUp.withLock { $0 }.sorted()
-    guard joined.count == joiners else { throw BenchError("only \(joined.count) of \(joiners) new agents were caught up in 300 s") }
+    guard joined.count == joiners else {
+        throw BenchError("only \(joined.count) of \(joiners) new agents were caught up (in 300 s, or before their connections ended)")
+    }
     let times = answered.withLock { $0 }.sorted()
     guard times.count == 2 * agents else { throw BenchError("only \(times.count) of \(2 * agents) digests were answered in 300 s") }
     let all = latencies.withLock { $0 }
@@ -217,7 +229,7 @@ func runDigestBench(ops: Int, agents: Int, joiners: Int) async throws {
                  "\(ms(before.p50)) / \(ms(before.p99)) / \(ms(before.max))", "\(during.count)",
                  "\(ms(during.p50)) / \(ms(during.p99)) / \(ms(during.max))"]])
     let joinAcks = LatencySummary(all.filter { $0.at >= joinStart && $0.at <= joinEnd }.map(\.ns))
-    printTable("Relay: \(joiners) new agents sent the whole \(head)-operation board (catch-up), pushes to another board every 5 ms meanwhile",
+    printTable("Relay: \(joiners) new agents sent the whole \(head)-operation board (catch-up\(compacted ? ": its snapshot and the tail" : "")), pushes to another board every 5 ms meanwhile",
                ["caught up: first s", "last s", "acks during: n", "p50 / p99 / max ms"],
                [[num(Double(joined[0]) / 1e9), num(Double(joined.last!) / 1e9), "\(joinAcks.count)",
                  "\(ms(joinAcks.p50)) / \(ms(joinAcks.p99)) / \(ms(joinAcks.max))"]])

@@ -21,9 +21,10 @@ final class WireClient: Sendable {
         outgoing = continuation
         var headers = HTTPFields()
         headers[.authorization] = "Bearer \(token)"
+        // What the relay may send (a board's snapshot can be large), as the agent accepts.
         let configuration = WebSocketClientConfiguration(
-            maxFrameSize: ProtocolLimits.maxMessageBytes, additionalHeaders: headers,
-            extensions: deflate ? [.perMessageDeflate(maxWindow: 12, maxDecompressedFrameSize: ProtocolLimits.maxMessageBytes,
+            maxFrameSize: ProtocolLimits.maxRelayMessageBytes, additionalHeaders: headers,
+            extensions: deflate ? [.perMessageDeflate(maxWindow: 12, maxDecompressedFrameSize: ProtocolLimits.maxRelayMessageBytes,
                                                       minFrameSizeToCompress: compressFrom)] : [],
             autoPing: .disabled)
         task = Task {
@@ -35,7 +36,7 @@ final class WireClient: Sendable {
                             try await outbound.close(.normalClosure, reason: nil)
                         }
                         group.addTask {
-                            for try await message in inbound.messages(maxSize: ProtocolLimits.maxMessageBytes) {
+                            for try await message in inbound.messages(maxSize: ProtocolLimits.maxRelayMessageBytes) {
                                 if case .text(let text) = message { onText(text) }
                             }
                         }

@@ -27,7 +27,8 @@ let usage = """
                  another board is appended to at --rate 200/s: compaction time and append latency meanwhile
       digest     --agents 4 agents' digests of a board of --ops 200000 operations (below the relay's head and at it):
                  the relay's cost of rebuilding the state, and acknowledgments of pushes to another board meanwhile;
-                 then --joiners 2 new agents sent that whole board, pushes still going
+                 then --joiners 2 new agents sent that whole board, pushes still going; --compacted: the board folded
+                 into a snapshot but for its newest quarter first
       codec      CPU per message of decoding and encoding push, ack and ops messages (--iterations 20000)
       zlibmem    memory per deflate compressor (window 2^12) at zlib memLevel 8/4/2/1, and the ratio each gets
       all        everything above with defaults except scaleout, pgstore, zlibmem, codec and compaction (--kanban PATH for the
@@ -126,7 +127,8 @@ do {
     case "compaction":
         try await runCompactionBench(ops: o.int("ops", 200_000), rate: o.double("rate", 200))
     case "digest":
-        try await runDigestBench(ops: o.int("ops", 200_000), agents: o.int("agents", 4), joiners: o.int("joiners", 2))
+        try await runDigestBench(ops: o.int("ops", 200_000), agents: o.int("agents", 4), joiners: o.int("joiners", 2),
+                                 compacted: o.string("compacted") != nil)
     case "codec":
         try runCodecBench(iterations: o.int("iterations", 20_000))
     case "zlibmem":
