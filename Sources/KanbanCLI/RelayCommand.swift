@@ -43,6 +43,10 @@ struct RelayCommand: AsyncParsableCommand {
         var maxOperationsPerSecond: Int = RelayConfiguration().maxOperationsPerSecond
         @Option(help: "Seconds an HTTP connection may stay idle, one that never finishes its first request included, before the relay closes it (WebSockets are watched by --heartbeat instead).")
         var httpIdleSeconds: Int = RelayConfiguration().httpIdleSeconds
+        @Option(parsing: .unconditional, help: "Operations in a board's log past its snapshot before the relay folds the older ones into a new snapshot; 0 never compacts.")
+        var compactionThreshold: Int = RelayConfiguration().compactionThreshold
+        @Option(parsing: .unconditional, help: "Newest operations a compaction keeps as operations (agents this close behind catch up without the snapshot).")
+        var compactionKeep: Int = RelayConfiguration().compactionKeep
 
         func validate() throws {
             guard (0...65535).contains(port) else { throw ValidationError("--port must be 0-65535 (got \(port))") }
@@ -59,6 +63,10 @@ struct RelayCommand: AsyncParsableCommand {
             guard maxOperationsPerSecond >= 1 else { throw ValidationError("--max-ops-per-second must be at least 1") }
             guard (1...3600).contains(httpIdleSeconds) else {
                 throw ValidationError("--http-idle-seconds must be 1-3600 seconds (got \(httpIdleSeconds))")
+            }
+            guard compactionThreshold >= 0 else { throw ValidationError("--compaction-threshold must be 0 (never) or more (got \(compactionThreshold))") }
+            guard compactionKeep >= 0, compactionThreshold == 0 || compactionKeep < compactionThreshold else {
+                throw ValidationError("--compaction-keep must be 0 or more and below --compaction-threshold (\(compactionThreshold)); got \(compactionKeep)")
             }
             guard Logger.Level(rawValue: logLevel) != nil else {
                 throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error")
@@ -79,6 +87,8 @@ struct RelayCommand: AsyncParsableCommand {
             configuration.maxConnectionsPerToken = maxConnectionsPerToken
             configuration.maxOperationsPerSecond = maxOperationsPerSecond
             configuration.httpIdleSeconds = httpIdleSeconds
+            configuration.compactionThreshold = compactionThreshold
+            configuration.compactionKeep = compactionKeep
             let relay = try await Relay(storage: storage, configuration: configuration, logger: logger)
             let host = self.host
             let location = data.description

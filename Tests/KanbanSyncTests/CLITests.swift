@@ -145,6 +145,14 @@ struct CLITests {
         #expect(status != 0 && out.contains("--max-reconnect-delay must be 1-3600 seconds (got 0)"), "\(out)")
     }
 
+    @Test(arguments: [(["relay", "--compaction-threshold", "-1"], "--compaction-threshold must be 0 (never) or more (got -1)"),
+                      (["relay", "--compaction-threshold", "100", "--compaction-keep", "100"],
+                       "--compaction-keep must be 0 or more and below --compaction-threshold (100); got 100")])
+    func aCompactionSettingOutOfRangeIsNamed(args: [String], message: String) async throws {
+        let (status, out) = try await run(args)
+        #expect(status != 0 && out.contains(message), "\(args): \(out)")
+    }
+
     /// A negative port reaches the range check (it used to read as a flag, "missing value").
     @Test(arguments: [["agent", "--port", "-1"], ["relay", "--port", "-1"], ["relay", "--port", "70000"]])
     func aPortOutOfRangeIsNamed(args: [String]) async throws {

@@ -41,6 +41,7 @@ import os
 import random
 import re
 import shutil
+import sqlite3
 import signal
 import socket
 import subprocess
@@ -213,10 +214,17 @@ class Child:
         return False
 
 
+def sqlite_rows(path: str, sql: str) -> list[tuple]:
+    """Rows of a query on a SQLite file a running process may be writing (read-only)."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
+        return db.execute(sql).fetchall()
+
+
 class RelayProc(Child):
-    def __init__(self, name: str, binary: str, data: str, log_path: str, heartbeat: int | None, store: str | None):
+    def __init__(self, name: str, binary: str, data: str, log_path: str, heartbeat: int | None, store: str | None,
+                 compaction: int = 0):
         super().__init__(name, log_path)
-        self.binary, self.data, self.heartbeat, self.store = binary, data, heartbeat, store
+        self.binary, self.data, self.heartbeat, self.store, self.compaction = binary, data, heartbeat, store, compaction
         self.port = 0
 
     def location(self) -> list[str]:
@@ -227,6 +235,8 @@ class RelayProc(Child):
         a = [self.binary, "relay", "--port", str(self.port), "--name", self.name] + self.location()
         if self.heartbeat:
             a += ["--heartbeat", str(self.heartbeat)]
+        if self.compaction:
+            a += ["--compaction-threshold", str(self.compaction), "--compaction-keep", str(self.compaction // 4)]
         return a
 
     def ready_pattern(self):
@@ -597,7 +607,7 @@ class Soak:
         for k in range(a.relays):
             name = "relay" if a.relays == 1 else f"relay{k}"
             relay = RelayProc(name, a.binary, os.path.join(self.dir, name), os.path.join(self.dir, f"{name}.log"),
-                              a.relay_heartbeat, a.store)
+                              a.relay_heartbeat, a.store, a.compaction_threshold)
             self.relays.append(relay)
             relay.start()
             log(f"{name} on port {relay.port} ({'PostgreSQL ' + a.store if a.store else 'SQLite'})")
@@ -947,6 +957,17 @@ class Soak:
                     have[b] = set((r.json() or {}).get("operations", [])) if r.status == 200 else set()
                     union |= have[b]
                 missing = [op for op, (b, _) in expected.items() if op not in (have.get(b) if b else union)]
+                if missing and self.args.compaction_threshold:
+                    # Caught up through a relay snapshot, an agent holds the state the folded
+                    # operations made, not the operations: one the relay logged at or below the
+                    # sequence of the agent's snapshot of its board is there.
+                    snapshots = sqlite_rows(os.path.join(ag.data, "replica.sqlite"), "SELECT board_id, seq FROM snapshot")
+                    relay_seqs = sqlite_rows(os.path.join(self.relays[0].data, "relay.sqlite"), "SELECT op_id, board_id, seq FROM relay_op")
+                    at = dict(snapshots)
+                    logged = {op: (b, seq) for op, b, seq in relay_seqs}
+                    folded = [op for op in missing if op in logged and logged[op][1] <= at.get(logged[op][0], 0)]
+                    res.setdefault("in_snapshots", {})[ag.name] = len(folded)
+                    missing = [op for op in missing if op not in set(folded)]
                 res["missing_by_agent"][ag.name] = len(missing)
                 for op in missing:
                     res["lost"].setdefault(op, []).append(ag.name)
@@ -1053,6 +1074,9 @@ def main() -> int:
     ap.add_argument("--refresh-every", type=int, default=8, help="operations between re-reading a board (default 8)")
     ap.add_argument("--relay-heartbeat", type=int, default=5,
                     help="relay ping interval in seconds, so long pauses hit heartbeat timeouts (default 5; 0: relay default)")
+    ap.add_argument("--compaction-threshold", type=int, default=0,
+                    help="the relays' --compaction-threshold (with --compaction-keep a quarter of it), so that boards are "
+                         "folded into snapshots and agents catch up through them under the faults (default 0: the relay's own)")
     ap.add_argument("--relays", type=int, default=1,
                     help="relay instances (default 1); more than one needs --store, the log they share")
     ap.add_argument("--pinned", action="store_true",
@@ -1085,6 +1109,11 @@ def main() -> int:
                  f"known: {','.join(FAULT_KINDS + OPTIONAL_FAULTS)}")
     if "relay_rollback" in args.faults and (args.store or args.relays > 1):
         ap.error("relay_rollback puts one relay's SQLite data back to a copy: not with --store or --relays")
+    if args.compaction_threshold and (args.store or "relay_rollback" in args.faults):
+        ap.error("--compaction-threshold: the check reads the relay's SQLite log, so not with --store; and not with "
+                 "relay_rollback (operations an agent has only inside a relay snapshot cannot be pushed to a restored relay)")
+    if args.compaction_threshold < 0:
+        ap.error("--compaction-threshold must be 0 (the relay's own) or more")
     if args.agents < 2:
         ap.error("--agents must be at least 2")
     if not 0 <= args.long_polling <= args.agents:
@@ -1143,6 +1172,7 @@ def main() -> int:
             "relay_compactions": int(metrics.get("relay:kanban_relay_compactions", 0)),
             "checked_by": "operation IDs" if soak.capabilities["operations"] else "entity presence",
             "lost": lost, "missing_by_agent": res["missing_by_agent"],
+            "in_snapshots_by_agent": res.get("in_snapshots", {}),
             "divergent": len(res["divergent"]),
             "converged": ok, "converge_s": round(took, 1),
             "boards": len(soak.ledger.boards),
@@ -1204,6 +1234,10 @@ def main() -> int:
         if s["relays"] > 1:
             print(f"agent connections by relay: {s['connections_by_relay']}"
                   f"{' (pinned)' if args.pinned else ' (WebSockets: each to the next relay; long-polling: the first that is up)'}")
+        if args.compaction_threshold:
+            print(f"relay compactions (since the relay's last start) {s['relay_compactions']}; operations held only "
+                  f"inside a relay snapshot (found in the relay's log at or below the agent's snapshot): "
+                  f"{s['in_snapshots_by_agent']}")
         print(f"checked by {s['checked_by']}: lost = {s['lost']} {s['missing_by_agent']}, "
               f"divergent = {s['divergent']}, converged = {'yes' if s['converged'] else 'no'} "
               f"({s['converge_s']} s after healing), crashes = {len(s['crashes'])}")
