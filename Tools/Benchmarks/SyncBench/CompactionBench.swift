@@ -14,15 +14,7 @@ func runCompactionBench(ops: Int, rate: Double) async throws {
     guard ops >= 1_000, rate > 0 else { throw BenchError("compaction needs --ops >= 1000 and --rate > 0") }
     let directory = try makeTempDir("compaction")
     let storage = try SQLiteRelayStorage(path: directory.appendingPathComponent("relay.sqlite").path)
-    let long = EntityID.make()
-    var writer = OpFactory(replica: "clong", board: long, seed: 1)
-    _ = try await storage.append([writer.make(.createBoard(title: "Long"))], team: "bench")
-    var left = ops - 1
-    while left > 0 {
-        let n = min(1_000, left)
-        _ = try await storage.append((0..<n).map { _ in writer.typical() }, team: "bench")
-        left -= n
-    }
+    let (long, _) = try await fillLongBoard(storage, ops: ops)
     let busy = EntityID.make()
     var other = OpFactory(replica: "cbusy", board: busy, seed: 2)
     _ = try await storage.append([other.make(.createBoard(title: "Busy"))], team: "bench")
