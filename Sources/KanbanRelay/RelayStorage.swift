@@ -6,7 +6,8 @@ public import KanbanProtocol
 /// `PostgresRelayStorage` (several instances on one database).
 ///
 /// The requirements are async because a networked database answers asynchronously; the SQLite
-/// implementation satisfies them with synchronous methods. The hub serializes the calls that
+/// implementation satisfies the short ones with synchronous methods, and awaits GRDB's reader
+/// queues for the reads that can take long (a board's operations, its snapshot). The hub serializes the calls that
 /// need an order (a board's append and delivery), not the storage.
 public protocol RelayStorage: Sendable {
     /// Stores new operations with the next sequence of their board, in one transaction, and
