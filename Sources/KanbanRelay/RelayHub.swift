@@ -839,7 +839,7 @@ public actor RelayHub {
     /// The board's state after its log through `seq`: the snapshot (when it lies at or below
     /// `seq`), then the operations; from `start` (a state at a lower sequence) when given. Off
     /// this actor: the reads go through the storage, the rest is `stateWork`'s.
-    private nonisolated func replayLog(_ board: EntityID, through seq: Int64, from start: (seq: Int64, state: BoardState)? = nil) async throws -> BoardState {
+    private nonisolated func replayLog(_ board: EntityID, through seq: Int64, from start: (seq: Int64, state: BoardState)?) async throws -> BoardState {
         let rebuild = BoardStateWork.Rebuild(start?.state ?? BoardState(id: board))
         _ = try await readLog(board, after: start?.seq ?? 0, through: seq, batch: 5_000) { _, snapshot in
             // Covers every operation below its sequence.

@@ -949,6 +949,7 @@ class Soak:
             with led.lock:
                 expected = dict(led.acked)
             boards = sorted({b for b, _ in expected.values()} | set(led.boards))
+            logged: dict | None = None  # the relay's log, op ID -> (board, sequence): read once, if needed
             for ag in self.agents:
                 have: dict[str, set] = {}
                 union: set = set()
@@ -961,13 +962,13 @@ class Soak:
                     # Caught up through a relay snapshot, an agent holds the state the folded
                     # operations made, not the operations: one the relay logged at or below the
                     # sequence of the agent's snapshot of its board is there.
-                    snapshots = sqlite_rows(os.path.join(ag.data, "replica.sqlite"), "SELECT board_id, seq FROM snapshot")
-                    relay_seqs = sqlite_rows(os.path.join(self.relays[0].data, "relay.sqlite"), "SELECT op_id, board_id, seq FROM relay_op")
-                    at = dict(snapshots)
-                    logged = {op: (b, seq) for op, b, seq in relay_seqs}
-                    folded = [op for op in missing if op in logged and logged[op][1] <= at.get(logged[op][0], 0)]
+                    at = dict(sqlite_rows(os.path.join(ag.data, "replica.sqlite"), "SELECT board_id, seq FROM snapshot"))
+                    if logged is None:
+                        logged = {op: (b, seq) for op, b, seq in
+                                  sqlite_rows(os.path.join(self.relays[0].data, "relay.sqlite"), "SELECT op_id, board_id, seq FROM relay_op")}
+                    folded = {op for op in missing if op in logged and logged[op][1] <= at.get(logged[op][0], 0)}
                     res.setdefault("in_snapshots", {})[ag.name] = len(folded)
-                    missing = [op for op in missing if op not in set(folded)]
+                    missing = [op for op in missing if op not in folded]
                 res["missing_by_agent"][ag.name] = len(missing)
                 for op in missing:
                     res["lost"].setdefault(op, []).append(ag.name)
