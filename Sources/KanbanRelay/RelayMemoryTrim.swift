@@ -8,16 +8,23 @@ import ServiceLifecycle
 /// and pool thread allocate and free upgrade and catch-up buffers at the same time. glibc keeps
 /// what they freed inside its heaps, so the relay's resident size stays several KB per
 /// connection above what the connections hold, for good. `malloc_trim` returns those free
-/// pages. It runs once per settled burst: when at least `burst` connections opened or closed
-/// since the last trim and none in the last `period`, never in steady traffic.
+/// pages. It runs when a burst settles: at the first `period` with no connection opened or
+/// closed after at least `burst` did, never in steady traffic. The connection count settles
+/// before the work it brought does (hellos and catch-ups are still being answered when the
+/// last upgrade is done), and what that work frees after the trim would stay; so the trim is
+/// repeated at the next `followUps` quiet periods.
 ///
 /// Measured (README, "Idle memory"): 2,000 connections opened at once by the peers' S4 harness,
-/// 38.7 KB per connection without it (see RESULTS.md for the trial figures).
+/// 38.7 KB per connection without it (see RESULTS.md for the trial figures); with one trim per
+/// burst, 4 of 9 runs on 2026-12-02 still read 24-36 KB, the trim having come while hellos
+/// were being answered (a `malloc_trim` from gdb afterwards took one such relay from 119.6 to
+/// 76.3 MB).
 struct RelayMemoryTrim: Service {
     let traffic: RelayTraffic
     let logger: Logger
     var period: Duration = .seconds(1)
     var burst = 100
+    var followUps = 3
     /// What gives the memory back (tests count the calls); nil: nothing to do.
     var trim: (@Sendable () -> Void)? = Self.mallocTrim
 
@@ -28,27 +35,51 @@ struct RelayMemoryTrim: Service {
         return { _ = function(0) }
     }()
 
-    /// At a tick: trim when no connection opened or closed since the previous tick (`previous`
-    /// equals `now`) and at least `burst` did since the last trim.
-    static func shouldTrim(now: Int, previous: Int, trimmedAt: Int, burst: Int) -> Bool {
-        now == previous && now - trimmedAt >= burst
+    /// When to trim, decided once per `period` from the connection change count.
+    struct Schedule {
+        let burst: Int
+        let followUps: Int
+        /// The change count at the last trim after a burst (from the relay's start: the first
+        /// burst is the agents connecting).
+        private(set) var trimmedAt = 0
+        /// The change count at the previous tick.
+        private(set) var previous = 0
+        /// Trims still owed to the last burst, one per quiet tick.
+        private(set) var owed = 0
+
+        init(burst: Int, followUps: Int) {
+            self.burst = burst
+            self.followUps = followUps
+        }
+
+        /// The tick that saw `now` changes in all: true to trim now. A tick with changes since
+        /// the previous one never trims; the first quiet one after at least `burst` changes
+        /// does, and so do the next `followUps` quiet ones.
+        mutating func tick(_ now: Int) -> Bool {
+            defer { previous = now }
+            guard now == previous else { return false }
+            if now - trimmedAt >= burst {
+                trimmedAt = now
+                owed = followUps
+                return true
+            }
+            guard owed > 0 else { return false }
+            owed -= 1
+            return true
+        }
     }
 
     func run() async throws {
         guard let trim else { return }
-        let (traffic, period, burst, logger) = (traffic, period, burst, logger)
+        let (traffic, period, logger) = (traffic, period, logger)
+        let (burst, followUps) = (burst, followUps)
         await cancelWhenGracefulShutdown {
-            // Counted from the relay's start: the first burst is the agents connecting.
-            var trimmedAt = 0
-            var previous = 0
+            var schedule = Schedule(burst: burst, followUps: followUps)
             while !Task.isCancelled {
                 try? await Task.sleep(for: period)
-                let now = traffic.connections.changeCount
-                defer { previous = now }
-                guard Self.shouldTrim(now: now, previous: previous, trimmedAt: trimmedAt, burst: burst) else { continue }
+                guard schedule.tick(traffic.connections.changeCount) else { continue }
                 let start = ContinuousClock.now
                 trim()
-                trimmedAt = now
                 logger.debug("returned free heap memory after a burst of connections",
                              metadata: ["took": "\(ContinuousClock.now - start)"])
             }
