@@ -8,8 +8,11 @@ import Synchronization
 /// tasks: 0.2 s). It runs on one Dispatch thread: off the hub's actor, which every push waits
 /// for, and off Swift's cooperative pool (a thread per core), which serves the connections; and
 /// one piece at a time, so that many agents' digests of a long board take one core, not all.
+/// The hub keeps a second one, labelled apart, for encoding large messages (`sendLarge`).
 final class BoardStateWork: Sendable {
-    private let queue = DispatchQueue(label: "kanban.relay.board-states")
+    private let queue: DispatchQueue
+
+    init(label: String = "kanban.relay.board-states") { queue = DispatchQueue(label: label) }
 
     func run<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
         await withCheckedContinuation { continuation in queue.async { continuation.resume(returning: work()) } }

@@ -64,6 +64,9 @@ public actor RelayHub {
     private var belowHead: [EntityID: [(id: Int, message: SyncMessage.Digest)]] = [:]
     /// Rebuilding and hashing board states, off this actor.
     private let stateWork = BoardStateWork()
+    /// Encoding and compressing large messages for one connection (snapshots, long catch-up
+    /// batches), off this actor and not queued behind a digest's rebuild.
+    private let largeMessages = BoardStateWork(label: "kanban.relay.large-messages")
     private var horizons: [EntityID: Int64] = [:]
     /// Boards whose compaction is running.
     private var compacting: Set<EntityID> = []
@@ -297,7 +300,11 @@ public actor RelayHub {
             // Past the compaction horizon: the state at the horizon, then the tail.
             await sendLarge(id, .snapshot(.init(board: board, seq: seq, head: head, state: state)))
         } operations: { entries in
-            guard send(id, .ops(.init(board: board, ops: entries, head: head)), keepContext: false) else { return false }
+            let message = SyncMessage.ops(.init(board: board, ops: entries, head: head))
+            // A long batch (a few ms to encode and compress) is made off the hub, where every
+            // push waits; a short one, the usual reconnect, is not worth the hand-off.
+            let queued = entries.count >= Self.largeBatch ? await sendLarge(id, message) : send(id, message, keepContext: false)
+            guard queued else { return false }
             sent = true
             return true
         }
@@ -865,13 +872,17 @@ public actor RelayHub {
         return false
     }
 
+    /// Catch-up batches of at least this many operations are sent with `sendLarge`.
+    static let largeBatch = 100
+
     /// A large message for one connection (a board's snapshot: a 50,000-task board's takes
-    /// about a second to encode and compress), encoded and compressed on `stateWork`'s thread,
-    /// then queued. Callers hold the board's lock, so nothing of the board overtakes it.
+    /// about a second to encode and compress; a catch-up batch of 500 operations a few ms),
+    /// encoded and compressed on `largeMessages`' thread, then queued. Callers hold the board's
+    /// lock, so nothing of the board overtakes it.
     private func sendLarge(_ id: Int, _ message: SyncMessage) async -> Bool {
         guard let connection = connections[id] else { return false }
         let compress = compressor.standalone(for: connection.deflate)
-        let item = await stateWork.run { compress(message.text) }
+        let item = await largeMessages.run { compress(message.text) }
         guard let connection = connections[id] else { return false }
         compressor.sendingStandalone(connection.deflate)
         if connection.send(item, false) { return true }
