@@ -16,9 +16,9 @@ import ServiceLifecycle
 ///
 /// Measured (README, "Idle memory"): 2,000 connections opened at once by the peers' S4 harness,
 /// 38.7 KB per connection without it (see RESULTS.md for the trial figures); with one trim per
-/// burst, 4 of 9 runs on 2026-12-02 still read 24-36 KB, the trim having come while hellos
-/// were being answered (a `malloc_trim` from gdb afterwards took one such relay from 119.6 to
-/// 76.3 MB).
+/// burst, 4 of 11 S4 runs on 2026-12-02 still read 24-39 KB (and 14 of 18 runs of its client
+/// alone 20-37 KB), the trim having come while hellos were being answered (a `malloc_trim` from
+/// gdb afterwards took one such relay from 119.6 to 76.3 MB).
 struct RelayMemoryTrim: Service {
     let traffic: RelayTraffic
     let logger: Logger
