@@ -163,6 +163,7 @@ func runDigestBench(ops: Int, agents: Int, joiners: Int, compacted: Bool) async 
         }
     }
     try await Task.sleep(for: .seconds(2))
+    let rssBefore = trimmedRSSKiB()
     let start = nowNs()
 
     // The agents: a hello at the head (nothing to catch up), then a digest below it and one at it.
@@ -183,8 +184,13 @@ func runDigestBench(ops: Int, agents: Int, joiners: Int, compacted: Bool) async 
     let deadline = nowNs() + 300_000_000_000
     while answered.withLock({ $0.count }) < 2 * agents && nowNs() < deadline { try await Task.sleep(for: .milliseconds(10)) }
     let end = nowNs()
+    // What the relay holds for the long board while its room is open (its state at the head,
+    // the digest there, a state below it kept for the next digest), then once the room has
+    // closed with its last member, which drops them.
+    let rssOpen = trimmedRSSKiB()
     clients.forEach { $0.close() }
     try await Task.sleep(for: .seconds(1))
+    let rssClosed = trimmedRSSKiB()
 
     // Then `joiners` new agents: a hello without cursors, so the relay sends them the whole board.
     let joinStart = nowNs()
@@ -215,11 +221,14 @@ func runDigestBench(ops: Int, agents: Int, joiners: Int, compacted: Bool) async 
     let all = latencies.withLock { $0 }
     let before = LatencySummary(all.filter { $0.at < start }.map(\.ns))
     let during = LatencySummary(all.filter { $0.at >= start && $0.at <= end }.map(\.ns))
+    let mib = { (kib: Int?) in kib.map { num(Double($0) / 1024) } ?? "?" }
     printTable("Relay: \(agents) agents' digests of a \(head)-operation board (one below the head at its own sequence, one at it, each), pushes to another board every 5 ms meanwhile",
-               ["digests matched", "first answered s", "last answered s", "acks before: p50 / p99 / max ms", "acks during: n", "p50 / p99 / max ms"],
+               ["digests matched", "first answered s", "last answered s", "acks before: p50 / p99 / max ms", "acks during: n", "p50 / p99 / max ms",
+                "process RSS MiB (after malloc_trim): before / answered, room open / room closed"],
                [["\(matches.load(ordering: .relaxed)) of \(2 * agents)", num(Double(times[0]) / 1e9), num(Double(times.last!) / 1e9),
                  "\(ms(before.p50)) / \(ms(before.p99)) / \(ms(before.max))", "\(during.count)",
-                 "\(ms(during.p50)) / \(ms(during.p99)) / \(ms(during.max))"]])
+                 "\(ms(during.p50)) / \(ms(during.p99)) / \(ms(during.max))",
+                 "\(mib(rssBefore)) / \(mib(rssOpen)) / \(mib(rssClosed))"]])
     let joinAcks = LatencySummary(all.filter { $0.at >= joinStart && $0.at <= joinEnd }.map(\.ns))
     printTable("Relay: \(joiners) new agents sent the whole \(head)-operation board (catch-up\(compacted ? ": its snapshot and the tail" : "")), pushes to another board every 5 ms meanwhile",
                ["caught up: first s", "last s", "acks during: n", "p50 / p99 / max ms"],

@@ -128,6 +128,16 @@ func machineCPUSeconds() -> (busy: Double, total: Double) {
     return ((total - idle) / clockTicks, total / clockTicks)
 }
 
+/// This process's resident size once glibc has given back the free pages in its heaps
+/// (`malloc_trim(0)`, looked up at run time: Swift's Glibc module does not declare it), so that
+/// what a phase freed does not count as held.
+func trimmedRSSKiB() -> Int? {
+    if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") {
+        _ = unsafeBitCast(symbol, to: (@convention(c) (Int) -> Int32).self)(0)
+    }
+    return rssKiB()
+}
+
 func rssKiB(_ pid: Int32 = getpid()) -> Int? {
     guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
     for line in text.split(separator: "\n") where line.hasPrefix("VmRSS:") {
