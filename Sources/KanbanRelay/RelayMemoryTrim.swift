@@ -26,14 +26,7 @@ struct RelayMemoryTrim: Service {
     var burst = 100
     var followUps = 3
     /// What gives the memory back (tests count the calls); nil: nothing to do.
-    var trim: (@Sendable () -> Void)? = Self.mallocTrim
-
-    /// glibc's `malloc_trim(0)`, which Swift's Glibc module does not declare; nil on another C library.
-    static let mallocTrim: (@Sendable () -> Void)? = {
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return nil }
-        let function = unsafeBitCast(symbol, to: (@convention(c) (Int) -> Int32).self)
-        return { _ = function(0) }
-    }()
+    var trim: (@Sendable () -> Void)? = HeapTrim.mallocTrim
 
     /// When to trim, decided once per `period` from the connection change count.
     struct Schedule {
@@ -85,4 +78,15 @@ struct RelayMemoryTrim: Service {
             }
         }
     }
+}
+
+public enum HeapTrim {
+    /// glibc's `malloc_trim(0)`, which Swift's Glibc module does not declare: gives the free
+    /// pages inside the heaps back to the system. Nil on another C library. Public for the
+    /// benchmarks, which read a process's memory after it.
+    public static let mallocTrim: (@Sendable () -> Void)? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return nil }
+        let function = unsafeBitCast(symbol, to: (@convention(c) (Int) -> Int32).self)
+        return { _ = function(0) }
+    }()
 }

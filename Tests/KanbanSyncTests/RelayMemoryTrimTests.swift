@@ -53,6 +53,6 @@ struct RelayMemoryTrimTests {
     }
 
     @Test func glibcProvidesMallocTrim() {
-        #expect(RelayMemoryTrim.mallocTrim != nil)
+        #expect(HeapTrim.mallocTrim != nil)
     }
 }

@@ -5,12 +5,17 @@
 #   Tools/peers/run.sh                  # S1 S2 S3 S4 for both systems, DUR=20 s per fan-out scenario
 #   DUR=5 IDLE=2000 Tools/peers/run.sh  # shorter run
 #   SCENARIOS="S1 S2 S4" Tools/peers/run.sh
+#   SCENARIOS=S4 SYSTEMS=kanban RSS_EVERY=0.5 SETTLE=8 Tools/peers/run.sh   # our relay alone, its RSS over time
 #
 # The peers folder is copied to a temp dir (nothing of theirs is copied into this repo); our adapter
 # is dropped in next to loadgen.py. A fresh server (and fresh database) is started for every
 # scenario. Python packages come from PyPI (../shared/peers/requirements.txt) into a venv under
 # ${XDG_CACHE_HOME:-~/.cache}/kanban-peers-venv. Env: PEERS (default ../shared/peers), KANBAN
-# (default .build/release/kanban), DUR=20, IDLE=2000, WAIT_QUIET=60, OUT (JSON lines, optional).
+# (default .build/release/kanban), DUR=20, IDLE=2000, WAIT_QUIET=60, OUT (JSON lines, optional),
+# SYSTEMS (default "socketio kanban"), SETTLE (S4's wait before its last RSS read; loadgen's
+# default 3 s), RSS_EVERY (seconds: sample each server's RSS that often while it runs, and print
+# the series after the tables; how the relay's memory trim after a burst of connections was
+# looked at).
 #
 # S2 asks for each server's fan-out ceiling, but loadgen.py (one Python process) saturates at
 # ~33k delivered msg/s, below what our relay delivers. So, in the same run and right after S2,
@@ -26,6 +31,9 @@ DUR=${DUR:-20}
 IDLE=${IDLE:-2000}
 WAIT_QUIET=${WAIT_QUIET:-60}
 SCENARIOS=${SCENARIOS:-"S1 S2 S3 S4"}
+SYSTEMS=${SYSTEMS:-"socketio kanban"}
+SETTLE=${SETTLE:-}
+RSS_EVERY=${RSS_EVERY:-}
 VENV=${VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/kanban-peers-venv}
 SIO_PORT=${SIO_PORT:-18765}
 KB_PORT=${KB_PORT:-18767}
@@ -83,25 +91,36 @@ scenario() {  # label kind adapter loadgen-args...
   if [ "$kind" = kanban ]; then url=ws://127.0.0.1:$KB_PORT/sync; prog=kanban_adapter.py; fi
   start_server "$kind"
   echo "== $label ($kind/$adapter): $*" >&2
-  local line
+  local line sampler=""
+  if [ -n "$RSS_EVERY" ]; then
+    # Until the server stops: set-up, the scenario, and (S4) the settle and the closes.
+    ( while kill -0 "$SERVER_PID" 2>/dev/null; do
+        printf '%s ' "$(awk '/VmRSS/ {print $2}' "/proc/$SERVER_PID/status" 2>/dev/null)"; sleep "$RSS_EVERY"
+      done ) > "$WORK/rss-$label.txt" &
+    sampler=$!
+  fi
   line=$(cd "$WORK" && KANBAN_BIN="$KANBAN" KANBAN_RELAY_DATA="$WORK/db" "$PY" "$prog" --label "$label" --adapter "$adapter" \
       --url "$url" --server-pid "$SERVER_PID" --wait-quiet "$WAIT_QUIET" "$@") \
     || line="{\"label\": \"$label\", \"adapter\": \"$adapter\", \"error\": \"loadgen exited non-zero\"}"
   stop_server
+  if [ -n "$sampler" ]; then
+    wait "$sampler" 2>/dev/null || true
+    printf '%s server RSS KiB every %s s: %s\n' "$label" "$RSS_EVERY" "$(cat "$WORK/rss-$label.txt")" >> "$WORK/rss.txt"
+  fi
   printf '%s\n' "$line" >> "$LINES"
 }
 
 for s in $SCENARIOS; do
-  for sys in socketio kanban; do
+  for sys in $SYSTEMS; do
     if [ "$sys" = socketio ]; then ad=socketio-raw; else ad=kanban; fi
     case $s in
       S1) scenario "S1-$sys" "$sys" "$ad" --boards 1 --subs 10 --writers 1 --rate 100 --duration "$DUR" ;;
       S2) scenario "S2-$sys" "$sys" "$ad" --boards 1 --subs 50 --writers 4 --rate 0 --window 2 --duration "$DUR" ;;
       S3) scenario "S3-$sys" "$sys" "$ad" --boards 100 --subs 5 --writers 10 --rate 1000 --duration "$DUR" ;;
-      S4) scenario "S4-$sys" "$sys" "$ad" --idle "$IDLE" --boards 100 ;;
+      S4) scenario "S4-$sys" "$sys" "$ad" --idle "$IDLE" --boards 100 ${SETTLE:+--settle "$SETTLE"} ;;
     esac
   done
-  if [ "$s" = S2 ] && [ "$SYNC_BENCH" != none ]; then
+  if [ "$s" = S2 ] && [ "$SYNC_BENCH" != none ] && [[ " $SYSTEMS " == *" kanban "* ]]; then
     if [ ! -x "$SYNC_BENCH" ]; then (cd "$ROOT" && swift build -c release --product kanban-sync-bench); fi
     echo "== S2 ceiling (kanban relay, kanban-sync-bench fanout)" >&2
     "$SYNC_BENCH" fanout --kanban "$KANBAN" --subs 50 --writers 4 --windows 2,8 --duration "$DUR" \
@@ -153,3 +172,4 @@ if os.path.exists(ceiling):
     if not fan:
         print(open(ceiling).read())
 PYEOF
+if [ -f "$WORK/rss.txt" ]; then echo; cat "$WORK/rss.txt"; fi

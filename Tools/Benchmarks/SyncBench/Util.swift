@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Dispatch
 import Hummingbird
+import KanbanRelay
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -129,12 +130,9 @@ func machineCPUSeconds() -> (busy: Double, total: Double) {
 }
 
 /// This process's resident size once glibc has given back the free pages in its heaps
-/// (`malloc_trim(0)`, looked up at run time: Swift's Glibc module does not declare it), so that
-/// what a phase freed does not count as held.
+/// (`malloc_trim(0)`), so that what a phase freed does not count as held.
 func trimmedRSSKiB() -> Int? {
-    if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") {
-        _ = unsafeBitCast(symbol, to: (@convention(c) (Int) -> Int32).self)(0)
-    }
+    HeapTrim.mallocTrim?()
     return rssKiB()
 }
 
